@@ -1,0 +1,281 @@
+"""Loading a policy: parse each file with positions, validate it, resolve ``extends``, and report errors
+with the file, line, column and field path that a policy author needs to fix them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gate.errors import PolicyError
+from gate.policy.checks import CheckSpec
+from gate.policy.model import Policy, PolicyDocument, Waiver
+from gate.policy.source import Position, parse_policy_text, position_of, read_policy_text
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a policy, located precisely."""
+
+    path: Path
+    position: Position | None
+    field: str
+    message: str
+
+    def render(self) -> str:
+        where = (
+            f"{self.path}:{self.position.line}:{self.position.column}" if self.position else str(self.path)
+        )
+        subject = f" {self.field}:" if self.field else ""
+        return f"{where}:{subject} {self.message}"
+
+
+class PolicyValidationError(PolicyError):
+    """A policy that does not follow the format; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {problem.render()}" for problem in problems)
+        super().__init__(f"invalid policy ({len(problems)} problem{'s' * (len(problems) != 1)}):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a check or waiver was written: for annotations that point at the policy line."""
+
+    path: Path
+    position: Position | None
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """One validated policy file together with its parsed text (for positions) and digest."""
+
+    path: Path
+    document: PolicyDocument
+    raw: Any
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """The effective policy and the files it came from."""
+
+    policy: Policy
+    files: tuple[PolicyFile, ...]
+    check_origins: dict[str, Origin] = field(default_factory=dict)
+    waiver_origins: dict[str, Origin] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.files[-1].path
+
+    @property
+    def sha256(self) -> str:
+        """One digest over every file in resolution order, so a change in an inherited file is seen."""
+        digest = hashlib.sha256()
+        for policy_file in self.files:
+            digest.update(policy_file.sha256.encode())
+        return digest.hexdigest()
+
+
+def builtin_policy_dir() -> Path:
+    """The folder of the policies that ship with gate (``builtin:NAME``)."""
+    return Path(__file__).resolve().parent.parent / "builtin_policies"
+
+
+def builtin_policy_names() -> list[str]:
+    return sorted(path.stem for path in builtin_policy_dir().glob("*.yaml"))
+
+
+def resolve_reference(reference: str, relative_to: Path | None) -> Path:
+    """Turn ``builtin:NAME`` or a (relative) path into a file path."""
+    if reference.startswith(BUILTIN_PREFIX):
+        name = reference[len(BUILTIN_PREFIX) :]
+        candidate = builtin_policy_dir() / f"{name}.yaml"
+        if not name or "/" in name or "\\" in name or not candidate.is_file():
+            known = ", ".join(builtin_policy_names())
+            raise PolicyError(f"unknown built-in policy {reference!r}; built-in policies are: {known}")
+        return candidate
+    path = Path(reference)
+    if not path.is_absolute() and relative_to is not None:
+        path = relative_to.parent / path
+    return path
+
+
+def read_policy_file(path: Path) -> PolicyFile:
+    """Parse and validate one file on its own; errors carry file, line, column and field path."""
+    text = read_policy_text(path)
+    raw = parse_policy_text(text, path)
+    if raw is None:
+        raise PolicyValidationError(
+            [Problem(path, None, "", "the policy file is empty; expected a mapping with version: 1")]
+        )
+    if not isinstance(raw, dict):
+        found = type(raw).__name__
+        raise PolicyValidationError(
+            [
+                Problem(
+                    path,
+                    position_of(raw, ()),
+                    "",
+                    f"expected a mapping of policy keys at the top, found a {found}",
+                )
+            ]
+        )
+    try:
+        document = PolicyDocument.model_validate(_plain(raw))
+    except ValidationError as exc:
+        raise PolicyValidationError([_problem_from(error, raw, path) for error in exc.errors()]) from None
+    return PolicyFile(path, document, raw, hashlib.sha256(text.encode()).hexdigest())
+
+
+def load_policy(path: str | Path, *, today: dt.date | None = None) -> ResolvedPolicy:
+    """Load a policy and everything it extends; later files and the file itself override by check id."""
+    reference = str(path)
+    start = resolve_reference(reference, None) if reference.startswith(BUILTIN_PREFIX) else Path(reference)
+    chain: list[PolicyFile] = []
+    _collect(start.resolve() if start.exists() else start, chain, stack=())
+    return _merge(chain)
+
+
+def _collect(path: Path, chain: list[PolicyFile], stack: tuple[Path, ...]) -> None:
+    if path in stack:
+        cycle = " -> ".join(str(p) for p in (*stack, path))
+        raise PolicyError(f"policies extend each other in a cycle: {cycle}", path=path)
+    policy_file = read_policy_file(path)
+    for index, reference in enumerate(policy_file.document.extends):
+        try:
+            parent = resolve_reference(reference, path)
+        except PolicyError as exc:
+            raise PolicyValidationError(
+                [
+                    Problem(
+                        path,
+                        position_of(policy_file.raw, ("extends", index)),
+                        f"extends[{index}]",
+                        exc.message,
+                    )
+                ]
+            ) from None
+        if not parent.exists():
+            problem = Problem(
+                path,
+                position_of(policy_file.raw, ("extends", index)),
+                f"extends[{index}]",
+                f"the extended policy {reference!r} was not found (looked for {parent})",
+            )
+            raise PolicyValidationError([problem])
+        if any(parent.resolve() == known.path for known in chain):
+            continue  # a diamond: the shared ancestor is already in the chain
+        _collect(parent.resolve(), chain, stack=(*stack, path))
+    chain.append(policy_file)
+
+
+def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
+    checks: dict[str, CheckSpec] = {}
+    check_origins: dict[str, Origin] = {}
+    waivers: dict[str, Waiver] = {}
+    waiver_origins: dict[str, Origin] = {}
+    settings: dict[str, Any] = {}
+    for policy_file in chain:
+        document = policy_file.document
+        for key in ("name", "description", "input", "confidence", "samples", "seed"):
+            if key in document.model_fields_set:
+                settings[key] = getattr(document, key)
+        for index, check in enumerate(document.checks):
+            checks.pop(check.id, None)  # re-insert so the overriding file's order wins
+            checks[check.id] = check
+            check_origins[check.id] = Origin(
+                policy_file.path, position_of(policy_file.raw, ("checks", index))
+            )
+        for index, waiver in enumerate(document.waivers):
+            waivers[waiver.check] = waiver
+            waiver_origins[waiver.check] = Origin(
+                policy_file.path, position_of(policy_file.raw, ("waivers", index))
+            )
+    problems = [
+        Problem(
+            origin.path,
+            origin.position,
+            "waivers",
+            f"the waiver names check {check_id!r}, which the policy does not "
+            f"define; defined checks: {', '.join(checks) or 'none'}",
+        )
+        for check_id, origin in waiver_origins.items()
+        if check_id not in checks
+    ]
+    if problems:
+        raise PolicyValidationError(problems)
+    if not checks:
+        final = chain[-1]
+        raise PolicyValidationError(
+            [
+                Problem(
+                    final.path,
+                    position_of(final.raw, ()),
+                    "checks",
+                    "the policy (with what it extends) defines no checks",
+                )
+            ]
+        )
+    settings.setdefault("name", chain[-1].path.stem)
+    policy = Policy(checks=list(checks.values()), waivers=list(waivers.values()), **settings)
+    return ResolvedPolicy(policy, tuple(chain), check_origins, waiver_origins)
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's position-aware containers as plain dicts and lists, for pydantic."""
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(value) for value in node]
+    return node
+
+
+def _problem_from(error: Any, raw: Any, path: Path) -> Problem:
+    """Translate one pydantic error into a located problem with a readable field path."""
+    location = _document_location(error["loc"], raw)
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        location = (*location, "kind")
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (a typo?); it is not part of the policy format"
+    elif error["type"] == "missing":
+        message = "this required field is missing"
+    elif "input" in error and not isinstance(error["input"], dict | list):
+        message = f"{message} (found {error['input']!r})"
+    return Problem(path, position_of(raw, location), _field_path(location), message)
+
+
+def _document_location(loc: tuple[Any, ...], raw: Any) -> tuple[str | int, ...]:
+    """Drop the discriminator tags and validator names pydantic adds, keeping only real keys and indexes."""
+    node, kept = raw, []
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node:
+            if node.get("kind") == part or part.startswith(("function-", "tagged-union")):
+                continue
+            kept.append(part)
+            node = None
+        elif (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            kept.append(part)
+            node = node[part]
+        else:
+            kept.append(part)
+            node = None
+    return tuple(kept)
+
+
+def _field_path(location: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

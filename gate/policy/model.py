@@ -1,0 +1,81 @@
+"""The policy document: pydantic models that define the format, its JSON Schema and its validation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gate.policy.checks import AnyCheckSpec, Number, StrictModel
+
+
+class InputSpace(StrictModel):
+    """The space in which inputs live and perturbation budgets are measured (before any normalisation)."""
+
+    range: tuple[Number, Number] = (0.0, 1.0)
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] >= value[1]:
+            raise ValueError(f"range must be [low, high] with low < high, found {list(value)}")
+        return value
+
+
+class Waiver(StrictModel):
+    """An accepted, time-limited exception: a failing check that does not block until ``expires``."""
+
+    check: str = Field(description="The id of the waived check.")
+    reason: Annotated[str, Field(min_length=1)]
+    approved_by: Annotated[str, Field(min_length=1)]
+    expires: dt.date = Field(description="Last day (inclusive) on which the waiver applies, YYYY-MM-DD.")
+
+
+class PolicyDocument(StrictModel):
+    """One policy file as written: every key optional except ``version``, so files can extend others."""
+
+    version: Literal[1]
+    name: str | None = None
+    description: str | None = None
+    extends: list[str] = Field(
+        default_factory=list, description="Policies to inherit: builtin:NAME or a path relative to this file."
+    )
+    input: InputSpace | None = None
+    confidence: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None,
+        description="Confidence level of the intervals (default 0.95); null compares point values.",
+    )
+    samples: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Maximum evaluation samples."
+    )
+    seed: Annotated[int, Field(ge=0)] | None = None
+    checks: list[AnyCheckSpec] = Field(default_factory=list)
+    waivers: list[Waiver] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_check_ids(self) -> PolicyDocument:
+        seen: set[str] = set()
+        for check in self.checks:
+            if check.id in seen:
+                raise ValueError(f"check id {check.id!r} is used twice; ids must be unique within a file")
+            seen.add(check.id)
+        return self
+
+
+class Policy(StrictModel):
+    """The resolved policy after ``extends``: what a run actually evaluates."""
+
+    name: str
+    description: str | None = None
+    input: InputSpace = InputSpace()
+    confidence: float | None = 0.95
+    samples: int | None = None
+    seed: int = 0
+    checks: list[AnyCheckSpec]
+    waivers: list[Waiver] = Field(default_factory=list)
+
+    def waiver_for(self, check_id: str) -> Waiver | None:
+        """The waiver that names ``check_id`` (the latest one, if several were inherited)."""
+        matching = [waiver for waiver in self.waivers if waiver.check == check_id]
+        return matching[-1] if matching else None

@@ -1,0 +1,96 @@
+"""Reading policy text safely, keeping the line and column of every key for error messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from gate.errors import PolicyError
+
+MAX_POLICY_BYTES = 1_000_000
+MAX_POLICY_NODES = 100_000
+
+
+@dataclass(frozen=True)
+class Position:
+    """A 1-based line and column in a policy file."""
+
+    line: int
+    column: int
+
+
+def read_policy_text(path: Path) -> str:
+    """Read a policy file, refusing missing, oversized or non-UTF-8 files with a clear message."""
+    if not path.exists():
+        raise PolicyError("policy file not found", path=path)
+    if not path.is_file():
+        raise PolicyError("expected a policy file, found a directory or special file", path=path)
+    size = path.stat().st_size
+    if size > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy file is {size} bytes; the limit is {MAX_POLICY_BYTES}", path=path)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy file is not UTF-8 text (byte {exc.start})", path=path) from None
+
+
+def parse_policy_text(text: str, path: Path) -> Any:
+    """Parse YAML (or JSON) into plain containers that remember positions; never constructs objects.
+
+    The round-trip loader builds only maps, sequences and scalars (no Python tags), and we bound the
+    number of nodes reachable through aliases, so an alias "bomb" is refused instead of exhausting memory.
+    """
+    yaml = YAML(typ="rt", pure=True)
+    try:
+        document = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise PolicyError(f"not valid YAML{where}: {exc.problem}", path=path) from None
+    except (YAMLError, ValueError, RecursionError) as exc:
+        raise PolicyError(f"not valid YAML: {exc}", path=path) from None
+    _check_size(document, path)
+    return document
+
+
+def _check_size(document: Any, path: Path) -> None:
+    count = 0
+    stack = [(document, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_POLICY_NODES or depth > 64:
+            raise PolicyError(
+                f"policy is too large or too deeply nested once aliases are expanded (limit {MAX_POLICY_NODES} "
+                "values, depth 64); YAML anchors that multiply content are not allowed",
+                path=path,
+            )
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
+
+
+def position_of(document: Any, location: tuple[str | int, ...]) -> Position | None:
+    """The position of the deepest existing key or item on ``location`` in a parsed document."""
+    node, best = document, None
+    for part in location:
+        if isinstance(node, CommentedMap) and isinstance(part, str) and part in node:
+            line, column = node.lc.key(part)
+            best, node = Position(line + 1, column + 1), node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line, column = node.lc.item(part)
+            best, node = Position(line + 1, column + 1), node[part]
+        elif isinstance(node, CommentedMap | CommentedSeq) and best is None:
+            best = Position(node.lc.line + 1, node.lc.col + 1)
+            break
+        else:
+            break
+    if best is None and isinstance(document, CommentedMap | CommentedSeq):
+        best = Position(document.lc.line + 1, document.lc.col + 1)
+    return best
