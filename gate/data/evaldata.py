@@ -1,0 +1,302 @@
+"""The evaluation data a run sees: validated once (streamed), then read batch by batch in a fixed order."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gate.data.entrypoint import is_entry_point, open_entry_point
+from gate.data.folder import open_folder
+from gate.data.npz import NpzArchive
+from gate.data.sampling import select_indices
+from gate.data.sources import ArraySource, Rows, Source
+from gate.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SCAN_CHUNK_BYTES = 8 << 20  # how much of x one validation step reads at a time
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive selected samples, with their positions in the full data set as stable ids."""
+
+    index: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass(frozen=True, eq=False)
+class EvalData:
+    """A validated data source plus the samples selected for this run; batches are read on demand.
+
+    ``num_classes_seen`` is one more than the largest label in the whole data set (the number of model
+    outputs the labels need); ``labels_seen`` lists the distinct labels.
+    """
+
+    source: str
+    sha256: str
+    sample_shape: tuple[int, ...]
+    num_classes_seen: int
+    has_mask: bool
+    selected: np.ndarray
+    n_total: int
+    input_range: tuple[float, float]
+    labels_seen: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+    _reader: Source = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return len(self.selected)
+
+    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[Batch]:
+        """Yield the selected samples in ascending index order, ``batch_size`` at a time, read lazily."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+        for start in range(0, len(self.selected), batch_size):
+            indices = self.selected[start : start + batch_size]
+            yield _to_batch(indices, self._reader.read(indices), torch.device(device))
+
+    def labels(self) -> np.ndarray:
+        """The labels of the selected samples, in selection order (no images are decoded)."""
+        return self._reader.labels(self.selected)
+
+    def with_selection(self, indices: np.ndarray | list[int] | torch.Tensor) -> EvalData:
+        """The same data restricted to ``indices`` (data set positions; sorted, duplicates refused)."""
+        chosen = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
+        if chosen.ndim != 1:
+            raise ValueError(f"indices must be one-dimensional, found shape {chosen.shape}")
+        if chosen.size and (chosen.min() < 0 or chosen.max() >= self.n_total):
+            raise ValueError(
+                f"indices must lie in [0, {self.n_total}); found min {chosen.min()}, max {chosen.max()}"
+            )
+        unique = np.unique(chosen)
+        if len(unique) != len(chosen):
+            raise ValueError("indices must not repeat")
+        return dataclasses.replace(self, selected=unique)
+
+
+def _to_batch(indices: np.ndarray, rows: Rows, device: torch.device) -> Batch:
+    mask = None if rows.mask is None else torch.from_numpy(rows.mask).to(device)
+    return Batch(
+        index=torch.from_numpy(indices.astype(np.int64, copy=True)).to(device),
+        x=torch.from_numpy(rows.x).to(device),
+        y=torch.from_numpy(rows.y).to(device),
+        mask=mask,
+    )
+
+
+def load_data(
+    source: str,
+    *,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    samples: int | None = None,
+    seed: int = 0,
+    shard: tuple[int, int] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> EvalData:
+    """Open, validate (one streamed pass) and digest ``source``; select the samples this run evaluates.
+
+    Args:
+        source: an ``.npz`` file, an image folder (one sub-folder per class) or ``package.module:function``.
+        input_range: the value range the model expects; data outside it is refused.
+        samples: draw this many samples (seeded, without replacement); ``None`` keeps all.
+        seed: seed of the draw; the same seed gives the same samples whatever the sharding.
+        shard: ``(k, n)`` keeps the k-th (1-based) of n disjoint shards of the drawn samples.
+        input_shape: the model's per-sample input shape; the data must match (folders are resized to it).
+        num_classes: the model's number of classes; labels must lie in ``[0, num_classes)``.
+
+    Raises:
+        DataError: the source is missing, malformed, or inconsistent with the arguments.
+    """
+    low, high = _checked_range(input_range)
+    reader, file_digest = _open(source, (low, high), input_shape)
+    if input_shape is not None and tuple(input_shape) != reader.sample_shape:
+        raise DataError(
+            f"the model expects samples of shape {tuple(input_shape)}; the data has {reader.sample_shape}",
+            path=source,
+        )
+    scan = _scan(reader, (low, high), num_classes)
+    notes = list(reader.notes)
+    if samples is not None and samples > reader.n:
+        notes.append(f"{samples} samples requested but the data has {reader.n}: all are used")
+    for note in notes:
+        logger.info("%s: %s", source, note)
+    return EvalData(
+        source=source,
+        sha256=file_digest or scan.digest,
+        sample_shape=reader.sample_shape,
+        num_classes_seen=max(scan.labels) + 1,
+        has_mask=reader.has_mask,
+        selected=select_indices(reader.n, samples=samples, seed=seed, shard=shard),
+        n_total=reader.n,
+        input_range=(low, high),
+        labels_seen=tuple(scan.labels),
+        notes=tuple(notes),
+        _reader=reader,
+    )
+
+
+def _checked_range(input_range: tuple[float, float]) -> tuple[float, float]:
+    low, high = (float(v) for v in input_range)
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise DataError(f"input_range must be two finite numbers low < high; found {tuple(input_range)}")
+    return low, high
+
+
+def _open(
+    source: str, input_range: tuple[float, float], input_shape: tuple[int, ...] | None
+) -> tuple[Source, str]:
+    """The reader for ``source`` and the digest of its files ('' where the arrays must be digested)."""
+    path = Path(source)
+    if path.is_dir():
+        folder = open_folder(path, input_shape=input_shape, input_range=input_range)
+        return folder, folder.sha256
+    if path.is_file():
+        return _open_npz(path), _file_sha256(path)
+    if is_entry_point(source):
+        return open_entry_point(source), ""
+    raise DataError(
+        "no such file or folder; expected an .npz file, an image folder or package.module:function",
+        path=source,
+    )
+
+
+def _open_npz(path: Path) -> ArraySource:
+    archive = NpzArchive(path)
+    missing = [name for name in ("x", "y") if name not in archive.headers]
+    if missing:
+        raise DataError(
+            f"expected arrays 'x' and 'y' (and optionally 'mask'); missing {missing}, found {archive.names}",
+            path=path,
+        )
+    for name in ("x", "y", "mask"):
+        header = archive.headers.get(name)
+        if header is not None and header.dtype.hasobject:
+            raise DataError(
+                f"{name} is an object array; gate reads only plain numeric arrays (objects would need pickle)",
+                path=path,
+            )
+        if header is not None and 0 in header.shape:
+            raise DataError(f"{name} is empty: shape {header.shape}", path=path)
+    notes = (
+        [f"arrays {archive.extracted} are compressed: decompressed to a temporary file"]
+        if archive.extracted
+        else []
+    )
+    mask = archive.array("mask") if "mask" in archive.headers else None
+    return ArraySource(
+        str(path), archive.array("x"), archive.array("y"), mask, notes=notes, keepalive=archive
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class _ScanResult:
+    digest: str
+    labels: list[int]
+
+
+def _scan(reader: Source, input_range: tuple[float, float], num_classes: int | None) -> _ScanResult:
+    """One chunked pass: labels always, pixels (finite, in range) and an array digest where needed."""
+    row_bytes = 4 * int(np.prod(reader.sample_shape))
+    chunk = max(1, SCAN_CHUNK_BYTES // max(row_bytes, 1))
+    digest = hashlib.sha256(repr((reader.sample_shape, reader.has_mask)).encode())
+    labels = np.zeros(0, dtype=np.int64)
+    extremes = _Extremes()
+    for start in range(0, reader.n, chunk):
+        indices = np.arange(start, min(start + chunk, reader.n), dtype=np.int64)
+        if not reader.scan_pixels:
+            labels = np.union1d(labels, _checked_labels(reader, indices, reader.labels(indices), num_classes))
+            continue
+        rows = reader.read(indices)
+        labels = np.union1d(labels, _checked_labels(reader, indices, rows.y, num_classes))
+        _check_finite(reader.origin, "x", indices, rows.x)
+        extremes.update(indices, rows.x)
+        if rows.mask is not None:
+            _check_mask_values(reader.origin, indices, rows.mask)
+        for part in (rows.x, rows.y, rows.mask):
+            if part is not None:
+                digest.update(np.ascontiguousarray(part).tobytes())
+    extremes.check(reader.origin, input_range)
+    return _ScanResult(digest=digest.hexdigest(), labels=[int(v) for v in labels])
+
+
+def _checked_labels(
+    reader: Source, indices: np.ndarray, y: np.ndarray, num_classes: int | None
+) -> np.ndarray:
+    bad = (y < 0) if num_classes is None else (y < 0) | (y >= num_classes)
+    if bad.any():
+        first = int(np.argmax(bad))
+        expected = "labels >= 0" if num_classes is None else f"labels in [0, {num_classes})"
+        raise DataError(
+            f"expected {expected}; sample {int(indices[first])} has label {int(y[first])}", path=reader.origin
+        )
+    return np.unique(y)
+
+
+def _check_finite(origin: str, name: str, indices: np.ndarray, values: np.ndarray) -> None:
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise DataError(
+            f"{name} must be finite; sample {int(indices[first])} contains NaN or inf "
+            f"({int((~finite).sum())} such samples in rows {int(indices[0])}-{int(indices[-1])})",
+            path=origin,
+        )
+
+
+def _check_mask_values(origin: str, indices: np.ndarray, mask: np.ndarray) -> None:
+    _check_finite(origin, "mask", indices, mask)
+    low, high = float(mask.min()), float(mask.max())
+    if low < 0.0 or high > 1.0:
+        raise DataError(f"mask values must lie in [0, 1]; found min {low:g}, max {high:g}", path=origin)
+
+
+@dataclass
+class _Extremes:
+    """Running min/max of x and where they are, so an out-of-range error can name a sample."""
+
+    low: float = np.inf
+    high: float = -np.inf
+    low_at: int = -1
+    high_at: int = -1
+
+    def update(self, indices: np.ndarray, x: np.ndarray) -> None:
+        flat = x.reshape(len(x), -1)
+        row_min, row_max = flat.min(axis=1), flat.max(axis=1)
+        if row_min.min() < self.low:
+            self.low, self.low_at = float(row_min.min()), int(indices[np.argmin(row_min)])
+        if row_max.max() > self.high:
+            self.high, self.high_at = float(row_max.max()), int(indices[np.argmax(row_max)])
+
+    def check(self, origin: str, input_range: tuple[float, float]) -> None:
+        low, high = input_range
+        tolerance = 1e-6 * (high - low)  # float32 rounding of values computed in float64
+        if self.low < low - tolerance or self.high > high + tolerance:
+            raise DataError(
+                f"x values must lie in input_range [{low:g}, {high:g}]; found min {self.low:g} (sample "
+                f"{self.low_at}) and max {self.high:g} (sample {self.high_at})",
+                path=origin,
+                hint="scale the data to the model's input range, or set input_range to match the data",
+            )

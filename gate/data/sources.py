@@ -1,0 +1,227 @@
+"""Random access to the samples of one data source, row by row, never the whole set at once.
+
+Every source answers ``read(indices)`` with float32 ``x``, int64 ``y`` and an optional float32 ``mask`` for
+just those rows; ``EvalData`` (in ``evaldata.py``) builds batches and the streamed checks on top of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from gate.errors import DataError
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Some rows of a source, already in the dtypes batches use."""
+
+    x: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray | None
+
+
+class Source(Protocol):
+    """What ``EvalData`` needs from a data source."""
+
+    origin: str
+    n: int
+    sample_shape: tuple[int, ...]
+    has_mask: bool
+    notes: list[str]
+    scan_pixels: bool  # False where pixel values are valid by construction (decoded images)
+
+    def read(self, indices: np.ndarray) -> Rows: ...
+
+    def labels(self, indices: np.ndarray) -> np.ndarray: ...
+
+
+def check_layout(origin: str, x: Any, y: Any, mask: Any | None) -> list[str]:
+    """Check dtypes and shapes from metadata alone (no data is read); return notes on conversions."""
+    notes: list[str] = []
+    _refuse_objects(origin, "x", x.dtype)
+    _refuse_objects(origin, "y", y.dtype)
+    if x.dtype.kind != "f":
+        raise DataError(
+            f"x must be a float array scaled into input_range; found dtype {x.dtype}",
+            path=origin,
+            hint="e.g. x.astype(np.float32) / 255 for 8-bit images",
+        )
+    if x.dtype != np.float32:
+        notes.append(f"x has dtype {x.dtype}; it is converted to float32")
+    if x.ndim not in (2, 4):
+        raise DataError(
+            f"x must be images [N, C, H, W] or features [N, F]; found {x.ndim} dimensions, shape {tuple(x.shape)}",
+            path=origin,
+            hint="add a channel axis to grayscale images: x[:, None]" if x.ndim == 3 else None,
+        )
+    if 0 in x.shape:
+        raise DataError(f"x is empty: shape {tuple(x.shape)}", path=origin)
+    if y.dtype.kind not in "iu":
+        raise DataError(f"y must hold integer class labels; found dtype {y.dtype}", path=origin)
+    if y.ndim != 1:
+        raise DataError(
+            f"y must be one label per sample, shape [N]; found shape {tuple(y.shape)}", path=origin
+        )
+    if len(y) != len(x):
+        raise DataError(
+            f"x and y must have the same length; found {len(x)} samples and {len(y)} labels", path=origin
+        )
+    if mask is not None:
+        _check_mask_layout(origin, x, mask)
+    return notes
+
+
+def _check_mask_layout(origin: str, x: Any, mask: Any) -> None:
+    _refuse_objects(origin, "mask", mask.dtype)
+    if mask.dtype.kind not in "fiub":
+        raise DataError(
+            f"mask must be numeric (1 where the evidence is); found dtype {mask.dtype}", path=origin
+        )
+    if x.ndim != 4:
+        raise DataError(f"a mask needs image data [N, C, H, W]; x has shape {tuple(x.shape)}", path=origin)
+    if mask.ndim != 3 or tuple(mask.shape[1:]) != tuple(x.shape[2:]):
+        raise DataError(
+            f"mask must have shape [N, H, W] = [{len(x)}, {x.shape[2]}, {x.shape[3]}]; found {tuple(mask.shape)}",
+            path=origin,
+        )
+    if len(mask) != len(x):
+        raise DataError(f"x and mask must have the same length; found {len(x)} and {len(mask)}", path=origin)
+
+
+def _refuse_objects(origin: str, name: str, dtype: np.dtype) -> None:
+    if dtype.hasobject:
+        raise DataError(
+            f"{name} is an object array; gate reads only plain numeric arrays (objects would need pickle)",
+            path=origin,
+        )
+
+
+@dataclass
+class ArraySource:
+    """Arrays (memory maps of an .npz, or arrays a function returned) read row by row."""
+
+    origin: str
+    x: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray | None
+    notes: list[str] = field(default_factory=list)
+    scan_pixels: bool = True
+    keepalive: object = None  # e.g. the NpzArchive whose temporary files back the memory maps
+
+    def __post_init__(self) -> None:
+        self.notes = [*self.notes, *check_layout(self.origin, self.x, self.y, self.mask)]
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask is not None
+
+    def read(self, indices: np.ndarray) -> Rows:
+        mask = None if self.mask is None else np.asarray(self.mask[indices], dtype=np.float32)
+        return Rows(
+            x=np.asarray(self.x[indices], dtype=np.float32),
+            y=np.asarray(self.y[indices], dtype=np.int64),
+            mask=mask,
+        )
+
+    def labels(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self.y[indices], dtype=np.int64)
+
+
+class DatasetSource:
+    """A map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)`` or ``(x, y, mask)``."""
+
+    scan_pixels = True
+
+    def __init__(self, origin: str, dataset: Any) -> None:
+        self.origin = origin
+        self.dataset = dataset
+        self.notes: list[str] = []
+        try:
+            self.n = len(dataset)
+        except TypeError:
+            raise DataError(
+                f"expected a map-style Dataset with __len__ and __getitem__; found {type(dataset).__name__}",
+                path=origin,
+            ) from None
+        if self.n == 0:
+            raise DataError("the Dataset is empty (len 0)", path=origin)
+        first = self._item(0)
+        self.has_mask = len(first) == 3
+        x0 = np.asarray(first[0])
+        fake_y = np.zeros(1, dtype=np.int64)
+        mask = None if not self.has_mask else np.asarray(first[2])[None]
+        self.notes = check_layout(origin, x0[None], fake_y, mask)
+        self.sample_shape = tuple(int(d) for d in x0.shape)
+
+    def _item(self, index: int) -> tuple[np.ndarray, Any, np.ndarray | None] | tuple:
+        try:
+            item = self.dataset[index]
+        except Exception as exc:
+            raise DataError(f"reading item {index} of the Dataset raised {exc!r}", path=self.origin) from exc
+        if not isinstance(item, Sequence) or len(item) not in (2, 3):
+            raise DataError(
+                f"Dataset items must be (x, y) or (x, y, mask); item {index} is {type(item).__name__}",
+                path=self.origin,
+            )
+        return tuple(_to_numpy(part) for part in item)
+
+    def read(self, indices: np.ndarray) -> Rows:
+        xs, ys, masks = [], [], []
+        for index in indices.tolist():
+            item = self._item(index)
+            if (len(item) == 3) != self.has_mask:
+                raise DataError(
+                    f"item {index} has {len(item)} parts; item 0 has {3 if self.has_mask else 2}",
+                    path=self.origin,
+                )
+            xs.append(self._sample(index, item[0]))
+            ys.append(_label(self.origin, index, item[1]))
+            if self.has_mask:
+                masks.append(np.asarray(item[2], dtype=np.float32))
+        return Rows(
+            x=np.stack(xs),
+            y=np.asarray(ys, dtype=np.int64),
+            mask=np.stack(masks) if self.has_mask else None,
+        )
+
+    def _sample(self, index: int, x: np.ndarray) -> np.ndarray:
+        if tuple(x.shape) != self.sample_shape:
+            raise DataError(
+                f"item {index} has x of shape {tuple(x.shape)}; item 0 has {self.sample_shape}",
+                path=self.origin,
+            )
+        if x.dtype.kind != "f":
+            raise DataError(f"item {index} has x of dtype {x.dtype}; expected a float type", path=self.origin)
+        return np.asarray(x, dtype=np.float32)
+
+    def labels(self, indices: np.ndarray) -> np.ndarray:
+        return self.read(indices).y
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _label(origin: str, index: int, value: Any) -> int:
+    label = np.asarray(value)
+    if label.size != 1 or label.dtype.kind not in "iu":
+        raise DataError(
+            f"item {index} has label {value!r} (dtype {label.dtype}, shape {label.shape}); expected one integer",
+            path=origin,
+        )
+    return int(label.reshape(()))
