@@ -1,0 +1,54 @@
+"""Attribution methods (which input pixels drive a prediction) and the metrics that judge them.
+
+Every method has the signature of :class:`AttributionFn` and is listed in :data:`METHODS`;
+:func:`attribute` dispatches by name. Gradient methods need a differentiable PyTorch model; ``occlusion``
+and ``rise`` only call a score function, so an ONNX-only model can be explained.
+"""
+
+from gate.explain._utils import gaussian_blur, spearman
+from gate.explain.heatmap import save_heatmaps
+from gate.explain.input_x_gradient import input_x_gradient
+from gate.explain.integrated_gradients import integrated_gradients
+from gate.explain.metrics import (
+    RandomizationResult,
+    deletion_auc,
+    insertion_auc,
+    max_sensitivity,
+    pointing_game,
+    probability_curve,
+    randomization_similarity,
+    roi_mass,
+)
+from gate.explain.occlusion import occlusion
+from gate.explain.options import AttributionOptions, ScoreFn
+from gate.explain.registry import METHODS, AttributionFn, MethodSpec, attribute, get_method
+from gate.explain.rise import rise
+from gate.explain.saliency import saliency
+from gate.explain.smoothgrad import smoothgrad
+
+__all__ = [
+    "METHODS",
+    "AttributionFn",
+    "AttributionOptions",
+    "MethodSpec",
+    "RandomizationResult",
+    "ScoreFn",
+    "attribute",
+    "deletion_auc",
+    "gaussian_blur",
+    "get_method",
+    "input_x_gradient",
+    "insertion_auc",
+    "integrated_gradients",
+    "max_sensitivity",
+    "occlusion",
+    "pointing_game",
+    "probability_curve",
+    "randomization_similarity",
+    "rise",
+    "roi_mass",
+    "saliency",
+    "save_heatmaps",
+    "smoothgrad",
+    "spearman",
+]
