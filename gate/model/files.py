@@ -1,0 +1,116 @@
+"""Guards for every file gate reads as part of a model: existence, size limit, and what kind of archive it is."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from gate.errors import ModelError
+
+# Upper bound on any single model, weights or external-data file; raise it here for very large models.
+MAX_FILE_BYTES = 4 * 1024**3
+
+_MIB = 1024**2
+
+
+def checked_file(path: Path, what: str, *, max_bytes: int | None = None) -> Path:
+    """Return ``path`` if it is a readable regular file within the size limit, else a ``ModelError``."""
+    limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    if not path.exists():
+        raise ModelError(f"{what} not found: expected a file at this path", path=path)
+    if not path.is_file():
+        raise ModelError(f"{what} must be a regular file, found a directory or special file", path=path)
+    size = path.stat().st_size
+    if size > limit:
+        raise ModelError(
+            f"{what} is {size / _MIB:.1f} MiB, larger than the limit of {limit / _MIB:.1f} MiB",
+            path=path,
+            hint="raise gate.model.files.MAX_FILE_BYTES if this size is expected",
+        )
+    return path
+
+
+def sha256_of_files(paths: Iterable[Path]) -> str:
+    """One SHA-256 over the files in order, each prefixed by its name so that renaming changes the hash."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def zip_names(path: Path) -> list[str] | None:
+    """The member names of a zip archive, or ``None`` if the file is not a zip (e.g. a legacy pickle)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except zipfile.BadZipFile as error:
+        raise ModelError(
+            f"the file looks like a zip archive but cannot be read: {error}", path=path
+        ) from error
+
+
+def archive_kind(path: Path) -> str:
+    """Classify a PyTorch file by its content: ``torch.export``, ``torchscript`` or ``pickle``."""
+    names = zip_names(path)
+    if names is None:
+        return "pickle"
+    if any(name.split("/")[-1] == "archive_format" for name in names):
+        return "torch.export"
+    if any("/code/" in name for name in names) and any(name.endswith("/constants.pkl") for name in names):
+        return "torchscript"
+    if any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        return "pickle"
+    raise ModelError(
+        "expected a TorchScript archive, a torch.export program (.pt2) or a torch.save file; "
+        "found a zip archive with none of their markers",
+        path=path,
+    )
+
+
+def _pt2_pickled_members(archive: zipfile.ZipFile) -> list[str]:
+    """Members of a ``.pt2`` archive that ``torch.export.load`` would unpickle with arbitrary code allowed."""
+    import torch
+
+    found: list[str] = []
+    for name in archive.namelist():
+        if name.endswith(("_weights_config.json", "_constants_config.json")):
+            config = json.loads(archive.read(name)).get("config", {})
+            for key, meta in config.items():
+                plain = str(meta.get("path_name", "")).startswith(("weight_", "tensor_"))
+                if meta.get("use_pickle") or not plain:
+                    found.append(f"{name}:{key}")
+        elif name.endswith(".pt"):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True, map_location="cpu")
+            except Exception:
+                found.append(name)
+        elif name.endswith((".so", ".cpp", ".cubin", ".dll")):
+            found.append(name)
+    return found
+
+
+def check_pt2_is_plain(path: Path) -> None:
+    """Refuse a ``.pt2`` whose loading would unpickle objects or link compiled code (arbitrary code)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = _pt2_pickled_members(archive)
+    except (zipfile.BadZipFile, json.JSONDecodeError, AttributeError) as error:
+        raise ModelError(
+            f"expected a torch.export archive, found an unreadable one: {error}", path=path
+        ) from error
+    if members:
+        raise ModelError(
+            "this torch.export archive holds pickled objects or compiled code "
+            f"({', '.join(members[:5])}); loading it could execute arbitrary code",
+            path=path,
+            hint="pass --trust-pickle only if you trust where this file comes from",
+        )

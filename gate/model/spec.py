@@ -1,0 +1,143 @@
+"""What the user asked gate to load: the ``ModelSpec`` and the ``gate-model.yaml`` card that fills it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gate.errors import ModelError
+
+Exporter = Literal["dynamo", "torchscript"]
+Device = Literal["auto", "cpu", "cuda"]
+
+# ``package.module:factory``; checked before treating a source as a path.
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+
+CARD_KEYS = ("source", "weights", "input_shape", "mean", "std", "class_names")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the model comes from and how gate should feed it.
+
+    ``mean``/``std`` are applied inside gate, so perturbation budgets stay in the input range the
+    policy speaks about (usually [0, 1]). ``input_shape`` is per sample, without the batch axis.
+    """
+
+    source: str
+    weights: Path | None = None
+    trust_pickle: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_shape: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None
+    exporter: Exporter = "dynamo"
+    opset: int | None = None
+    device: Device = "auto"
+
+    def __post_init__(self) -> None:
+        if self.exporter not in ("dynamo", "torchscript"):
+            raise ModelError(f"exporter must be 'dynamo' or 'torchscript', got {self.exporter!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ModelError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.input_shape is not None and not all(isinstance(d, int) and d > 0 for d in self.input_shape):
+            raise ModelError(f"input_shape must be positive integers, got {self.input_shape!r}")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ModelError(f"std must be positive per channel, got {self.std!r}")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ModelError(
+                f"mean and std must have one value per channel each, got {len(self.mean)} and {len(self.std)}"
+            )
+
+
+def _float_tuple(value: Any, key: str, card: Path) -> tuple[float, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ModelError(f"{key} must be a number or a list of numbers, got {value!r}", path=card)
+    return tuple(float(v) for v in values)
+
+
+def _int_tuple(value: Any, key: str, card: Path) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ModelError(f"{key} must be a list of integers such as [1, 8, 8], got {value!r}", path=card)
+    return tuple(value)
+
+
+def _str_tuple(value: Any, key: str, card: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ModelError(f"{key} must be a list of strings, got {value!r}", path=card)
+    return tuple(value)
+
+
+def _resolve(value: Any, key: str, card: Path) -> str:
+    """Paths in a card are relative to the card's folder; a ``package.module:factory`` stays as written."""
+    if not isinstance(value, str) or not value:
+        raise ModelError(f"{key} must be a non-empty string, got {value!r}", path=card)
+    if key == "source" and FACTORY_PATTERN.match(value):
+        return value
+    candidate = Path(value)
+    return value if candidate.is_absolute() else str(card.parent / candidate)
+
+
+def load_model_card(path: Path) -> dict[str, Any]:
+    """Read ``gate-model.yaml`` into ``ModelSpec`` keyword overrides (only the keys the card sets)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ModelError(f"cannot read the model card: {error.strerror}", path=path) from error
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as error:
+        raise ModelError(f"the model card is not valid YAML: {error}", path=path) from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ModelError(
+            f"expected a mapping of {', '.join(CARD_KEYS)}, found {type(data).__name__}", path=path
+        )
+    unknown = sorted(set(data) - set(CARD_KEYS))
+    if unknown:
+        raise ModelError(
+            f"unknown key(s) {', '.join(map(str, unknown))}; a model card may set {', '.join(CARD_KEYS)}",
+            path=path,
+        )
+    card: dict[str, Any] = {}
+    if "source" in data:
+        card["source"] = _resolve(data["source"], "source", path)
+    if "weights" in data:
+        card["weights"] = Path(_resolve(data["weights"], "weights", path))
+    if "input_shape" in data:
+        card["input_shape"] = _int_tuple(data["input_shape"], "input_shape", path)
+    for key in ("mean", "std"):
+        if key in data:
+            card[key] = _float_tuple(data[key], key, path)
+    if "class_names" in data:
+        card["class_names"] = _str_tuple(data["class_names"], "class_names", path)
+    return card
+
+
+def merge_spec(card: dict[str, Any] | None = None, **cli_overrides: Any) -> ModelSpec:
+    """Build a ``ModelSpec`` from card values, with every CLI flag that is not ``None`` taking precedence."""
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    unknown = sorted(set(cli_overrides) - fields)
+    if unknown:
+        raise ModelError(f"unknown model option(s): {', '.join(unknown)}")
+    merged = dict(card or {})
+    merged.update({key: value for key, value in cli_overrides.items() if value is not None})
+    if "source" not in merged:
+        raise ModelError(
+            "no model source given: pass a model path or factory, or set 'source' in gate-model.yaml"
+        )
+    if merged.get("weights") is not None:
+        merged["weights"] = Path(merged["weights"])
+    for key in ("mean", "std", "input_shape", "class_names"):
+        if merged.get(key) is not None:
+            merged[key] = tuple(merged[key])
+    return ModelSpec(**merged)

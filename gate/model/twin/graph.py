@@ -1,0 +1,121 @@
+"""``OnnxTwin``: an ``nn.Module`` that executes an ONNX graph node by node with differentiable torch ops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+
+from gate.errors import ModelError
+from gate.model.twin import elementwise, nn_ops, shape_ops
+from gate.model.twin.call import OpCall, OpFunction
+
+# One table, built from the three op modules, is the whole operator set (see docs/models.md).
+OPS: dict[str, OpFunction] = {**elementwise.OPS, **nn_ops.OPS, **shape_ops.OPS}
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def supported_ops() -> list[str]:
+    """The ONNX operator types the twin implements, sorted."""
+    return sorted(OPS)
+
+
+def _tensor(proto: onnx.TensorProto) -> torch.Tensor:
+    array = numpy_helper.to_array(proto)
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def _attribute(attribute: onnx.AttributeProto) -> Any:
+    value = helper.get_attribute_value(attribute)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, onnx.TensorProto):
+        return _tensor(value)
+    if isinstance(value, list):
+        return [v.decode() if isinstance(v, bytes) else v for v in value]
+    return value
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 1)
+
+
+def unsupported_ops(model: onnx.ModelProto) -> list[str]:
+    """Operator types in the graph the twin cannot run (custom domains count as unsupported)."""
+    missing = {
+        node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
+        for node in model.graph.node
+        if node.domain not in _DEFAULT_DOMAINS or node.op_type not in OPS
+    }
+    return sorted(missing)
+
+
+class OnnxTwin(nn.Module):
+    """Runs the ONNX graph in PyTorch so that gradients flow from the logits back to the input."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        missing = unsupported_ops(model)
+        if missing:
+            raise ModelError(
+                f"the ONNX graph uses operator(s) the twin does not implement: {', '.join(missing)}"
+            )
+        graph = model.graph
+        opset = _opset(model)
+        self._buffer_names: dict[str, str] = {}
+        for index, initializer in enumerate(graph.initializer):
+            attribute_name = f"initializer_{index}"
+            self.register_buffer(attribute_name, _tensor(initializer), persistent=False)
+            self._buffer_names[initializer.name] = attribute_name
+        inputs = [value.name for value in graph.input if value.name not in self._buffer_names]
+        if len(inputs) != 1 or len(graph.output) != 1:
+            raise ModelError(
+                f"expected a graph with one input and one output, found inputs {inputs} "
+                f"and outputs {[value.name for value in graph.output]}"
+            )
+        self.input_name, self.output_name = inputs[0], graph.output[0].name
+        self._nodes = [
+            (
+                OpCall(
+                    op_type=node.op_type,
+                    name=node.name or f"{node.op_type}_{index}",
+                    opset=opset,
+                    attrs={attribute.name: _attribute(attribute) for attribute in node.attribute},
+                    num_outputs=sum(1 for name in node.output if name),
+                ),
+                list(node.input),
+                list(node.output),
+            )
+            for index, node in enumerate(graph.node)
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values: dict[str, torch.Tensor] = {
+            name: getattr(self, attr) for name, attr in self._buffer_names.items()
+        }
+        values[self.input_name] = x
+        for call, input_names, output_names in self._nodes:
+            args = [values[name] if name else None for name in input_names]
+            try:
+                result = OPS[call.op_type](call, *args)
+            except ModelError:
+                raise
+            except Exception as error:
+                raise ModelError(
+                    f"the twin failed at {call.op_type} node {call.name!r}: {type(error).__name__}: {error}"
+                ) from error
+            results = result if isinstance(result, tuple) else (result,)
+            for name, value in zip(output_names, results, strict=False):
+                if name:
+                    values[name] = value.to(x.device)
+        return values[self.output_name]
+
+
+def build_twin(model: onnx.ModelProto) -> OnnxTwin:
+    """A differentiable twin of ``model``, or a ``ModelError`` naming the operators it lacks."""
+    return OnnxTwin(model).eval()
