@@ -1,0 +1,87 @@
+"""Counter-based random numbers keyed by sample index, so a sample's noise never depends on its batch.
+
+A ``torch.Generator`` hands out one stream per batch: the noise a sample receives then depends on its
+position and on which other samples share the batch, and a sharded evaluation would not reproduce an
+unsharded one. Here every number is a hash of ``(sample index, stream, element)`` (the murmur3 32-bit
+finaliser, applied twice), computed with integer tensor ops on the input's device: no host round trip,
+and the same values on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_GOLDEN32 = 0x9E3779B9
+
+
+def _mul32(h: torch.Tensor, constant: int) -> torch.Tensor:
+    """``(h * constant) mod 2**32`` for 32-bit values held in int64, split in halves so nothing overflows."""
+    low = (h & 0xFFFF) * constant
+    high = (((h >> 16) * constant) & 0xFFFF) << 16
+    return (low + high) & _MASK32
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """The murmur3 ``fmix32`` avalanche step (Appleby, MurmurHash3)."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+class SampleRandom:
+    """Independent, reproducible random streams for a batch of samples identified by ``index``.
+
+    ``stream`` (e.g. ``(seed, target rank, restart)``) selects a family of streams; each call names a
+    further ``tag`` (e.g. the step number), so repeated calls never reuse numbers.
+    """
+
+    def __init__(self, index: torch.Tensor, stream: Sequence[int]) -> None:
+        index = index.to(torch.int64)
+        state = _mix32(index & _MASK32) ^ _mix32(((index >> 32) & _MASK32) ^ 0x5BD1E995)
+        for part in stream:
+            state = _mix32(state ^ ((int(part) * _GOLDEN32) & _MASK32))
+        self.state = state
+        self.device = index.device
+
+    def __len__(self) -> int:
+        return self.state.shape[0]
+
+    def subset(self, keep: torch.Tensor) -> SampleRandom:
+        """The streams of the samples selected by ``keep`` (an index tensor or boolean mask)."""
+        child = object.__new__(SampleRandom)
+        child.state = self.state[keep]
+        child.device = self.device
+        return child
+
+    def _bits(self, tag: int, shape: Sequence[int]) -> torch.Tensor:
+        count = math.prod(shape)
+        tagged = _mix32(self.state ^ ((int(tag) * 0x27D4EB2F + 0x165667B1) & _MASK32))
+        counter = _mul32(torch.arange(count, device=self.device, dtype=torch.int64), _GOLDEN32)
+        bits = _mix32(_mix32((tagged[:, None] + counter[None, :]) & _MASK32) ^ tagged[:, None])
+        return bits.view(len(self), *shape)
+
+    def uniform(self, tag: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Uniform numbers in ``[0, 1)`` of shape ``[N, *shape]``."""
+        return ((self._bits(tag, shape) >> 8).to(dtype)) * (2.0**-24)
+
+    def signs(self, tag: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Random ``-1`` / ``+1`` of shape ``[N, *shape]``."""
+        return ((self._bits(tag, shape) >> 31) * 2 - 1).to(dtype)
+
+    def integers(self, tag: int, high: torch.Tensor | int, shape: Sequence[int] = ()) -> torch.Tensor:
+        """Integers uniform in ``[0, high)`` of shape ``[N, *shape]`` (``high`` may be per sample)."""
+        u = self.uniform(tag, shape or (1,), torch.float64)
+        values = (u * high).floor().to(torch.int64)
+        return values if shape else values[:, 0]
+
+    def normal(self, tag: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Standard normal numbers of shape ``[N, *shape]`` (Box-Muller on two uniform streams)."""
+        u1 = self.uniform(2 * tag + 1, shape, torch.float64) + 2.0**-25
+        u2 = self.uniform(2 * tag + 2, shape, torch.float64)
+        return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)

@@ -1,0 +1,180 @@
+"""The common interface of every attack, and the protocol they share: attack only what is still robust."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from gate.attacks._random import SampleRandom
+from gate.attacks.threat import Norm, ThreatModel, l2_norm, per_sample
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+"""A batch in the input range -> logits ``[N, classes]``; must already be in eval mode."""
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """What an attack found for each sample.
+
+    ``x_adv`` has the shape and device of ``x`` and lies inside the eps-ball and the bounds (up to float
+    rounding, 1e-6). ``robust[i]`` is true when sample ``i`` was classified correctly on ``x`` and still
+    is on ``x_adv``. ``queries`` counts model evaluations per sample for score-based attacks.
+    """
+
+    x_adv: torch.Tensor
+    robust: torch.Tensor
+    queries: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One attack run on the still-robust samples: candidate points and, if counted, queries used."""
+
+    x_adv: torch.Tensor
+    queries: torch.Tensor | None = None
+
+
+def predict(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """Logits without building a graph."""
+    with torch.no_grad():
+        return model(x)
+
+
+def loss_and_grad(
+    model: Model,
+    x_adv: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample loss, logits and the gradient of the summed loss w.r.t. the input (one forward+backward).
+
+    Only the input gets a gradient: ``torch.autograd.grad`` leaves the parameters' ``.grad`` untouched.
+    """
+    x_leaf = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x_leaf)
+        loss = loss_fn(logits)
+        (grad,) = torch.autograd.grad(loss.sum(), x_leaf)
+    return loss.detach(), logits.detach(), grad
+
+
+def sample_index(index: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """The identity of each sample for the random streams: ``index`` if given, else the batch position."""
+    if index is None:
+        return torch.arange(x.shape[0], device=x.device)
+    if index.shape != (x.shape[0],):
+        raise ValueError(f"index must have shape ({x.shape[0]},), got {tuple(index.shape)}")
+    return index.to(device=x.device, dtype=torch.int64)
+
+
+class Attack(ABC):
+    """An evasion attack under a norm-ball threat model.
+
+    Subclasses implement :meth:`_run` on the samples that are still robust; :meth:`perturb` owns the
+    protocol (skip misclassified points, restarts and target classes only on still-robust points, a
+    final projection and verification forward). Randomness is keyed by ``(seed, sample index, target,
+    restart, step)``: pass ``index`` (e.g. the sample's position in the whole data set) and a sample
+    gets the same noise whatever batch or shard it is evaluated in.
+    """
+
+    name: ClassVar[str]
+    supports_targeted: ClassVar[bool] = True
+    counts_queries: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        norm: Norm,
+        eps: float,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        steps: int,
+        restarts: int = 1,
+        seed: int = 0,
+        targeted: bool = False,
+        n_target_classes: int = 9,
+    ) -> None:
+        self.threat = ThreatModel(norm=norm, eps=float(eps), bounds=(float(bounds[0]), float(bounds[1])))
+        if steps < 1 or restarts < 1:
+            raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
+        if targeted and not self.supports_targeted:
+            raise ValueError(f"{self.name} has no targeted version")
+        if n_target_classes < 1:
+            raise ValueError(f"n_target_classes must be >= 1, got {n_target_classes}")
+        self.steps = int(steps)
+        self.restarts = int(restarts)
+        self.seed = int(seed)
+        self.targeted = bool(targeted)
+        self.n_target_classes = int(n_target_classes)
+
+    @property
+    def norm(self) -> Norm:
+        return self.threat.norm
+
+    @property
+    def eps(self) -> float:
+        return self.threat.eps
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.threat.bounds
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(norm={self.norm!r}, eps={self.eps}, steps={self.steps}, restarts={self.restarts})"
+
+    @abstractmethod
+    def _run(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        rng: SampleRandom,
+    ) -> RunResult:
+        """Attack every sample of ``x`` once; return candidates (projected again by the caller)."""
+
+    def _target_ranks(self, n_classes: int) -> Iterator[int]:
+        """0 for an untargeted attack; else 2, 3, ...: the rank of the target among the clean logits."""
+        if not self.targeted:
+            yield 0
+            return
+        yield from range(2, 2 + min(self.n_target_classes, n_classes - 1))
+
+    def perturb(
+        self, model: Model, x: torch.Tensor, y: torch.Tensor, *, index: torch.Tensor | None = None
+    ) -> AttackOutcome:
+        """Attack ``model`` on ``(x, y)``; ``index`` identifies the samples for the random streams."""
+        x = x.detach()
+        y = y.to(x.device)
+        keys = sample_index(index, x)
+        clean_logits = predict(model, x)
+        robust = clean_logits.argmax(dim=1) == y
+        x_adv = x.clone()
+        queries = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if self.counts_queries else None
+        for rank in self._target_ranks(clean_logits.shape[1]):
+            for restart in range(self.restarts):
+                active = robust.nonzero().squeeze(1)  # one host sync per restart, not per step
+                if active.numel() == 0:
+                    return AttackOutcome(x_adv, robust, queries)
+                target = None
+                if rank:
+                    target = clean_logits[active].argsort(dim=1, descending=True)[:, rank - 1]
+                rng = SampleRandom(keys[active], (self.seed, rank, restart))
+                x_active, y_active = x[active], y[active]
+                run = self._run(model, x_active, y_active, target, rng)
+                candidate = self.threat.project(run.x_adv.detach(), x_active)
+                x_adv[active] = candidate
+                robust[active] = predict(model, candidate).argmax(dim=1) == y_active
+                if queries is not None and run.queries is not None:
+                    queries[active] += run.queries
+        return AttackOutcome(x_adv, robust, queries)
+
+
+def where_samples(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample select: ``a[i]`` where ``mask[i]`` else ``b[i]``, without a host sync."""
+    return torch.where(per_sample(mask, a), a, b)
+
+
+__all__ = ["Attack", "AttackOutcome", "Model", "RunResult", "l2_norm", "loss_and_grad", "predict"]

@@ -1,0 +1,68 @@
+"""Projected gradient descent (Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial
+Attacks"): random start, fixed-size steepest-ascent steps, projection back onto the threat model."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+
+from gate.attacks import losses
+from gate.attacks._random import SampleRandom
+from gate.attacks.base import Attack, Model, RunResult, loss_and_grad, where_samples
+from gate.attacks.threat import Norm
+
+Loss = Literal["ce", "dlr"]
+
+
+class PGD(Attack):
+    """PGD with a uniform random start in the ball and step size ``2.5 * eps / steps`` by default.
+
+    Besides the last iterate, any iterate that was already misclassified is kept, so a point broken
+    mid-way is not lost to a later step. ``targeted=True`` runs it once per target class (the classes
+    ranked 2nd, 3rd, ... by the clean logits, at most ``n_target_classes``), on still-robust points.
+    """
+
+    name: ClassVar[str] = "pgd"
+
+    def __init__(
+        self,
+        *,
+        norm: Norm,
+        eps: float,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        steps: int = 20,
+        restarts: int = 1,
+        seed: int = 0,
+        step_size: float | None = None,
+        loss: Loss = "ce",
+        random_start: bool = True,
+        targeted: bool = False,
+        n_target_classes: int = 9,
+    ) -> None:
+        super().__init__(
+            norm=norm, eps=eps, bounds=bounds, steps=steps, restarts=restarts, seed=seed,
+            targeted=targeted, n_target_classes=n_target_classes,
+        )  # fmt: skip
+        if loss not in ("ce", "dlr"):
+            raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
+        self.step_size = 2.5 * self.eps / self.steps if step_size is None else float(step_size)
+        self.loss = loss
+        self.random_start = random_start
+
+    def _run(
+        self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, rng: SampleRandom
+    ) -> RunResult:
+        loss_fn = losses.cross_entropy if self.loss == "ce" else losses.dlr
+        x_adv = self.threat.random_start(x, rng, tag=0) if self.random_start else x.clone()
+        x_found = x_adv.clone()
+        found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(self.steps):
+            _, logits, grad = loss_and_grad(model, x_adv, lambda z: loss_fn(z, y, target))
+            misclassified = logits.argmax(dim=1) != y
+            x_found = where_samples(misclassified & ~found, x_adv, x_found)
+            found |= misclassified
+            x_adv = self.threat.project(
+                x_adv.add_(self.threat.steepest_direction(grad), alpha=self.step_size), x
+            )
+        return RunResult(where_samples(found, x_found, x_adv))

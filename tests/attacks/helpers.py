@@ -1,0 +1,29 @@
+"""Shared test helpers: held-out digits subsets as tensors, and the threat-model assertions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gate.attacks.base import AttackOutcome
+from gate.attacks.threat import Norm, perturbation_norm
+
+TOLERANCE = 1e-5
+
+
+def digits_subset(split: dict[str, np.ndarray], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(split["x_test"][:count]), torch.from_numpy(split["y_test"][:count])
+
+
+def assert_feasible(outcome: AttackOutcome, x: torch.Tensor, norm: Norm, eps: float) -> None:
+    """The contract every attack keeps: in the eps-ball, in the bounds, same shape, no grad flag."""
+    assert outcome.x_adv.shape == x.shape and outcome.x_adv.device == x.device
+    assert not outcome.x_adv.requires_grad and not x.requires_grad
+    assert perturbation_norm(x, outcome.x_adv, norm).max().item() <= eps * (1 + TOLERANCE) + 1e-7
+    assert outcome.x_adv.min().item() >= 0.0 and outcome.x_adv.max().item() <= 1.0
+    assert outcome.robust.dtype == torch.bool and outcome.robust.shape == (x.shape[0],)
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
