@@ -1,0 +1,17 @@
+"""The registry of check kinds, keyed by the policy's ``kind``.
+
+Built explicitly from the implementations (no import-time self-registration); a test asserts that it
+covers exactly the kinds the policy format defines.
+"""
+
+from __future__ import annotations
+
+from gate.checks.accuracy import AccuracyCheck
+from gate.checks.base import CheckContext, CheckKind, CheckTimeout, Measurement
+from gate.policy.checks import kind_of
+
+IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (AccuracyCheck,)
+
+REGISTRY: dict[str, CheckKind] = {kind_of(impl.spec_type): impl() for impl in IMPLEMENTATIONS}
+
+__all__ = ["REGISTRY", "CheckContext", "CheckKind", "CheckTimeout", "Measurement"]

@@ -1,0 +1,123 @@
+"""What a check kind is: a spec class from the policy format and one ``run`` method returning a measurement."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import torch
+
+from gate.errors import CheckError
+from gate.policy.checks import CheckSpec
+from gate.stats import Interval
+
+if TYPE_CHECKING:
+    from gate.console import Progress
+    from gate.data import EvalData
+    from gate.model import ModelUnderTest
+    from gate.policy import Policy
+    from gate.report.model import Finding
+
+SpecT = TypeVar("SpecT", bound=CheckSpec)
+
+
+class CheckTimeout(CheckError):
+    """The check ran past its ``timeout`` (or the run's ``--timeout``)."""
+
+
+@dataclass
+class Measurement:
+    """The outcome of a check before it is judged against thresholds.
+
+    A proportion gives ``successes`` (an exact interval follows); any other metric gives ``per_sample``
+    values (a bootstrap interval of the mean follows) or its own ``interval``.
+    """
+
+    value: float
+    n: int
+    successes: int | None = None
+    per_sample: np.ndarray | None = None
+    interval: Interval | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[Path] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    message: str = ""
+
+    @classmethod
+    def proportion(cls, hits: np.ndarray | torch.Tensor, **extra: Any) -> Measurement:
+        """A proportion measured as the mean of per-sample booleans."""
+        flags = hits.cpu().numpy() if isinstance(hits, torch.Tensor) else np.asarray(hits)
+        flags = flags.astype(bool).ravel()
+        if flags.size == 0:
+            raise CheckError("no evaluation samples: a proportion needs at least one")
+        return cls(value=float(flags.mean()), n=int(flags.size), successes=int(flags.sum()), **extra)
+
+    @classmethod
+    def mean_of(cls, values: np.ndarray | torch.Tensor, **extra: Any) -> Measurement:
+        """A mean of per-sample values (interval by bootstrap)."""
+        array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        array = array.astype(np.float64).ravel()
+        if array.size == 0:
+            raise CheckError("no evaluation samples: a mean needs at least one")
+        if not np.all(np.isfinite(array)):
+            bad = int((~np.isfinite(array)).sum())
+            raise CheckError(f"{bad} of {array.size} per-sample values are NaN or infinite")
+        return cls(value=float(array.mean()), n=int(array.size), per_sample=array, **extra)
+
+
+@dataclass
+class CheckContext:
+    """Everything a check may use; checks never load files or parse options themselves."""
+
+    policy: Policy
+    model: ModelUnderTest
+    data: EvalData
+    device: torch.device
+    seed: int
+    batch_size: int
+    artifacts_dir: Path
+    progress: Progress
+    deadline: float | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def check_deadline(self) -> None:
+        """Called between batches by long checks so a timeout ends them promptly."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CheckTimeout("the check ran past its time limit")
+
+    def artifact_path(self, check_id: str, name: str) -> Path:
+        folder = self.artifacts_dir / check_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
+    def clean_predictions(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Indices, labels and deployed-model predictions on the clean data, computed once per run.
+
+        Shared by every check that needs them (accuracy, the attack's starting set, attributions with
+        ``target: prediction``), so the data set is scored by ONNX Runtime only once.
+        """
+        if "clean" not in self.cache:
+            indices, labels, predictions = [], [], []
+            for batch in self.data.batches(self.batch_size, self.device):
+                self.check_deadline()
+                predictions.append(self.model.scores(batch.x).argmax(dim=1))
+                indices.append(batch.index)
+                labels.append(batch.y)
+            if not indices:
+                raise CheckError("the evaluation data selected no samples")
+            self.cache["clean"] = (torch.cat(indices), torch.cat(labels), torch.cat(predictions))
+        return self.cache["clean"]
+
+
+class CheckKind(ABC, Generic[SpecT]):
+    """One check kind: the policy spec it accepts and how it measures."""
+
+    spec_type: ClassVar[type[CheckSpec]]
+
+    @abstractmethod
+    def run(self, spec: SpecT, context: CheckContext) -> Measurement:
+        """Measure the spec's primary metric on the context's model and data."""

@@ -1,0 +1,316 @@
+"""The command line: parse options, call the library, render, exit with the verdict's code.
+
+Exit codes: 0 pass · 1 fail · 2 invalid invocation, policy, model or data · 3 a check could not complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gate import __version__, console
+from gate.errors import GateError, UsageError
+from gate.verdict import EXIT_ERROR, EXIT_INVALID
+
+
+class GateGroup(click.Group):
+    """Turns every GateError into its message and exit code; anything unexpected fails closed (exit 3)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GateError as exc:
+            console.error(exc.render())
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            console.error("interrupted")
+            sys.exit(EXIT_ERROR)
+        except Exception as exc:
+            logging.getLogger("gate").debug("unexpected error", exc_info=True)
+            console.error(
+                f"internal error ({type(exc).__name__}: {exc}); the gate fails closed. Rerun with --debug for details."
+            )
+            sys.exit(EXIT_ERROR)
+
+
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise UsageError(
+            f"expected comma-separated numbers such as 0.485,0.456,0.406; found {text!r}"
+        ) from None
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").replace("x", ",").split(",") if part)
+    except ValueError:
+        raise UsageError(f"expected a shape such as 3,224,224; found {text!r}") from None
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        index, total = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard expects K/N such as 2/4; found {text!r}") from None
+    if not 1 <= index <= total:
+        raise UsageError(f"--shard K/N needs 1 <= K <= N; found {text!r}")
+    return index, total
+
+
+@click.group(cls=GateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gate")
+@click.option("--debug", is_flag=True, help="Log details (and tracebacks of internal errors) to stderr.")
+def main(debug: bool) -> None:
+    """gate: decide whether an ML model may ship, with evidence."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def model_options(function: Any) -> Any:
+    """Options that say which model to load; shared by ``check`` and ``export``."""
+    options = [
+        click.option("--model", "-m", "model", help="An .onnx/.pt/.ts/.pt2 file, or package.module:factory."),
+        click.option(
+            "--weights",
+            "-w",
+            type=click.Path(path_type=Path),
+            help="Weights for a factory: .safetensors or a state dict.",
+        ),
+        click.option(
+            "--model-card",
+            type=click.Path(path_type=Path),
+            help="A gate-model.yaml with the model options (flags override it).",
+        ),
+        click.option("--mean", help="Per-channel mean applied inside gate, e.g. 0.485,0.456,0.406."),
+        click.option("--std", help="Per-channel standard deviation applied inside gate."),
+        click.option(
+            "--input-shape", help="Per-sample input shape, e.g. 3,224,224 (default: from the data)."
+        ),
+        click.option(
+            "--exporter",
+            type=click.Choice(["dynamo", "torchscript"]),
+            default=None,
+            help="ONNX exporter (default dynamo).",
+        ),
+        click.option("--opset", type=int, default=None, help="ONNX opset for the export."),
+        click.option(
+            "--trust-pickle",
+            is_flag=True,
+            help="Allow loading a fully pickled model (runs code from the file!).",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default=None,
+            help="Where to run (default auto).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def build_model_spec(
+    model: str | None,
+    weights: Path | None,
+    model_card: Path | None,
+    mean: str | None,
+    std: str | None,
+    input_shape: str | None,
+    exporter: str | None,
+    opset: int | None,
+    trust_pickle: bool,
+    device: str | None,
+) -> Any:
+    from gate.model import load_model_card, merge_spec
+
+    card = load_model_card(model_card) if model_card else None
+    if model is None and card is None:
+        default_card = Path("gate-model.yaml")
+        card = load_model_card(default_card) if default_card.exists() else None
+    if model is None and (card is None or "source" not in card):
+        raise UsageError("no model given: pass --model (or --model-card, or put a gate-model.yaml here)")
+    return merge_spec(
+        card,
+        source=model,
+        weights=weights,
+        mean=_floats(mean),
+        std=_floats(std),
+        input_shape=_ints(input_shape),
+        exporter=exporter,
+        opset=opset,
+        trust_pickle=trust_pickle or None,
+        device=device,
+    )
+
+
+@main.command()
+@click.option("--policy", "-p", required=True, help="Policy file, or builtin:NAME.")
+@model_options
+@click.option(
+    "--data", "-d", required=True, help="An .npz (x, y[, mask]), an image folder, or package.module:function."
+)
+@click.option(
+    "--report-dir", "-o", type=click.Path(path_type=Path), default=Path("gate-report"), show_default=True
+)
+@click.option(
+    "--samples", type=click.IntRange(min=1), help="Evaluate at most N samples (overrides the policy)."
+)
+@click.option("--seed", type=click.IntRange(min=0), help="Seed (overrides the policy).")
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    help="report.json of the model in production, for max_drop.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds for the whole run; checks past it end as error.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--shard", help="Evaluate the K-th of N deterministic shards, e.g. 2/4 (merge with gate merge)."
+)
+def check(
+    policy: str,
+    data: str,
+    report_dir: Path,
+    samples: int | None,
+    seed: int | None,
+    baseline: Path | None,
+    timeout: float | None,
+    batch_size: int,
+    shard: str | None,
+    **model_flags: Any,
+) -> None:
+    """Evaluate a model against a policy and write the reports."""
+    from gate.report import write_reports
+    from gate.runner import RunOptions, run_gate
+
+    spec = build_model_spec(**model_flags)
+    options = RunOptions(
+        policy=policy,
+        model=spec,
+        data=data,
+        report_dir=report_dir,
+        samples=samples,
+        seed=seed,
+        baseline=baseline,
+        timeout=timeout,
+        batch_size=batch_size,
+        shard=_shard(shard),
+        progress=console.Progress(),
+    )
+    report = run_gate(options)
+    write_reports(report, report_dir)
+    print_summary(report, report_dir)
+    sys.exit(report.exit_code)
+
+
+def print_summary(report: Any, report_dir: Path) -> None:
+    """The human-readable table: one line per check, then the verdict and where the reports are."""
+    console.out(
+        f"gate {__version__} · policy {report.policy.name} · {report.data.n} samples · {report.environment.device}"
+    )
+    for check in report.checks:
+        value = "–" if check.value is None else f"{check.value:.4f}"
+        console.out(f"  {console.status_label(check.status)} {check.id:<28} {check.metric:<22} {value:>8}")
+        if check.status != "pass":
+            console.out(f"         {check.message}")
+    console.out(f"verdict: {console.status_label(report.verdict)} {report.message}")
+    console.out(f"reports: {report_dir}/")
+
+
+@main.command()
+@model_options
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), required=True, help="Where to write the .onnx file."
+)
+def export(output: Path, **model_flags: Any) -> None:
+    """Export a PyTorch model to ONNX (checked, shape-inferred, dynamic batch) and print its SHA-256."""
+    from gate.model import export_model
+
+    spec = build_model_spec(**model_flags)
+    info = export_model(spec, output)
+    console.out(f"exported {info.path} (sha256 {info.sha256}, opset {info.opset}, exporter {info.exporter})")
+
+
+@main.group()
+def policy() -> None:
+    """Write, validate and inspect policy files."""
+
+
+@policy.command("validate")
+@click.argument("files", nargs=-1, required=True)
+def policy_validate(files: tuple[str, ...]) -> None:
+    """Validate policy files (with everything they extend); exit 2 if any is invalid."""
+    from gate.policy import load_policy
+
+    invalid = 0
+    for name in files:
+        try:
+            resolved = load_policy(name)
+        except GateError as exc:
+            invalid += 1
+            console.error(exc.render())
+            continue
+        console.out(
+            f"{name}: valid ({len(resolved.policy.checks)} checks, {len(resolved.policy.waivers)} waivers)"
+        )
+    if invalid:
+        sys.exit(EXIT_INVALID)
+
+
+@policy.command("schema")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to a file instead of stdout.")
+def policy_schema(output: Path | None) -> None:
+    """Print the JSON Schema of the policy format (for editors and the YAML language server)."""
+    from gate.policy.schema import policy_json_schema
+
+    text = json.dumps(policy_json_schema(), indent=2) + "\n"
+    if output:
+        from gate.report import write_atomic
+
+        write_atomic(output, text)
+        console.info(f"wrote {output}")
+    else:
+        console.out(text.rstrip("\n"))
+
+
+@policy.command("init")
+@click.argument("file", type=click.Path(path_type=Path), default=Path("gate-policy.yaml"))
+@click.option("--name", default="my-model-release", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def policy_init(file: Path, name: str, force: bool) -> None:
+    """Write a commented starter policy."""
+    from gate.policy.starter import STARTER_POLICY
+    from gate.report import write_atomic
+
+    if file.exists() and not force:
+        raise UsageError("the file exists; pass --force to overwrite it", path=file)
+    write_atomic(file, STARTER_POLICY.format(name=name, filename=file.name))
+    console.out(f"wrote {file}; validate it with: gate policy validate {file}")
+
+
+@main.command("report-schema")
+def report_schema() -> None:
+    """Print the JSON Schema of report.json."""
+    from gate.report.model import Report
+
+    console.out(json.dumps(Report.model_json_schema(), indent=2))

@@ -1,0 +1,147 @@
+"""Report formats as plug-ins: each renders a Report to text and never writes; the caller writes."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import ClassVar
+from xml.sax.saxutils import escape, quoteattr
+
+from gate.report.model import CheckResult, Report
+
+
+class ReportFormat(ABC):
+    """One output format: a name for the CLI, a file name in the report folder, a pure render method."""
+
+    name: ClassVar[str]
+    filename: ClassVar[str]
+
+    @abstractmethod
+    def render(self, report: Report) -> str:
+        """The report as text in this format."""
+
+
+class JsonFormat(ReportFormat):
+    """``report.json``: the complete, schema-valid record of the run."""
+
+    name = "json"
+    filename = "report.json"
+
+    def render(self, report: Report) -> str:
+        return json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+
+
+class JunitFormat(ReportFormat):
+    """``junit.xml``: one testcase per check, so CI systems render the gate like a test suite."""
+
+    name = "junit"
+    filename = "junit.xml"
+
+    def render(self, report: Report) -> str:
+        summary = report.summary
+        lines = [
+            '<?xml version="1.0" encoding="UTF-8"?>',
+            f'<testsuites name={quoteattr("gate")} tests="{len(report.checks)}" '
+            f'failures="{summary.failed}" errors="{summary.errored}" time="{report.duration_s:.3f}">',
+            f'  <testsuite name={quoteattr("gate: " + report.policy.name)} tests="{len(report.checks)}" '
+            f'failures="{summary.failed}" errors="{summary.errored}" skipped="{summary.waived}" '
+            f'time="{report.duration_s:.3f}">',
+        ]
+        for check in report.checks:
+            lines.extend(_testcase(check))
+        lines += ["  </testsuite>", "</testsuites>", ""]
+        return "\n".join(lines)
+
+
+def _testcase(check: CheckResult) -> list[str]:
+    opening = (
+        f"    <testcase classname={quoteattr('gate.' + check.kind)} name={quoteattr(check.id)} "
+        f'time="{check.duration_s:.3f}"'
+    )
+    body = {
+        "fail": f'      <failure message={quoteattr(check.message)} type="threshold">{escape(check.message)}</failure>',
+        "error": f'      <error message={quoteattr(check.message)} type="error">{escape(check.message)}</error>',
+        "waived": f"      <skipped message={quoteattr('waived: ' + check.message)}/>",
+    }.get(check.status)
+    output = f"      <system-out>{escape(check.message)}</system-out>"
+    if body is None:
+        return [opening + ">", output, "    </testcase>"]
+    return [opening + ">", body, output, "    </testcase>"]
+
+
+def _cell(text: str) -> str:
+    """Markdown table cell: escape what could break the table or inject markup from artifact names."""
+    return escape(text).replace("|", "\\|").replace("\n", " ")
+
+
+class MarkdownFormat(ReportFormat):
+    """``summary.md``: a compact summary for a GitHub step summary or a pull request comment."""
+
+    name = "markdown"
+    filename = "summary.md"
+    ICONS: ClassVar[dict[str, str]] = {
+        "pass": "✅ pass",
+        "fail": "❌ fail",
+        "warn": "⚠️ warn",
+        "waived": "🟦 waived",
+        "error": "💥 error",
+    }
+
+    def render(self, report: Report) -> str:
+        verdict = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "💥 ERROR"}[report.verdict]
+        lines = [
+            f"## gate: {verdict}",
+            "",
+            f"Policy **{_cell(report.policy.name)}** · model `{_cell(report.model.source)}` "
+            f"(sha256 `{(report.model.sha256 or '')[:12]}`) · {report.data.n} samples · "
+            f"device {_cell(report.environment.device)}",
+            "",
+        ]
+        if report.message:
+            lines += [f"> {_cell(report.message)}", ""]
+        lines += [
+            "| Check | Kind | Status | Metric | Value | Interval | Threshold |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for check in report.checks:
+            lines.append(
+                f"| {_cell(check.id)} | {check.kind} | {self.ICONS[check.status]} | {check.metric} | "
+                f"{_number(check.value)} | {_interval(check)} | {_threshold(check)} |"
+            )
+        problems = [check for check in report.checks if check.status != "pass"]
+        if problems:
+            lines += ["", "### Details", ""]
+            lines += [
+                f"- **{_cell(check.id)}** ({check.status}): {_cell(check.message)}" for check in problems
+            ]
+        for label, names in (
+            ("Expired waivers", report.expired_waivers),
+            ("Stale waivers", report.stale_waivers),
+        ):
+            if names:
+                lines += ["", f"{label}: " + ", ".join(f"`{_cell(name)}`" for name in names)]
+        return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _interval(check: CheckResult) -> str:
+    if check.interval is None:
+        return "–"
+    return f"[{check.interval.lower:.4g}, {check.interval.upper:.4g}]"
+
+
+def _threshold(check: CheckResult) -> str:
+    parts = []
+    if check.threshold.min is not None:
+        parts.append(f"≥ {check.threshold.min:.4g}")
+    if check.threshold.max is not None:
+        parts.append(f"≤ {check.threshold.max:.4g}")
+    if check.threshold.max_drop is not None:
+        parts.append(f"drop ≤ {check.threshold.max_drop:.4g}")
+    return ", ".join(parts) or "–"
+
+
+FORMATS: dict[str, ReportFormat] = {fmt.name: fmt for fmt in (JsonFormat(), JunitFormat(), MarkdownFormat())}

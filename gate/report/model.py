@@ -1,0 +1,162 @@
+"""The report format: pydantic models that are the single source of truth for report.json and its schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+REPORT_SCHEMA_VERSION = 1
+
+Status = Literal["pass", "fail", "warn", "waived", "error"]
+Verdict = Literal["pass", "fail", "error"]
+
+
+class ReportModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IntervalModel(ReportModel):
+    lower: float
+    upper: float
+    confidence: float
+    method: str
+
+
+class ThresholdModel(ReportModel):
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = None
+
+
+class WaiverState(ReportModel):
+    """A waiver as applied in this run: ``active``, ``expired`` (no longer applies) or ``stale`` (not needed)."""
+
+    reason: str
+    approved_by: str
+    expires: dt.date
+    state: Literal["active", "expired", "stale"]
+
+
+class Finding(ReportModel):
+    """A named diagnostic with the numbers behind it (e.g. a gradient-masking indicator)."""
+
+    code: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Regression(ReportModel):
+    """Comparison with the same check in a baseline report (``--baseline``)."""
+
+    baseline_value: float
+    difference: float = Field(description="current - baseline, in the metric's units.")
+    drop_lower_bound: float | None = Field(
+        default=None,
+        description="One-sided lower confidence bound of the drop (worsening); null without intervals.",
+    )
+    max_drop: float
+    regressed: bool
+
+
+class Location(ReportModel):
+    """Where the check is written in the policy files (for annotations and SARIF)."""
+
+    path: str
+    line: int | None = None
+    column: int | None = None
+
+
+class CheckResult(ReportModel):
+    id: str
+    kind: str
+    description: str | None = None
+    status: Status
+    severity: Literal["block", "warn"]
+    metric: str
+    value: float | None = None
+    interval: IntervalModel | None = None
+    n: int = 0
+    successes: int | None = Field(
+        default=None, description="For proportion metrics: the count behind the value."
+    )
+    threshold: ThresholdModel
+    waiver: WaiverState | None = None
+    message: str
+    samples_to_decide: int | None = Field(
+        default=None, description="When the interval straddles a threshold: samples that would decide it."
+    )
+    regression: Regression | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[str] = Field(
+        default_factory=list, description="Files written for this check, relative to the report folder."
+    )
+    location: Location | None = None
+    duration_s: float = 0.0
+
+
+class ArtifactDigest(ReportModel):
+    source: str
+    sha256: str | None = None
+
+
+class ModelInfo(ArtifactDigest):
+    onnx_path: str | None = None
+    provider: str | None = None
+    source_kind: str | None = None
+    gradients: str | None = Field(
+        default=None, description="Where gradients come from, or why there are none."
+    )
+
+
+class DataInfo(ArtifactDigest):
+    n: int = 0
+    shard: str | None = None
+
+
+class PolicyInfo(ReportModel):
+    name: str
+    files: list[str]
+    sha256: str
+
+
+class Environment(ReportModel):
+    gate: str
+    python: str
+    torch: str
+    onnx: str
+    onnxruntime: str
+    platform: str
+    device: str
+
+
+class Summary(ReportModel):
+    passed: int = 0
+    failed: int = 0
+    warned: int = 0
+    waived: int = 0
+    errored: int = 0
+
+
+class Report(ReportModel):
+    """Everything a run decided and why; enough to audit the decision later."""
+
+    schema_version: int = REPORT_SCHEMA_VERSION
+    verdict: Verdict
+    exit_code: int
+    message: str = ""
+    policy: PolicyInfo
+    model: ModelInfo
+    data: DataInfo
+    environment: Environment
+    seed: int
+    confidence: float | None
+    started_at: dt.datetime
+    duration_s: float
+    timings: dict[str, float] = Field(default_factory=dict)
+    summary: Summary
+    checks: list[CheckResult]
+    stale_waivers: list[str] = Field(default_factory=list)
+    expired_waivers: list[str] = Field(default_factory=list)

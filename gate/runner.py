@@ -1,0 +1,299 @@
+"""One gate run: load policy, data and model, run every check (fail closed), judge, assemble the report.
+
+The CLI calls ``run_gate``; everything here is library code that raises typed errors and never prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+
+from gate import __version__
+from gate.checks import REGISTRY, CheckContext, CheckTimeout
+from gate.console import Progress
+from gate.errors import CheckError, DataError, GateError, UsageError
+from gate.policy import CheckSpec, ResolvedPolicy, load_policy
+from gate.report.model import (
+    CheckResult,
+    DataInfo,
+    Environment,
+    Location,
+    ModelInfo,
+    PolicyInfo,
+    Report,
+    Summary,
+)
+from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to evaluate and how; mirrors ``gate check``'s options."""
+
+    policy: str
+    model: object  # gate.model.ModelSpec
+    data: str
+    report_dir: Path
+    samples: int | None = None
+    seed: int | None = None
+    baseline: Path | None = None
+    timeout: float | None = None
+    batch_size: int = 256
+    shard: tuple[int, int] | None = None
+    today: dt.date | None = None
+    progress: Progress = field(default_factory=lambda: Progress(enabled=False))
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` is CUDA when torch can really use it; asking for ``cuda`` without it is an error."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but torch sees no usable CUDA device")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def load_baseline(path: Path) -> dict[str, CheckResult]:
+    """Results of a previous run by check id, for ``max_drop``."""
+    try:
+        report = Report.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise UsageError("baseline report not found", path=path) from None
+    except (ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UsageError(f"not a gate report.json: {first}", path=path) from None
+    return {check.id: check for check in report.checks}
+
+
+def run_gate(options: RunOptions) -> Report:
+    """Evaluate a model against a policy; raises GateError (exit 2) when nothing can be evaluated."""
+    from gate.data import load_data
+    from gate.model import load_model
+
+    started_at, start = dt.datetime.now(dt.timezone.utc), time.monotonic()
+    timings: dict[str, float] = {}
+    resolved = load_policy(options.policy)
+    policy = resolved.policy
+    seed = options.seed if options.seed is not None else policy.seed
+    samples = options.samples if options.samples is not None else policy.samples
+    baseline = load_baseline(options.baseline) if options.baseline else {}
+    device = resolve_device(options.model.device)  # type: ignore[attr-defined]
+    options.report_dir.mkdir(parents=True, exist_ok=True)
+
+    tick = time.monotonic()
+    data = load_data(
+        options.data,
+        input_range=policy.input.range,
+        samples=samples,
+        seed=seed,
+        shard=options.shard,
+        input_shape=options.model.input_shape,  # type: ignore[attr-defined]
+    )
+    timings["load_data"] = time.monotonic() - tick
+    tick = time.monotonic()
+    first = next(data.batches(1, "cpu"), None)
+    if first is None:
+        raise DataError("the evaluation data selected no samples", path=options.data)
+    model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)  # type: ignore[arg-type]
+    timings["load_model"] = time.monotonic() - tick
+    _check_labels(data, model.num_classes, options.data)
+
+    context = CheckContext(
+        policy=policy,
+        model=model,
+        data=data,
+        device=device,
+        seed=seed,
+        batch_size=options.batch_size,
+        artifacts_dir=options.report_dir / "artifacts",
+        progress=options.progress,
+    )
+    settings = JudgeSettings(
+        confidence=policy.confidence,
+        today=options.today or dt.date.today(),
+        seed=seed,
+        baseline_given=options.baseline is not None,
+    )
+    run_deadline = start + options.timeout if options.timeout else None
+    results = [
+        _run_check(spec, context, settings, resolved, baseline.get(spec.id), run_deadline)
+        for spec in policy.checks
+    ]
+    verdict, exit_code = overall_verdict(results)
+    for result in results:
+        timings[f"check:{result.id}"] = result.duration_s
+    return Report(
+        verdict=verdict,
+        exit_code=exit_code,
+        message=_verdict_message(verdict, results),
+        policy=PolicyInfo(
+            name=policy.name, files=[str(f.path) for f in resolved.files], sha256=resolved.sha256
+        ),
+        model=ModelInfo(
+            source=options.model.source,  # type: ignore[attr-defined]
+            sha256=model.onnx_sha256,
+            onnx_path=str(model.onnx_path),
+            provider=model.provider,
+            source_kind=model.source_kind,
+            gradients="available" if model.gradient_model is not None else model.gradient_unavailable_reason,
+        ),
+        data=DataInfo(
+            source=options.data,
+            sha256=data.sha256,
+            n=len(data),
+            shard=f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
+        ),
+        environment=environment(device, model.provider),
+        seed=seed,
+        confidence=policy.confidence,
+        started_at=started_at,
+        duration_s=time.monotonic() - start,
+        timings=timings,
+        summary=summarise(results),
+        checks=results,
+        stale_waivers=[r.id for r in results if r.waiver is not None and r.waiver.state == "stale"],
+        expired_waivers=[r.id for r in results if r.waiver is not None and r.waiver.state == "expired"],
+    )
+
+
+def _check_labels(data: object, num_classes: int, source: str) -> None:
+    """Labels must index the model's outputs; otherwise every accuracy number would be meaningless."""
+    max_label = getattr(data, "max_label", None)
+    if max_label is not None and max_label >= num_classes:
+        raise DataError(
+            f"labels go up to {max_label} but the model has {num_classes} outputs (classes 0..{num_classes - 1})",
+            path=source,
+        )
+
+
+def _run_check(
+    spec: CheckSpec,
+    context: CheckContext,
+    settings: JudgeSettings,
+    resolved: ResolvedPolicy,
+    baseline: CheckResult | None,
+    run_deadline: float | None,
+) -> CheckResult:
+    """Run one check; any exception, NaN, timeout or out-of-memory becomes an ``error`` result."""
+    start = time.monotonic()
+    limits = [d for d in (run_deadline, start + spec.timeout if spec.timeout else None) if d is not None]
+    context.deadline = min(limits) if limits else None
+    waiver = resolved.policy.waiver_for(spec.id)
+    try:
+        with _hard_deadline(context.deadline):
+            measurement = REGISTRY[spec.kind].run(spec, context)
+        result = judge(spec, measurement, settings, waiver=waiver, baseline=baseline)
+    except CheckTimeout:
+        limit = spec.timeout if spec.timeout else "the run's --timeout"
+        result = error_result(
+            spec, f"timed out after {time.monotonic() - start:.1f} s (limit: {limit})", waiver, settings
+        )
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        result = error_result(
+            spec, f"ran out of memory ({type(exc).__name__}); lower --batch-size", waiver, settings
+        )
+    except GateError as exc:
+        result = error_result(spec, exc.message, waiver, settings)
+    except Exception as exc:  # fail closed: an unexpected failure is an error result, never a pass
+        logger.debug("check %s raised:\n%s", spec.id, traceback.format_exc())
+        result = error_result(spec, f"{type(exc).__name__}: {exc}", waiver, settings)
+    finally:
+        context.deadline = None
+    origin = resolved.check_origins.get(spec.id)
+    location = None
+    if origin is not None:
+        position = origin.position
+        location = Location(
+            path=str(origin.path),
+            line=position.line if position else None,
+            column=position.column if position else None,
+        )
+    return result.model_copy(update={"duration_s": time.monotonic() - start, "location": location})
+
+
+@contextmanager
+def _hard_deadline(deadline: float | None) -> Iterator[None]:
+    """Interrupt a check stuck inside one long call (a timer signal; main thread on POSIX only).
+
+    Checks also poll ``check_deadline`` between batches; this catches work that never returns to them.
+    """
+    usable = (
+        deadline is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise CheckTimeout("the check ran past its time limit")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def summarise(results: list[CheckResult]) -> Summary:
+    counts = {
+        status: sum(r.status == status for r in results)
+        for status in ("pass", "fail", "warn", "waived", "error")
+    }
+    return Summary(
+        passed=counts["pass"],
+        failed=counts["fail"],
+        warned=counts["warn"],
+        waived=counts["waived"],
+        errored=counts["error"],
+    )
+
+
+def _verdict_message(verdict: str, results: list[CheckResult]) -> str:
+    if verdict == "error":
+        names = ", ".join(r.id for r in results if r.status == "error")
+        return f"could not complete: {names}; the gate fails closed"
+    if verdict == "fail":
+        names = ", ".join(r.id for r in results if r.status == "fail")
+        return f"blocking checks failed: {names}"
+    return "every blocking check meets the policy"
+
+
+def environment(device: torch.device, provider: str | None) -> Environment:
+    import onnx
+    import onnxruntime
+
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    if provider:
+        name += f"; onnxruntime: {provider}"
+    return Environment(
+        gate=__version__,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        onnx=onnx.__version__,
+        onnxruntime=onnxruntime.__version__,
+        platform=platform.platform(),
+        device=name,
+    )
+
+
+__all__ = ["CheckError", "RunOptions", "load_baseline", "resolve_device", "run_gate"]
