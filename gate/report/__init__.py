@@ -7,8 +7,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from gate.report.formats import FORMATS, ReportFormat
+from gate.report.formats import ReportFormat
 from gate.report.model import CheckResult, Report
+from gate.report.registry import FORMATS
 
 
 def write_atomic(path: Path, text: str) -> None:

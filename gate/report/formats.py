@@ -1,4 +1,4 @@
-"""Report formats as plug-ins: each renders a Report to text and never writes; the caller writes."""
+"""The plain report formats (JSON, JUnit XML, Markdown); each renders text and never writes."""
 
 from __future__ import annotations
 
@@ -142,6 +142,3 @@ def _threshold(check: CheckResult) -> str:
     if check.threshold.max_drop is not None:
         parts.append(f"drop ≤ {check.threshold.max_drop:.4g}")
     return ", ".join(parts) or "–"
-
-
-FORMATS: dict[str, ReportFormat] = {fmt.name: fmt for fmt in (JsonFormat(), JunitFormat(), MarkdownFormat())}
