@@ -1,0 +1,156 @@
+"""Export a PyTorch module to ONNX (dynamo exporter by default) as one checked, hashed artifact."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from gate.errors import ModelError
+from gate.model.onnx_file import read_onnx
+from gate.model.spec import Exporter
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+# Protobuf cannot hold more than 2 GiB; above this the weights go to a ``.onnx.data`` file beside the model.
+INLINE_LIMIT_BYTES = 1536 * 1024**2
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an export produced: the files (hashed together), the exporter and the opset really used."""
+
+    path: Path
+    sha256: str
+    exporter: Exporter
+    opset: int
+    external_files: tuple[Path, ...]
+    seconds: float
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence known, harmless exporter chatter so that a normal run and warnings-as-errors tests stay clean."""
+    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message=r".*The feature will be removed.*")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            yield
+    finally:
+        noisy.setLevel(level)
+
+
+def _batch_of_two(example_input: torch.Tensor) -> torch.Tensor:
+    # torch.export specialises a dimension of size 1, so the batch axis needs at least two samples.
+    if example_input.shape[0] >= 2:
+        return example_input[:2]
+    return example_input[:1].expand(2, *example_input.shape[1:]).clone()
+
+
+def _parameter_bytes(module: Any) -> int:
+    if not isinstance(module, nn.Module):
+        module = module.module() if hasattr(module, "module") else None
+    if module is None:
+        return 0
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _run_exporter(
+    module: Any, example: torch.Tensor, path: Path, exporter: Exporter, opset: int | None, inline: bool
+) -> None:
+    if exporter == "dynamo":
+        dynamic = (
+            None if isinstance(module, torch.export.ExportedProgram) else ({0: torch.export.Dim("batch")},)
+        )
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=dynamic,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            external_data=not inline,
+            verbose=False,
+        )
+    else:
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+
+
+def _infer_and_save(path: Path, inline: bool) -> None:
+    """Run strict shape inference and store the inferred shapes in the file itself."""
+    model = onnx.load(str(path), load_external_data=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as error:
+        raise ModelError(f"ONNX shape inference failed on the exported model: {error}", path=path) from error
+    if inline:
+        onnx.save(inferred, str(path))
+
+
+def export_to_onnx(
+    module: nn.Module | torch.export.ExportedProgram,
+    example_input: torch.Tensor,
+    path: Path,
+    *,
+    exporter: Exporter = "dynamo",
+    opset: int | None = None,
+) -> ExportInfo:
+    """Export ``module`` to ``path`` with a dynamic batch axis, check it and hash the file(s) it wrote.
+
+    The model is written self-contained unless its weights exceed ``INLINE_LIMIT_BYTES``; then the
+    ``.onnx.data`` file stays beside it and is part of the hash.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(module, nn.Module):
+        module = module.eval()
+    inline = _parameter_bytes(module) <= INLINE_LIMIT_BYTES
+    started = time.perf_counter()
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            _run_exporter(module, _batch_of_two(example_input.detach().cpu()), path, exporter, opset, inline)
+    except ModelError:
+        raise
+    except Exception as error:
+        hint = "try --exporter torchscript" if exporter == "dynamo" else "try --exporter dynamo"
+        raise ModelError(
+            f"the {exporter} exporter could not export the model: {type(error).__name__}: {str(error)[:500]}",
+            path=path,
+            hint=hint,
+        ) from error
+    _infer_and_save(path, inline)
+    _, onnx_file = read_onnx(path, with_data=False)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "exported %s with the %s exporter (opset %d) in %.1f s", path, exporter, onnx_file.opset, seconds
+    )
+    return ExportInfo(path, onnx_file.sha256, exporter, onnx_file.opset, onnx_file.external_files, seconds)

@@ -1,0 +1,77 @@
+"""The ONNX Runtime session that stands for the deployed model, on the execution provider that really works."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+
+from gate.errors import ModelError
+from gate.model.spec import Device
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+# ORT's default logger level (warning); restored after a quiet CUDA probe.
+_ORT_DEFAULT_SEVERITY = 2
+_ORT_FATAL_ONLY = 4
+
+logger = logging.getLogger(__name__)
+
+
+def _session_options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return options
+
+
+def _open(path: Path, providers: list[str]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), _session_options(), providers=providers)
+    except Exception as error:
+        raise ModelError(f"ONNX Runtime cannot load the model: {error}", path=path) from error
+
+
+def _try_cuda(path: Path) -> ort.InferenceSession | None:
+    """A CUDA session, or ``None`` if ORT fell back to the CPU (its fallback is silent apart from log lines)."""
+    if CUDA not in ort.get_available_providers():
+        return None
+    # onnxruntime-gpu lists CUDA even without the CUDA libraries and then prints errors while falling back;
+    # the probe runs with ORT's default logger at fatal-only so that a CPU machine stays quiet.
+    ort.set_default_logger_severity(_ORT_FATAL_ONLY)
+    try:
+        session = _open(path, [CUDA, CPU])
+    finally:
+        ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
+    return session if session.get_providers()[0] == CUDA else None
+
+
+def open_session(path: Path, device: Device) -> ort.InferenceSession:
+    """Open ``path`` on CUDA when asked for ("cuda") or when it really works ("auto"); else on the CPU."""
+    if device == "cpu":
+        return _open(path, [CPU])
+    session = _try_cuda(path)
+    if session is not None:
+        return session
+    if device == "cuda":
+        raise ModelError(
+            "device 'cuda' was requested but ONNX Runtime's CUDAExecutionProvider does not work here "
+            f"(available providers: {', '.join(ort.get_available_providers())}; a CUDA session fell back to the CPU)",
+            path=path,
+            hint="install the CUDA and cuDNN libraries onnxruntime-gpu needs, or use --device auto/cpu",
+        )
+    logger.info("CUDA execution provider unavailable; running ONNX Runtime on the CPU")
+    return _open(path, [CPU])
+
+
+def torch_device(device: Device, provider: str) -> torch.device:
+    """Where the torch modules run: on the GPU when torch can use it and the user did not ask for the CPU."""
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if provider == CUDA and device == "cuda":
+        logger.info(
+            "ONNX Runtime runs on CUDA but this torch build has no CUDA; torch modules stay on the CPU"
+        )
+    return torch.device("cpu")

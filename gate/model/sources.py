@@ -1,0 +1,198 @@
+"""Turn a ``ModelSpec.source`` into a PyTorch module without ever unpickling what the user did not trust."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gate.errors import ModelError
+from gate.model.files import archive_kind, check_pt2_is_plain, checked_file
+from gate.model.spec import FACTORY_PATTERN, ModelSpec
+
+PICKLE_HINT = "pass --trust-pickle only if you trust where this file comes from, or save a state dict instead"
+
+
+@dataclass(frozen=True)
+class TorchSource:
+    """A loaded PyTorch model: what to run (``module``), what to export and the kind of source it came from."""
+
+    kind: str
+    module: nn.Module
+    exportable: nn.Module | torch.export.ExportedProgram
+    example_input: torch.Tensor | None = None
+
+
+def source_kind(spec: ModelSpec) -> str:
+    """``factory``, ``onnx``, ``torchscript``, ``torch.export`` or ``pickle``, decided by content where possible."""
+    path = Path(spec.source)
+    if not path.exists() and FACTORY_PATTERN.match(spec.source):
+        return "factory"
+    checked_file(path, "model file")
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    return archive_kind(path)
+
+
+@contextmanager
+def _cwd_importable() -> Iterator[None]:
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def load_factory(reference: str) -> nn.Module:
+    """Import ``package.module:factory`` (the current directory importable) and call it."""
+    module_name, _, attribute = reference.partition(":")
+    with _cwd_importable():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ModelError(
+                f"cannot import module {module_name!r} for factory {reference!r}: {error}",
+                hint="run gate from the folder that contains the package, or install it",
+            ) from error
+    factory = getattr(module, attribute, None)
+    if factory is None:
+        raise ModelError(f"module {module_name!r} has no attribute {attribute!r} (factory {reference!r})")
+    if not callable(factory):
+        raise ModelError(f"expected {reference!r} to be callable, found a {type(factory).__name__}")
+    try:
+        built = factory()
+    except Exception as error:
+        raise ModelError(f"factory {reference!r} raised {type(error).__name__}: {error}") from error
+    if not isinstance(built, nn.Module):
+        raise ModelError(
+            f"expected factory {reference!r} to return a torch.nn.Module, found {type(built).__name__}"
+        )
+    return built
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    checked_file(path, "weights file")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as error:
+            raise ModelError(
+                f"expected a safetensors file, found an unreadable one: {error}", path=path
+            ) from error
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ModelError(
+            "the weights file is not a plain state dict (torch.load with weights_only=True refused it: "
+            f"{str(error).splitlines()[0]})",
+            path=path,
+            hint="save weights with torch.save(model.state_dict(), path) or as .safetensors",
+        ) from error
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"expected a state dict of tensors, found {type(state).__name__}", path=path)
+    return state
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:10])
+    return shown + (f" … ({len(keys)} in all)" if len(keys) > 10 else "")
+
+
+def apply_weights(module: nn.Module, path: Path) -> None:
+    """Load a state dict into ``module``, listing missing, unexpected and mis-shaped keys on mismatch."""
+    state = _read_state_dict(path)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mis_shaped = [
+        f"{key} (module {list(expected[key].shape)}, file {list(state[key].shape)})"
+        for key in sorted(set(expected) & set(state))
+        if expected[key].shape != state[key].shape
+    ]
+    problems = [
+        f"missing keys: {_listed(missing)}" if missing else "",
+        f"unexpected keys: {_listed(unexpected)}" if unexpected else "",
+        f"shape mismatches: {_listed(mis_shaped)}" if mis_shaped else "",
+    ]
+    if any(problems):
+        raise ModelError(
+            "the weights do not match the module; " + "; ".join(p for p in problems if p),
+            path=path,
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def _load_pickle(path: Path, trust_pickle: bool) -> nn.Module:
+    if not trust_pickle:
+        raise ModelError(
+            "refusing to load a pickled model: unpickling can execute arbitrary code",
+            path=path,
+            hint=PICKLE_HINT,
+        )
+    try:
+        loaded: Any = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ModelError(
+            f"cannot load the pickled model: {type(error).__name__}: {error}", path=path
+        ) from error
+    if not isinstance(loaded, nn.Module):
+        raise ModelError(f"expected a pickled torch.nn.Module, found {type(loaded).__name__}", path=path)
+    return loaded
+
+
+def _load_exported_program(path: Path, trust_pickle: bool) -> TorchSource:
+    if not trust_pickle:
+        check_pt2_is_plain(path)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:
+        raise ModelError(
+            f"cannot load the torch.export program: {type(error).__name__}: {error}", path=path
+        ) from error
+    example = None
+    if program.example_inputs and program.example_inputs[0]:
+        first = program.example_inputs[0][0]
+        example = first if isinstance(first, torch.Tensor) else None
+    return TorchSource("torch.export", program.module(), program, example)
+
+
+def load_torch_source(spec: ModelSpec, kind: str) -> TorchSource:
+    """Load a non-ONNX source; ``weights`` apply to factory and trusted-pickle models."""
+    path = Path(spec.source)
+    if spec.weights is not None and kind not in ("factory", "pickle"):
+        raise ModelError(
+            f"--weights applies to a factory or a pickled module, but the source is a {kind} model "
+            "that carries its own weights",
+            path=path,
+        )
+    if kind == "torch.export":
+        return _load_exported_program(path, spec.trust_pickle)
+    if kind == "torchscript":
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as error:
+            raise ModelError(f"cannot load the TorchScript archive: {error}", path=path) from error
+    elif kind == "factory":
+        module = load_factory(spec.source)
+    else:
+        module = _load_pickle(path, spec.trust_pickle)
+    if spec.weights is not None:
+        apply_weights(module, Path(spec.weights))
+    module = module.eval()
+    return TorchSource(kind, module, module)

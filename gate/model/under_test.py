@@ -1,0 +1,350 @@
+"""``ModelUnderTest``: the one object checks use, whatever the model's source, and ``load_model`` that builds it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from gate.errors import CheckError, ModelError
+from gate.model.export import ExportInfo, export_to_onnx
+from gate.model.onnx_file import read_onnx
+from gate.model.preprocess import Normalize, make_normalize, with_preprocessing
+from gate.model.session import CUDA, open_session, torch_device
+from gate.model.sources import TorchSource, load_torch_source, source_kind
+from gate.model.spec import ModelSpec
+from gate.model.twin import build_twin
+
+DEFAULT_BATCH_SIZE = 256
+# Tolerances for the twin against the session: float32 kernels differ by rounding only.
+TWIN_ATOL = 1e-4
+TWIN_RTOL = 1e-3
+
+logger = logging.getLogger(__name__)
+
+
+def _shape_text(shape: tuple[int | str, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+class ModelUnderTest:
+    """A model as gate tests it: the ONNX Runtime session (the deployed artifact) and a differentiable module.
+
+    ``scores`` runs the session; ``gradient_model`` is the PyTorch source (or, for an ONNX-only model, the
+    twin that interprets the graph) with gate's preprocessing in front.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: ort.InferenceSession,
+        onnx_path: Path,
+        onnx_sha256: str,
+        source_kind: str,
+        input_shape: tuple[int, ...],
+        device: torch.device,
+        torch_module: nn.Module | None,
+        normalize: Normalize | None,
+        class_names: tuple[str, ...] | None = None,
+        gradient_unavailable_reason: str | None = None,
+        export_info: ExportInfo | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.onnx_path = onnx_path
+        self.onnx_sha256 = onnx_sha256
+        self.source_kind = source_kind
+        self.input_shape = input_shape
+        self.device = device
+        self.export_info = export_info
+        self.batch_size = batch_size
+        self.provider: str = session.get_providers()[0]
+        self.gradient_unavailable_reason = gradient_unavailable_reason
+        self.twin_verified = False
+        self._session = session
+        self._input_name = session.get_inputs()[0].name
+        self._output_name = session.get_outputs()[0].name
+        batch_dim = session.get_inputs()[0].shape[0]
+        self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self._normalize = normalize
+        self._module = (
+            None if torch_module is None else with_preprocessing(torch_module, normalize).to(device)
+        )
+        self.num_classes = self._probe_num_classes()
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ModelError(
+                f"class_names lists {len(class_names)} names but the model outputs {self.num_classes} logits",
+                path=onnx_path,
+            )
+        self.class_names = class_names
+
+    # ----------------------------------------------------------------- the deployed artifact
+    def _probe_num_classes(self) -> int:
+        probe = torch.rand((2, *self.input_shape), generator=torch.Generator().manual_seed(0))
+        out = self._run_batches(probe)
+        if out.dim() != 2 or out.shape[0] != 2 or out.shape[1] < 2:
+            raise ModelError(
+                f"expected the model to output logits of shape [N, classes] with at least 2 classes; "
+                f"for an input of shape {_shape_text(tuple(probe.shape))} it returned {_shape_text(tuple(out.shape))}",
+                path=self.onnx_path,
+            )
+        return int(out.shape[1])
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ModelError(
+                f"input shape mismatch: the model expects {_shape_text(('N', *self.input_shape))}, "
+                f"got {_shape_text(tuple(x.shape))}",
+                path=self.onnx_path,
+            )
+
+    def _check_logits(self, logits: torch.Tensor, count: int, producer: str) -> None:
+        expected = (count, self.num_classes)
+        if tuple(logits.shape) != expected:
+            raise ModelError(
+                f"{producer} returned {_shape_text(tuple(logits.shape))}, expected logits {_shape_text(expected)}",
+                path=self.onnx_path,
+            )
+        bad = ~torch.isfinite(logits).all(dim=1)
+        if bad.any():
+            first = int(bad.nonzero()[0])
+            raise ModelError(
+                f"{producer} returned non-finite logits (NaN or inf) for {int(bad.sum())} of {count} "
+                f"input(s), the first at index {first}; expected finite logits",
+                path=self.onnx_path,
+            )
+
+    def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
+        return x if self._normalize is None else self._normalize.to(x.device)(x)
+
+    def _run_numpy(self, x: torch.Tensor) -> torch.Tensor:
+        feed = np.ascontiguousarray(self._preprocess(x).cpu().numpy())
+        count = len(feed)
+        if self._fixed_batch is not None and count < self._fixed_batch:
+            # A model exported with a fixed batch size gets zero-padded batches; the padding is dropped again.
+            feed = np.concatenate([feed, np.zeros((self._fixed_batch - count, *feed.shape[1:]), np.float32)])
+        try:
+            (out,) = self._session.run([self._output_name], {self._input_name: feed})
+        except Exception as error:
+            raise ModelError(
+                f"ONNX Runtime failed on a batch of shape {_shape_text(feed.shape)}: {error}",
+                path=self.onnx_path,
+            ) from error
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))[:count]
+
+    def _run_io_binding(self, x: torch.Tensor) -> torch.Tensor:
+        """Run a CUDA tensor through a CUDA session without copying it through host memory."""
+        feed = self._preprocess(x).contiguous()
+        out = torch.empty((len(feed), self.num_classes), dtype=torch.float32, device=feed.device)
+        binding = self._session.io_binding()
+        device_id = feed.device.index or 0
+        binding.bind_input(
+            self._input_name, "cuda", device_id, np.float32, tuple(feed.shape), feed.data_ptr()
+        )
+        binding.bind_output(
+            self._output_name, "cuda", device_id, np.float32, tuple(out.shape), out.data_ptr()
+        )
+        self._session.run_with_iobinding(binding)
+        return out
+
+    def _run_batches(self, x: torch.Tensor) -> torch.Tensor:
+        size = self._fixed_batch or self.batch_size
+        use_binding = (
+            self.provider == CUDA and x.is_cuda and self._fixed_batch is None and hasattr(self, "num_classes")
+        )
+        run = self._run_io_binding if use_binding else self._run_numpy
+        outputs = [run(chunk) for chunk in torch.split(x, size)]
+        return torch.cat(outputs) if outputs else torch.empty((0, getattr(self, "num_classes", 0)))
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the ONNX Runtime session for ``x`` (input range, preprocessing applied here), on ``x.device``."""
+        self._check_input(x)
+        with torch.no_grad():
+            logits = self._run_batches(x.detach())
+        self._check_logits(logits, len(x), "the ONNX Runtime session")
+        return logits.to(x.device)
+
+    # ----------------------------------------------------------------- the differentiable module
+    @property
+    def gradient_model(self) -> nn.Module | None:
+        """A differentiable module mapping input-range x to logits, or ``None`` (see the reason attribute)."""
+        return self._module if self.gradient_unavailable_reason is None else None
+
+    def require_gradient_model(self) -> nn.Module:
+        model = self.gradient_model
+        if model is None:
+            raise CheckError(
+                f"gradient-based checks need a differentiable model: {self.gradient_unavailable_reason}"
+            )
+        return model
+
+    def source_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the source PyTorch module (the twin for an ONNX-only model), preprocessing included."""
+        self._check_input(x)
+        model = self._module
+        if model is None:
+            raise CheckError(f"no PyTorch module to compare against: {self.gradient_unavailable_reason}")
+        with torch.no_grad():
+            logits = torch.cat(
+                [model(chunk.to(self.device, torch.float32)) for chunk in torch.split(x, self.batch_size)]
+            )
+        logits = logits.float()
+        self._check_logits(logits, len(x), f"the {self.source_kind} PyTorch module")
+        return logits.to(x.device)
+
+    def verify_twin(self, x: torch.Tensor, atol: float = TWIN_ATOL, rtol: float = TWIN_RTOL) -> None:
+        """Compare the twin with the session on ``x``; on disagreement the twin is withdrawn (with the reason).
+
+        Only ONNX-only models have a twin; for other sources this does nothing (export parity is a check).
+        """
+        if self.source_kind != "onnx" or self._module is None or self.gradient_unavailable_reason:
+            return
+        reference = self.scores(x)
+        difference = (self.source_scores(x) - reference).abs()
+        allowed = atol + rtol * reference.abs()
+        if bool((difference > allowed).any()):
+            self.gradient_unavailable_reason = (
+                f"the PyTorch twin disagrees with the ONNX Runtime session on the evaluation data "
+                f"(max |difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|)"
+            )
+            logger.warning("%s", self.gradient_unavailable_reason)
+            return
+        self.twin_verified = True
+
+
+# --------------------------------------------------------------------- loading
+def _onnx_input_shape(
+    session: ort.InferenceSession, spec: ModelSpec, example_input: torch.Tensor | None, path: Path
+) -> tuple[int, ...]:
+    declared = tuple(session.get_inputs()[0].shape[1:])
+    wanted = spec.input_shape or (tuple(example_input.shape[1:]) if example_input is not None else None)
+    if wanted is None:
+        if all(isinstance(d, int) and d > 0 for d in declared):
+            return tuple(int(d) for d in declared)
+        raise ModelError(
+            f"the model's input {_shape_text(('N', *declared))} has symbolic dimensions; give input_shape",
+            path=path,
+        )
+    fits = len(wanted) == len(declared) and all(
+        not isinstance(d, int) or d <= 0 or d == w for d, w in zip(declared, wanted, strict=True)
+    )
+    if not fits:
+        raise ModelError(
+            f"input shape mismatch: the ONNX model's input is {_shape_text(('N', *declared))}, "
+            f"but the given input shape is {_shape_text(('N', *wanted))}",
+            path=path,
+        )
+    return tuple(wanted)
+
+
+def _check_onnx_signature(session: ort.InferenceSession, path: Path) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(
+            f"expected one input (images) and one output (logits), found inputs "
+            f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}",
+            path=path,
+        )
+    if inputs[0].type != "tensor(float)":
+        raise ModelError(f"expected a float32 input, found {inputs[0].type}", path=path)
+
+
+def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> ModelUnderTest:
+    path = Path(spec.source)
+    proto, onnx_file = read_onnx(path)
+    session = open_session(path, spec.device)
+    _check_onnx_signature(session, path)
+    input_shape = _onnx_input_shape(session, spec, example_input, path)
+    twin, reason = None, None
+    try:
+        twin = build_twin(proto)
+    except ModelError as error:
+        reason = error.message
+    model = ModelUnderTest(
+        session=session,
+        onnx_path=path,
+        onnx_sha256=onnx_file.sha256,
+        source_kind="onnx",
+        input_shape=input_shape,
+        device=torch_device(spec.device, session.get_providers()[0]),
+        torch_module=twin,
+        normalize=make_normalize(spec.mean, spec.std, input_shape),
+        class_names=spec.class_names,
+        gradient_unavailable_reason=reason,
+    )
+    if twin is not None:
+        # A first check on random inputs catches interpreter gaps early; the caller re-verifies on real data.
+        probe = example_input if example_input is not None else torch.rand((8, *input_shape))
+        try:
+            model.verify_twin(probe)
+        except ModelError as error:
+            model.gradient_unavailable_reason = error.message
+        model.twin_verified = False
+    return model
+
+
+def _torch_input_shape(
+    spec: ModelSpec, example_input: torch.Tensor | None, source: TorchSource
+) -> tuple[int, ...]:
+    given = [
+        ("input_shape", spec.input_shape),
+        ("the example input", None if example_input is None else tuple(example_input.shape[1:])),
+    ]
+    known = [(name, tuple(shape)) for name, shape in given if shape is not None]
+    if len(known) == 2 and known[0][1] != known[1][1]:
+        raise ModelError(
+            f"input shape mismatch: input_shape is {_shape_text(known[0][1])} but the evaluation data has "
+            f"samples of shape {_shape_text(known[1][1])}"
+        )
+    if known:
+        return known[0][1]
+    if source.example_input is not None:
+        return tuple(source.example_input.shape[1:])
+    raise ModelError(
+        f"cannot tell the input shape of the {source.kind} model {spec.source!r}: expected input_shape "
+        "(e.g. --input-shape 1,8,8 or input_shape in gate-model.yaml) or evaluation data, found neither"
+    )
+
+
+def _load_torch(
+    spec: ModelSpec, kind: str, work_dir: Path, example_input: torch.Tensor | None
+) -> ModelUnderTest:
+    source = load_torch_source(spec, kind)
+    input_shape = _torch_input_shape(spec, example_input, source)
+    normalize = make_normalize(spec.mean, spec.std, input_shape)
+    example = example_input if example_input is not None else torch.rand((2, *input_shape))
+    example = example[:2].to(torch.float32).cpu()
+    if normalize is not None:
+        example = normalize(example)
+    # torch.export cannot trace a ScriptModule, so TorchScript archives always take the TorchScript exporter.
+    exporter = "torchscript" if kind == "torchscript" else spec.exporter
+    path = Path(work_dir) / "model.onnx"
+    Path(f"{path}.data").unlink(missing_ok=True)
+    info = export_to_onnx(source.exportable, example, path, exporter=exporter, opset=spec.opset)
+    session = open_session(path, spec.device)
+    return ModelUnderTest(
+        session=session,
+        onnx_path=path,
+        onnx_sha256=info.sha256,
+        source_kind=kind,
+        input_shape=input_shape,
+        device=torch_device(spec.device, session.get_providers()[0]),
+        torch_module=source.module,
+        normalize=normalize,
+        class_names=spec.class_names,
+        export_info=info,
+    )
+
+
+def load_model(
+    spec: ModelSpec, *, work_dir: Path, example_input: torch.Tensor | None = None
+) -> ModelUnderTest:
+    """Load any supported source into a ``ModelUnderTest``; torch sources are exported into ``work_dir``."""
+    kind = source_kind(spec)
+    if kind == "onnx":
+        return _load_onnx_only(spec, example_input)
+    return _load_torch(spec, kind, Path(work_dir), example_input)
