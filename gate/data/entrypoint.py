@@ -6,7 +6,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,9 @@ def _wrap(source: str, result: Any) -> ArraySource | DatasetSource:
     if isinstance(result, torch.utils.data.IterableDataset):
         raise DataError("expected a map-style Dataset (indexable); found an IterableDataset", path=source)
     if isinstance(result, torch.utils.data.Dataset) or (
-        hasattr(result, "__getitem__") and hasattr(result, "__len__") and not isinstance(result, Sequence)
+        hasattr(result, "__getitem__")
+        and hasattr(result, "__len__")
+        and not isinstance(result, Sequence | Mapping)
     ):
         return DatasetSource(source, result)
     raise DataError(

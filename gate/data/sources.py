@@ -221,7 +221,7 @@ def _label(origin: str, index: int, value: Any) -> int:
     label = np.asarray(value)
     if label.size != 1 or label.dtype.kind not in "iu":
         raise DataError(
-            f"item {index} has label {value!r} (dtype {label.dtype}, shape {label.shape}); expected one integer",
+            f"item {index} has label {label.tolist()!r} (dtype {label.dtype}, shape {label.shape}); expected one integer",
             path=origin,
         )
     return int(label.reshape(()))
