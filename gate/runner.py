@@ -172,8 +172,8 @@ def run_gate(options: RunOptions) -> Report:
 
 def _check_labels(data: object, num_classes: int, source: str) -> None:
     """Labels must index the model's outputs; otherwise every accuracy number would be meaningless."""
-    max_label = getattr(data, "max_label", None)
-    if max_label is not None and max_label >= num_classes:
+    max_label = int(data.labels().max())  # type: ignore[attr-defined]
+    if max_label >= num_classes:
         raise DataError(
             f"labels go up to {max_label} but the model has {num_classes} outputs (classes 0..{num_classes - 1})",
             path=source,

@@ -81,6 +81,7 @@ def judge(
         reasons.append(f"{'lower bound ' if interval else ''}{low:.4g} is below min {spec.min:.4g}")
     if spec.max is not None and high > spec.max:
         reasons.append(f"{'upper bound ' if interval else ''}{high:.4g} is above max {spec.max:.4g}")
+    reasons.extend(measurement.violations)
     regression = _regression(spec, measurement, interval, baseline, settings.confidence)
     if regression is not None and regression.regressed:
         reasons.append(f"it dropped by more than max_drop {spec.max_drop:.4g} against the baseline")

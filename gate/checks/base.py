@@ -46,6 +46,8 @@ class Measurement:
     artifacts: list[Path] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     message: str = ""
+    violations: list[str] = field(default_factory=list)
+    """Secondary thresholds the check judged itself (e.g. ``max_abs_diff``); each one fails the check."""
 
     @classmethod
     def proportion(cls, hits: np.ndarray | torch.Tensor, **extra: Any) -> Measurement:
