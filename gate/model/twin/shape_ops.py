@@ -66,7 +66,7 @@ def gather(call: OpCall, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor
     axis = call.attr("axis", 0) % x.dim()
     wrapped = indices.long() % x.shape[axis]
     picked = torch.index_select(x, axis, wrapped.reshape(-1))
-    return picked.reshape(*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :])
+    return picked.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :]))
 
 
 def _axes(call: OpCall, axes: torch.Tensor | None) -> list[int] | None:
