@@ -3,5 +3,9 @@
 from __future__ import annotations
 
 from gate.report.formats import JsonFormat, JunitFormat, MarkdownFormat, ReportFormat
+from gate.report.html import HtmlFormat
+from gate.report.sarif import SarifFormat
 
-FORMATS: dict[str, ReportFormat] = {fmt.name: fmt for fmt in (JsonFormat(), JunitFormat(), MarkdownFormat())}
+FORMATS: dict[str, ReportFormat] = {
+    fmt.name: fmt for fmt in (JsonFormat(), JunitFormat(), MarkdownFormat(), HtmlFormat(), SarifFormat())
+}

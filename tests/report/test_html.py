@@ -1,0 +1,244 @@
+"""report.html: self-contained, escaped, evidence embedded; and it renders in a real headless browser."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gate.report.html import CONTENT_SECURITY_POLICY, HtmlFormat, render_value
+from gate.report.model import (
+    CheckResult,
+    DataInfo,
+    Environment,
+    Finding,
+    IntervalModel,
+    Location,
+    ModelInfo,
+    PolicyInfo,
+    Report,
+    Summary,
+    ThresholdModel,
+    WaiverState,
+)
+from gate.report.registry import FORMATS
+
+CHROMIUM = Path("/usr/bin/chromium")
+HOSTILE = '<script>alert("x")</script>'
+
+
+def write_png(path: Path, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def make_report(
+    checks: list[CheckResult], verdict: str = "fail", message: str = "1 blocking check failed"
+) -> Report:
+    return Report(
+        verdict=verdict,
+        exit_code={"pass": 0, "fail": 1, "error": 3}[verdict],
+        message=message,
+        policy=PolicyInfo(name="release", files=["/repo/gate-policy.yaml"], sha256="ab" * 32),
+        model=ModelInfo(source="model.onnx", sha256="cd" * 32),
+        data=DataInfo(source="digits.npz", n=500),
+        environment=Environment(
+            gate="0.1.0",
+            python="3.11",
+            torch="2.4",
+            onnx="1.16",
+            onnxruntime="1.18",
+            platform="linux",
+            device="cpu",
+        ),
+        seed=0,
+        confidence=0.95,
+        started_at=dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc),
+        duration_s=12.5,
+        summary=Summary(passed=1, failed=1, waived=1),
+        checks=checks,
+    )
+
+
+def adversarial_check(**changes: object) -> CheckResult:
+    fields: dict[str, object] = {
+        "id": "pgd-linf-8",
+        "kind": "adversarial",
+        "status": "fail",
+        "severity": "block",
+        "metric": "robust_accuracy",
+        "value": 0.42,
+        "interval": IntervalModel(lower=0.38, upper=0.46, confidence=0.95, method="clopper-pearson"),
+        "n": 500,
+        "successes": 210,
+        "threshold": ThresholdModel(min=0.5),
+        "message": "robust accuracy 0.42 (lower bound 0.38) is below min 0.5",
+        "findings": [
+            Finding(code="loss-plateau", message="loss stopped rising", data={"steps": 20, "gap": 0.01})
+        ],
+        "details": {
+            "per_class_robust_accuracy": {"cat": 0.5, "dog": 0.25},
+            "epsilon_sweep": [
+                {"epsilon": 0.01, "robust_accuracy": 0.8},
+                {"epsilon": 0.03, "robust_accuracy": 0.42},
+            ],
+            "losses": [1.0, 1.5, 2.25],
+        },
+        "artifacts": ["adversarial/pair-0.png", "adversarial/sweep.png"],
+        "location": Location(path="/repo/gate-policy.yaml", line=12, column=5),
+    }
+    fields.update(changes)
+    return CheckResult(**fields)
+
+
+def sample_report(tmp_path: Path) -> Report:
+    write_png(tmp_path / "adversarial" / "pair-0.png")
+    write_png(tmp_path / "adversarial" / "sweep.png", seed=1)
+    passing = CheckResult(
+        id="clean-accuracy",
+        kind="accuracy",
+        status="pass",
+        severity="block",
+        metric="accuracy",
+        value=0.97,
+        n=500,
+        threshold=ThresholdModel(min=0.9),
+        message="accuracy 0.97 meets min 0.9",
+    )
+    waived = CheckResult(
+        id="fog",
+        kind="corruption",
+        status="waived",
+        severity="block",
+        metric="corrupted_accuracy",
+        value=0.6,
+        n=500,
+        threshold=ThresholdModel(min=0.7),
+        waiver=WaiverState(
+            reason="retraining", approved_by="ana", expires=dt.date(2027, 1, 1), state="active"
+        ),
+        message="waived",
+    )
+    return make_report([passing, adversarial_check(), waived])
+
+
+def test_html_is_registered_under_its_cli_name() -> None:
+    assert isinstance(FORMATS["html"], HtmlFormat)
+    assert FORMATS["html"].filename == "report.html"
+
+
+def test_verdict_comes_first_and_every_check_is_in_the_table(tmp_path: Path) -> None:
+    html = HtmlFormat(tmp_path).render(sample_report(tmp_path))
+    body = html.split("<body>", 1)[1]
+    assert body.index('id="verdict"') < body.index("<table")
+    assert "FAIL" in body[: body.index("<table")]
+    table = body[body.index("<table id=checks>") : body.index("</table>")]
+    for check_id in ("clean-accuracy", "pgd-linf-8", "fog"):
+        assert check_id in table
+    assert "[0.38, 0.46]" in table
+    assert "≥ 0.5" in table
+
+
+def test_images_are_embedded_as_data_uris_and_nothing_is_loaded_from_elsewhere(tmp_path: Path) -> None:
+    html = HtmlFormat(tmp_path).render(sample_report(tmp_path))
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert len(sources) == 2
+    assert all(source.startswith("data:image/png;base64,") for source in sources)
+    assert not re.search(r"(href|src)=\"?(https?:)?//", html)
+    assert "<link" not in html
+    assert CONTENT_SECURITY_POLICY in html
+
+
+def test_missing_or_escaping_artifacts_are_skipped_with_a_note(tmp_path: Path) -> None:
+    report = make_report(
+        [adversarial_check(artifacts=["gone.png", "../outside.png", "/etc/passwd", "log.txt"])]
+    )
+    (tmp_path.parent / "outside.png").write_bytes(b"not shown")
+    html = HtmlFormat(tmp_path).render(report)
+    assert "<img" not in html
+    assert "missing from the report folder" in html
+    assert html.count("must stay inside the report folder") == 2
+    assert "not an image" in html
+
+
+def test_without_an_artifact_root_images_are_noted_not_embedded(tmp_path: Path) -> None:
+    html = HtmlFormat().render(sample_report(tmp_path))
+    assert "<img" not in html
+    assert "no report folder given" in html
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["message", "id", "description", "finding", "class name", "artifact", "policy name", "verdict message"],
+)
+def test_everything_from_policies_and_artifacts_is_escaped(tmp_path: Path, where: str) -> None:
+    check = adversarial_check(artifacts=[])
+    changes = {
+        "message": {"message": HOSTILE},
+        "id": {"id": HOSTILE},
+        "description": {"description": HOSTILE},
+        "finding": {"findings": [Finding(code=HOSTILE, message=HOSTILE, data={HOSTILE: HOSTILE})]},
+        "class name": {"details": {"per_class_accuracy": {HOSTILE: 0.5}, "labels": [HOSTILE]}},
+        "artifact": {"artifacts": [f"{HOSTILE}.png", 'x" onerror="alert(1).png']},
+    }.get(where, {})
+    report = make_report([check.model_copy(update=changes)])
+    if where == "policy name":
+        report = report.model_copy(update={"policy": report.policy.model_copy(update={"name": HOSTILE})})
+    if where == "verdict message":
+        report = report.model_copy(update={"message": HOSTILE})
+    html = HtmlFormat(tmp_path).render(report)
+    assert "<script" not in html
+    assert "&lt;script&gt;" in html
+    assert 'onerror="' not in html
+
+
+def test_details_render_generically() -> None:
+    assert render_value([0.5, 0.25, 3]) == "<code>0.5, 0.25, 3</code>"
+    mapping = render_value({"cat": 0.5, "nested": {"dog": 1}})
+    assert mapping.startswith("<table>") and "<th>cat</th><td class=num>0.5</td>" in mapping
+    assert "<th>dog</th>" in mapping
+    records = render_value([{"level": 1, "accuracy": 0.9}, {"level": 2, "accuracy": 0.8}])
+    assert "<th>level</th><th>accuracy</th>" in records
+    long = render_value(list(range(100)))
+    assert "36 more" in long
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_renders_in_headless_chromium_without_console_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "report"
+    report = sample_report(folder)
+    report = report.model_copy(
+        update={"checks": [*report.checks, adversarial_check(id="x", message=HOSTILE)]}
+    )
+    page = folder / "report.html"
+    page.write_text(HtmlFormat(folder).render(report), encoding="utf-8")
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert 'id="verdict"' in result.stdout and ">FAIL<" in result.stdout
+    assert "pgd-linf-8" in result.stdout
+    console_lines = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Refused" in line]
+    assert console_lines == []
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
