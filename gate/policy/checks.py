@@ -8,11 +8,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    WithJsonSchema,
+    model_validator,
+)
+
+FRACTION_PATTERN = r"^\s*[-+]?[0-9.]+([eE][-+]?[0-9]+)?\s*/\s*[-+]?[0-9.]+([eE][-+]?[0-9]+)?\s*$"
 
 
 def parse_number(value: Any) -> Any:
     """Accept fractions written as text (``8/255``) wherever the policy takes a number."""
+    if isinstance(value, bool):
+        # pydantic's lax mode would read ``true`` as 1.0: in a threshold that is a typo, not a number.
+        raise ValueError(f"expected a number, found the boolean {value!r}")
     if isinstance(value, str) and "/" in value:
         numerator, _, denominator = value.partition("/")
         try:
@@ -25,9 +38,35 @@ def parse_number(value: Any) -> Any:
     return value
 
 
-Number = Annotated[float, BeforeValidator(parse_number), Field(allow_inf_nan=False)]
-PositiveNumber = Annotated[float, BeforeValidator(parse_number), Field(gt=0, allow_inf_nan=False)]
-Fraction01 = Annotated[float, BeforeValidator(parse_number), Field(ge=0, le=1)]
+def number_json_schema(**bounds: float) -> WithJsonSchema:
+    """The editor schema of a number field: a JSON number within ``bounds``, or a fraction such as "8/255".
+
+    Without it the schema would say "number" only and reject the fractions the loader accepts.
+    """
+    return WithJsonSchema(
+        {"anyOf": [{"type": "number", **bounds}, {"type": "string", "pattern": FRACTION_PATTERN}]}
+    )
+
+
+Number = Annotated[float, BeforeValidator(parse_number), Field(allow_inf_nan=False), number_json_schema()]
+PositiveNumber = Annotated[
+    float,
+    BeforeValidator(parse_number),
+    Field(gt=0, allow_inf_nan=False),
+    number_json_schema(exclusiveMinimum=0),
+]
+NonNegativeNumber = Annotated[
+    float,
+    BeforeValidator(parse_number),
+    Field(ge=0, allow_inf_nan=False),
+    number_json_schema(minimum=0),
+]
+Fraction01 = Annotated[
+    float,
+    BeforeValidator(parse_number),
+    Field(ge=0, le=1),
+    number_json_schema(minimum=0, maximum=1),
+]
 
 
 class StrictModel(BaseModel):
@@ -49,7 +88,7 @@ class CheckSpec(StrictModel):
     max: Number | None = Field(
         default=None, description="The metric's upper confidence bound must be at most this."
     )
-    max_drop: Annotated[float, BeforeValidator(parse_number), Field(ge=0)] | None = Field(
+    max_drop: NonNegativeNumber | None = Field(
         default=None,
         description="With --baseline: fail when the metric fell by more than this (absolute, metric units).",
     )
@@ -98,9 +137,8 @@ class ExportParitySpec(CheckSpec):
     max_abs_diff: PositiveNumber | None = Field(
         default=None, description="Largest allowed absolute difference between source and ONNX logits."
     )
-    noise: Number | None = Field(
+    noise: NonNegativeNumber | None = Field(
         default=None,
-        ge=0,
         description="L-inf radius of the random noise for the perturbed comparison (default: the policy's "
         "smallest adversarial epsilon, else 1/255 of the input range).",
     )
