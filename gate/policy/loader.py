@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gate.errors import PolicyError
-from gate.policy.checks import CheckSpec
+from gate.policy.checks import ALL_CHECK_SPECS, CheckSpec, kind_of
 from gate.policy.model import Policy, PolicyDocument, Waiver
 from gate.policy.source import Position, parse_policy_text, position_of, read_policy_text
 
@@ -118,7 +118,7 @@ def read_policy_file(path: Path) -> PolicyFile:
             [Problem(path, None, "", "the policy file is empty; expected a mapping with version: 1")]
         )
     if not isinstance(raw, dict):
-        found = type(raw).__name__
+        found = "list" if isinstance(raw, list) else type(raw).__name__
         raise PolicyValidationError(
             [
                 Problem(
@@ -172,6 +172,15 @@ def _collect(path: Path, chain: list[PolicyFile], stack: tuple[Path, ...]) -> No
                 f"the extended policy {reference!r} was not found (looked for {parent})",
             )
             raise PolicyValidationError([problem])
+        if parent.resolve() in (*stack, path):
+            cycle = " -> ".join(str(p) for p in (*stack, path, parent.resolve()))
+            problem = Problem(
+                path,
+                position_of(policy_file.raw, ("extends", index)),
+                f"extends[{index}]",
+                f"policies extend each other in a cycle: {cycle}",
+            )
+            raise PolicyValidationError([problem])
         if any(parent.resolve() == known.path for known in chain):
             continue  # a diamond: the shared ancestor is already in the chain
         _collect(parent.resolve(), chain, stack=(*stack, path))
@@ -186,7 +195,7 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
     settings: dict[str, Any] = {}
     for policy_file in chain:
         document = policy_file.document
-        for key in ("name", "description", "input", "confidence", "samples", "seed"):
+        for key in ("input", "confidence", "samples", "seed"):
             if key in document.model_fields_set:
                 settings[key] = getattr(document, key)
         for index, check in enumerate(document.checks):
@@ -214,18 +223,21 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
     if problems:
         raise PolicyValidationError(problems)
     if not checks:
-        final = chain[-1]
         raise PolicyValidationError(
             [
                 Problem(
-                    final.path,
-                    position_of(final.raw, ()),
+                    chain[-1].path,
+                    position_of(chain[-1].raw, ()),
                     "checks",
                     "the policy (with what it extends) defines no checks",
                 )
             ]
         )
-    settings.setdefault("name", chain[-1].path.stem)
+    # The name and description identify the policy that was asked for; a parent's (say builtin:baseline)
+    # would make a stricter derived policy look like its parent in every report.
+    final = chain[-1].document
+    settings["name"] = final.name or chain[-1].path.stem
+    settings["description"] = final.description
     policy = Policy(checks=list(checks.values()), waivers=list(waivers.values()), **settings)
     return ResolvedPolicy(policy, tuple(chain), check_origins, waiver_origins)
 
@@ -244,23 +256,43 @@ def _problem_from(error: Any, raw: Any, path: Path) -> Problem:
     location = _document_location(error["loc"], raw)
     if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         location = (*location, "kind")
-    message = error["msg"]
+    elif error["type"] == "duplicate_check_id":
+        location = (*location, "checks", error["ctx"]["index"], "id")
+    message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (a typo?); it is not part of the policy format"
     elif error["type"] == "missing":
         message = "this required field is missing"
-    elif "input" in error and not isinstance(error["input"], dict | list):
+    elif error["type"] == "union_tag_not_found":
+        message = f"this required field is missing; expected one of: {_known_kinds()}"
+    elif error["type"] == "union_tag_invalid":
+        message = f"unknown check kind {error['ctx']['tag']!r}; expected one of: {_known_kinds()}"
+    elif (
+        "input" in error
+        and not isinstance(error["input"], dict | list)
+        and repr(error["input"]) not in message
+    ):
         message = f"{message} (found {error['input']!r})"
     return Problem(path, position_of(raw, location), _field_path(location), message)
+
+
+def _known_kinds() -> str:
+    return ", ".join(kind_of(spec) for spec in ALL_CHECK_SPECS)
 
 
 def _document_location(loc: tuple[Any, ...], raw: Any) -> tuple[str | int, ...]:
     """Drop the discriminator tags and validator names pydantic adds, keeping only real keys and indexes."""
     node, kept = raw, []
+    tagged: set[int] = set()  # check mappings whose discriminator tag has been dropped already
     for part in loc:
+        if isinstance(part, str) and part.startswith(("function-", "tagged-union")):
+            continue
+        if isinstance(node, dict) and part == node.get("kind") and id(node) not in tagged:
+            # pydantic puts the tag right after the check's index; it can equal a real key (the
+            # corruption kind has a ``corruption`` field), so drop it once, by position, not by name.
+            tagged.add(id(node))
+            continue
         if isinstance(node, dict) and isinstance(part, str) and part not in node:
-            if node.get("kind") == part or part.startswith(("function-", "tagged-union")):
-                continue
             kept.append(part)
             node = None
         elif (isinstance(node, dict) and part in node) or (

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from gate.policy.checks import AnyCheckSpec, Number, StrictModel
 
@@ -53,12 +54,25 @@ class PolicyDocument(StrictModel):
     checks: list[AnyCheckSpec] = Field(default_factory=list)
     waivers: list[Waiver] = Field(default_factory=list)
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _not_boolean(cls, value: object) -> object:
+        # pydantic would read ``version: true`` as 1; a version is a number.
+        if isinstance(value, bool):
+            raise ValueError(f"expected the number 1, found the boolean {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _unique_check_ids(self) -> PolicyDocument:
         seen: set[str] = set()
-        for check in self.checks:
+        for index, check in enumerate(self.checks):
             if check.id in seen:
-                raise ValueError(f"check id {check.id!r} is used twice; ids must be unique within a file")
+                # A typed error with the index, so the loader can point at the second use of the id.
+                raise PydanticCustomError(
+                    "duplicate_check_id",
+                    "check id '{id}' is used twice; ids must be unique within a file",
+                    {"id": check.id, "index": index},
+                )
             seen.add(check.id)
         return self
 
