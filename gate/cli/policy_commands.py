@@ -71,3 +71,35 @@ def policy_init(file: Path, name: str, force: bool) -> None:
     console.out(f"wrote {file}; validate it with: gate policy validate {file}")
 
 
+@policy.command("explain")
+@click.argument("file")
+def policy_explain(file: str) -> None:
+    """Explain a policy (with everything it extends) in plain language, for reviewers."""
+    from gate.policy import load_policy
+    from gate.policy.explain import explain_policy
+
+    console.out(explain_policy(load_policy(file)).rstrip("\n"))
+
+
+@policy.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
+def policy_diff(old: str, new: str, as_json: bool) -> None:
+    """Compare two policy versions; exit 1 if anything got looser (2 if a file is invalid)."""
+    from gate.policy import load_policy
+    from gate.policy.diff import diff_policies, is_looser
+    from gate.verdict import EXIT_FAIL
+
+    changes = diff_policies(load_policy(old).policy, load_policy(new).policy)
+    if as_json:
+        console.out(json.dumps([change.as_dict() for change in changes], indent=2))
+    elif not changes:
+        console.out("no changes")
+    else:
+        for change in changes:
+            console.out(change.render())
+    if is_looser(changes):
+        looser = sum(change.direction == "looser" for change in changes)
+        console.info(f"{looser} change{'s' * (looser != 1)} made the gate looser")
+        sys.exit(EXIT_FAIL)

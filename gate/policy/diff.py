@@ -1,0 +1,281 @@
+"""What changed between two resolved policies, each change marked stricter, looser or neutral.
+
+``gate policy diff`` exits 1 when anything got looser, so a CI rule can ask for a second review of a
+pull request that weakens the gate (a smaller ε, a lower ``min``, a new waiver, a removed check …).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gate.policy.checks import CheckSpec
+from gate.policy.explain import number_text
+from gate.policy.model import Policy, Waiver
+
+Direction = Literal["stricter", "looser", "neutral"]
+
+ATTACK_STRENGTH = {"fgsm": 0, "pgd": 1, "apgd-ce": 2, "apgd-dlr": 2, "autoattack": 3}
+"""White-box attacks by strength; Square (black-box) is comparable only with AutoAttack, which contains it."""
+
+MEASURED_FIELDS_ARE_NEUTRAL = {"attribution"}
+"""Kinds whose ``steps``/``samples`` tune how a metric is computed rather than how hard the test is."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference: what changed, from what to what, and whether the gate got stricter or looser."""
+
+    subject: str
+    field: str
+    old: Any
+    new: Any
+    direction: Direction
+    reason: str
+
+    def render(self) -> str:
+        if not self.field:
+            return f"{self.direction:<8} {self.subject}: {self.reason}"
+        change = f"{_show(self.old, self.field)} → {_show(self.new, self.field)}"
+        return f"{self.direction:<8} {self.subject}: {self.field} {change} ({self.reason})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "field": self.field,
+            "old": _plain(self.old),
+            "new": _plain(self.new),
+            "direction": self.direction,
+            "reason": self.reason,
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+BUDGET_FIELDS = {"epsilon", "noise", "step_size", "sweep"}
+
+
+def _show(value: Any, field: str) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, float):
+        return number_text(value) if field in BUDGET_FIELDS else f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(item, field) for item in value) + "]"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = " ".join(str(value).split())
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def is_looser(changes: list[Change]) -> bool:
+    """Whether any change weakens the gate (``gate policy diff`` exits 1)."""
+    return any(change.direction == "looser" for change in changes)
+
+
+def diff_policies(old: Policy, new: Policy) -> list[Change]:
+    """Every difference between two resolved policies, policy settings first, then checks, then waivers."""
+    return [*_settings(old, new), *_checks(old, new), *_waivers(old, new)]
+
+
+# A comparison returns the direction of a change from old to new and the reason a reviewer reads.
+Rule = Callable[[Any, Any], tuple[Direction, str]]
+
+
+def higher_is_stricter(what: str) -> Rule:
+    def rule(old: Any, new: Any) -> tuple[Direction, str]:
+        if old is None:
+            return "stricter", f"a new {what}"
+        if new is None:
+            return "looser", f"the {what} was removed"
+        return ("stricter", f"a higher {what}") if new > old else ("looser", f"a lower {what}")
+
+    return rule
+
+
+def lower_is_stricter(what: str) -> Rule:
+    def rule(old: Any, new: Any) -> tuple[Direction, str]:
+        if old is None:
+            return "stricter", f"a new {what}"
+        if new is None:
+            return "looser", f"the {what} was removed"
+        return ("stricter", f"a lower {what}") if new < old else ("looser", f"a higher {what}")
+
+    return rule
+
+
+def more_is_stricter(what: str, default: str = "the default") -> Rule:
+    """For budgets of work (steps, restarts, queries, samples): fewer is a weaker test."""
+
+    def rule(old: Any, new: Any) -> tuple[Direction, str]:
+        if old is None or new is None:
+            return "neutral", f"{what} compared with {default}; review it"
+        return ("stricter", f"more {what}") if new > old else ("looser", f"fewer {what}")
+
+    return rule
+
+
+def neutral(why: str) -> Rule:
+    return lambda old, new: ("neutral", why)
+
+
+def _epsilon(old: Any, new: Any) -> tuple[Direction, str]:
+    return ("stricter", "a larger budget ε") if new > old else ("looser", "a smaller budget ε")
+
+
+def _attack(old: str, new: str) -> tuple[Direction, str]:
+    if "autoattack" in (old, new):
+        return ("looser", "a weaker attack") if old == "autoattack" else ("stricter", "a stronger attack")
+    if old in ATTACK_STRENGTH and new in ATTACK_STRENGTH and ATTACK_STRENGTH[old] != ATTACK_STRENGTH[new]:
+        stronger = ATTACK_STRENGTH[new] > ATTACK_STRENGTH[old]
+        return ("stricter", "a stronger attack") if stronger else ("looser", "a weaker attack")
+    return "neutral", "a different attack of no clear relative strength"
+
+
+def _severity(old: str, new: str) -> tuple[Direction, str]:
+    if new == "warn":
+        return "looser", "a failure now only warns"
+    return "stricter", "a failure now blocks"
+
+
+def _targeted(old: bool, new: bool) -> tuple[Direction, str]:
+    if new:
+        return "looser", "a targeted attack only counts one wrong class, so it succeeds less often"
+    return "stricter", "an untargeted attack counts any wrong class"
+
+
+def _confidence(old: float | None, new: float | None) -> tuple[Direction, str]:
+    if new is None:
+        return "looser", "point values are compared without confidence bounds"
+    if old is None:
+        return "stricter", "thresholds are now judged on confidence bounds"
+    return ("stricter", "a higher confidence level") if new > old else ("looser", "a lower confidence level")
+
+
+def _samples(old: int | None, new: int | None) -> tuple[Direction, str]:
+    # None means every sample the data has: more evidence than any cap.
+    if new is None:
+        return "stricter", "every sample is now evaluated"
+    if old is None:
+        return "looser", "evaluation is now capped at fewer samples"
+    return ("stricter", "more samples") if new > old else ("looser", "fewer samples")
+
+
+CHECK_RULES: dict[str, Rule] = {
+    "severity": _severity,
+    "min": higher_is_stricter("minimum"),
+    "max": lower_is_stricter("maximum"),
+    "max_drop": lower_is_stricter("allowed drop (max_drop)"),
+    "epsilon": _epsilon,
+    "attack": _attack,
+    "steps": more_is_stricter("steps", "the attack's default"),
+    "restarts": more_is_stricter("restarts"),
+    "queries": more_is_stricter("queries", "the attack's default"),
+    "targeted": _targeted,
+    "tolerance": lower_is_stricter("tolerance"),
+    "level": higher_is_stricter("corruption severity"),
+    "max_abs_diff": lower_is_stricter("allowed logit difference (max_abs_diff)"),
+    "noise": higher_is_stricter("noise radius"),
+    "timeout": neutral("a time limit changes when the check errors, not what passes"),
+    "description": neutral("wording only"),
+    "examples": neutral("how many examples the report shows"),
+    "step_size": neutral("the attack's step size"),
+    "norm": neutral("budgets in different norms are not comparable; review ε"),
+    "corruption": neutral("a different corruption"),
+    "sweep": neutral("the ε sweep of the diagnostics"),
+}
+
+SETTING_RULES: dict[str, Rule] = {
+    "confidence": _confidence,
+    "samples": _samples,
+    "seed": neutral("a different seed draws different samples and attack starts"),
+    "input": neutral("ε is measured in input units; review the budgets against the new range"),
+    "name": neutral("the policy's name"),
+    "description": neutral("wording only"),
+}
+
+
+def _settings(old: Policy, new: Policy) -> Iterator[Change]:
+    for field, rule in SETTING_RULES.items():
+        before, after = getattr(old, field), getattr(new, field)
+        if field == "input":
+            before, after = before.range, after.range
+        if before != after:
+            direction, reason = rule(before, after)
+            yield Change("policy", field, before, after, direction, reason)
+
+
+def _checks(old: Policy, new: Policy) -> Iterator[Change]:
+    old_checks = {check.id: check for check in old.checks}
+    new_checks = {check.id: check for check in new.checks}
+    for check_id, check in old_checks.items():
+        replacement = new_checks.get(check_id)
+        if replacement is None or replacement.kind != check.kind:
+            yield Change(
+                f"check {check_id}", "", check.kind, None, "looser", f"the {check.kind} check was removed"
+            )
+        else:
+            yield from _check_fields(check, replacement)
+    for check_id, check in new_checks.items():
+        previous = old_checks.get(check_id)
+        if previous is None or previous.kind != check.kind:
+            yield Change(f"check {check_id}", "", None, check.kind, "stricter", f"a new {check.kind} check")
+
+
+def _check_fields(old: CheckSpec, new: CheckSpec) -> Iterator[Change]:
+    subject = f"check {old.id}"
+    for field in type(old).model_fields:
+        before, after = getattr(old, field), getattr(new, field)
+        if before == after:
+            continue
+        rule = CHECK_RULES.get(field, neutral("a setting of how the check is computed"))
+        if old.kind in MEASURED_FIELDS_ARE_NEUTRAL and field in ("steps", "samples", "window", "baseline"):
+            rule = neutral("changes how attributions are computed; review the threshold with it")
+        if old.kind == "attribution" and field in ("method", "metric", "target"):
+            rule = neutral("a different measurement; review the threshold with it")
+        direction, reason = rule(before, after)
+        yield Change(subject, field, before, after, direction, reason)
+
+
+def _waivers(old: Policy, new: Policy) -> Iterator[Change]:
+    old_waivers: dict[str, Waiver] = {waiver.check: waiver for waiver in old.waivers}
+    new_waivers: dict[str, Waiver] = {waiver.check: waiver for waiver in new.waivers}
+    for check_id, waiver in new_waivers.items():
+        previous = old_waivers.get(check_id)
+        subject = f"waiver {check_id}"
+        if previous is None:
+            yield Change(
+                subject,
+                "",
+                None,
+                waiver.expires,
+                "looser",
+                "a new waiver lets the check fail without blocking",
+            )
+            continue
+        if waiver.expires != previous.expires:
+            later = waiver.expires > previous.expires
+            direction: Direction = "looser" if later else "stricter"
+            reason = "the waiver runs longer" if later else "the waiver ends sooner"
+            yield Change(subject, "expires", previous.expires, waiver.expires, direction, reason)
+        for field in ("reason", "approved_by"):
+            if getattr(waiver, field) != getattr(previous, field):
+                yield Change(
+                    subject,
+                    field,
+                    getattr(previous, field),
+                    getattr(waiver, field),
+                    "neutral",
+                    "wording only",
+                )
+    for check_id, waiver in old_waivers.items():
+        if check_id not in new_waivers:
+            yield Change(f"waiver {check_id}", "", waiver.expires, None, "stricter", "the waiver was removed")

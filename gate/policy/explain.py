@@ -1,0 +1,256 @@
+"""A resolved policy in plain language, for reviewers who do not read YAML (``gate policy explain``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from fractions import Fraction
+from pathlib import Path
+
+from gate.policy.checks import (
+    AccuracySpec,
+    AdversarialSpec,
+    AttributionSpec,
+    CheckSpec,
+    CorruptionSpec,
+    ExportParitySpec,
+    GradientMaskingSpec,
+)
+from gate.policy.loader import BUILTIN_PREFIX, ResolvedPolicy, builtin_policy_dir
+from gate.policy.model import Policy, Waiver
+
+ATTACKS = {
+    "fgsm": "FGSM (a single gradient step; Goodfellow et al. 2015)",
+    "pgd": "PGD (projected gradient descent; Madry et al. 2018)",
+    "apgd-ce": "APGD-CE (auto-PGD on the cross-entropy loss; Croce & Hein 2020)",
+    "apgd-dlr": "APGD-DLR (auto-PGD on the DLR loss; Croce & Hein 2020)",
+    "square": "Square (a query-based black-box attack; Andriushchenko et al. 2020)",
+    "autoattack": "AutoAttack (the standard ensemble of APGD-CE, APGD-T, FAB-T and Square; Croce & Hein 2020)",
+}
+NORMS = {
+    "linf": "L∞ (no input value moves by more than ε)",
+    "l2": "L2 (the perturbation's Euclidean length ≤ ε)",
+}
+
+
+def fraction_text(value: float) -> str | None:
+    """``8/255`` for 0.031372…: the fraction a policy author most likely wrote, if the value is one.
+
+    Budgets are conventionally written in 255ths of the pixel range, so those keep the denominator 255
+    (``5/255``, not the reduced ``1/51``); other exact fractions are reduced.
+    """
+    in_255ths = value * 255
+    if abs(in_255ths - round(in_255ths)) < 1e-9 and round(in_255ths) != 0:
+        return f"{round(in_255ths)}/255"
+    fraction = Fraction(value).limit_denominator(1000)
+    if fraction.denominator > 1 and abs(float(fraction) - value) < 1e-12:
+        return f"{fraction.numerator}/{fraction.denominator}"
+    return None
+
+
+def number_text(value: float) -> str:
+    """A budget as a reviewer reads it: the fraction and the decimal, ``8/255 ≈ 0.03137``."""
+    fraction = fraction_text(value)
+    decimal = f"{value:.4g}"
+    return f"{fraction} ≈ {decimal}" if fraction else decimal
+
+
+def display_path(path: Path) -> str:
+    """``builtin:NAME`` for gate's own policies, a path relative to the working directory where possible."""
+    if path.resolve().parent == builtin_policy_dir().resolve():
+        return f"{BUILTIN_PREFIX}{path.stem}"
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def explain_policy(resolved: ResolvedPolicy, today: dt.date | None = None) -> str:
+    """What the resolved policy checks, how each check is judged, and what is waived until when."""
+    today = today or dt.date.today()
+    policy = resolved.policy
+    lines = [f"Policy {policy.name!r}"]
+    if policy.description:
+        lines.append(f"  {' '.join(policy.description.split())}")
+    lines += _sources(resolved)
+    lines += ["", *_judging(policy), ""]
+    lines.append(f"Checks ({len(policy.checks)}):")
+    for number, spec in enumerate(policy.checks, start=1):
+        lines += ["", *_explain_check(number, spec, policy, resolved)]
+    lines += ["", *_waivers(policy, resolved, today)]
+    return "\n".join(lines) + "\n"
+
+
+def _sources(resolved: ResolvedPolicy) -> list[str]:
+    files = [display_path(policy_file.path) for policy_file in resolved.files]
+    if len(files) == 1:
+        return [f"  From {files[0]}."]
+    return [f"  From {files[-1]}, which extends {', '.join(files[:-1])} (later files override earlier ones)."]
+
+
+def _judging(policy: Policy) -> list[str]:
+    low, high = policy.input.range
+    if policy.confidence is None:
+        judged = "Each threshold is compared with the measured value itself (confidence: null), so sampling noise can pass or fail a model by chance."
+    else:
+        percent = (
+            f"{policy.confidence:.0%}"
+            if policy.confidence * 100 == round(policy.confidence * 100)
+            else f"{policy.confidence:.2%}"
+        )
+        judged = (
+            f"Each threshold is judged on a {percent} confidence bound: a minimum must be reached by the "
+            f"interval's lower end and a maximum respected by its upper end, so a model passes only on "
+            f"convincing evidence, not on a lucky sample."
+        )
+    samples = f"at most {policy.samples} evaluation samples" if policy.samples else "every evaluation sample"
+    return [
+        "How it is judged:",
+        f"  {judged}",
+        f"  It uses {samples}, drawn with seed {policy.seed}.",
+        f"  Inputs lie in [{low:g}, {high:g}]; perturbation budgets (ε) are measured in those units.",
+    ]
+
+
+def _explain_check(number: int, spec: CheckSpec, policy: Policy, resolved: ResolvedPolicy) -> list[str]:
+    consequence = (
+        "blocks the release if it fails"
+        if spec.severity == "block"
+        else "only warns if it fails (does not block)"
+    )
+    lines = [f"{number}. {spec.id} ({spec.kind}): {consequence}."]
+    what = " ".join((spec.description or (type(spec).__doc__ or "").strip().splitlines()[0]).split())
+    lines.append(f"   What: {what}")
+    lines += [f"   {line}" for line in _method(spec, policy)]
+    lines += [f"   {line}" for line in _thresholds(spec, policy)]
+    if spec.timeout:
+        lines.append(
+            f"   Time limit: {spec.timeout:g} s, after which the check ends as an error (which fails the run)."
+        )
+    origin = resolved.check_origins.get(spec.id)
+    if origin is not None:
+        line = f":{origin.position.line}" if origin.position else ""
+        lines.append(f"   Written in: {display_path(origin.path)}{line}")
+    return lines
+
+
+def _budget(epsilon: float, norm: str, policy: Policy) -> str:
+    low, high = policy.input.range
+    scale = "" if (low, high) == (0.0, 1.0) else f" (input units; the range is [{low:g}, {high:g}])"
+    return f"ε = {number_text(epsilon)}{scale} in the {NORMS[norm]}"
+
+
+def _method(spec: CheckSpec, policy: Policy) -> list[str]:
+    if isinstance(spec, AdversarialSpec):
+        steps = f"{spec.steps} steps" if spec.steps else "the attack's default number of steps"
+        restarts = f"{spec.restarts} restart{'s' * (spec.restarts != 1)}"
+        extra = f", {spec.queries} queries" if spec.queries else ""
+        goal = (
+            "targeted (aims at a chosen wrong class)"
+            if spec.targeted
+            else "untargeted (any wrong class counts)"
+        )
+        step_size = f", step size {number_text(spec.step_size)}" if spec.step_size else ""
+        return [
+            f"Attack: {ATTACKS[spec.attack]}, {steps}, {restarts}{extra}{step_size}, {goal}.",
+            f"Budget: {_budget(spec.epsilon, spec.norm, policy)}.",
+            "Metric: robust accuracy, the share of samples still classified correctly under attack.",
+        ]
+    if isinstance(spec, GradientMaskingSpec):
+        sweep = ", ".join(number_text(eps) for eps in spec.sweep) if spec.sweep else "0.5x to 8x ε"
+        return [
+            "Method: diagnostics that the white-box evaluation can be trusted (gradient masking would make "
+            "robustness look better than it is): more steps and restarts must not help, a black-box attack "
+            "must not beat the white-box one, larger budgets must lower accuracy down to zero.",
+            f"Budget: {_budget(spec.epsilon, spec.norm, policy)}; sweep over {sweep}; {spec.steps} steps, "
+            f"{spec.restarts} restart{'s' * (spec.restarts != 1)}, {spec.queries} black-box queries; "
+            f"a diagnostic may be {spec.tolerance:g} worse before it counts.",
+            "Metric: the number of diagnostics that found a problem.",
+        ]
+    if isinstance(spec, CorruptionSpec):
+        corruption = spec.corruption.replace("_", " ")
+        return [
+            f"Corruption: {corruption} at severity {spec.level} of 5 (Hendrycks & Dietterich 2019).",
+            "Metric: accuracy on the corrupted inputs.",
+        ]
+    if isinstance(spec, ExportParitySpec):
+        lines = ["Metric: the share of samples on which the source model and the exported ONNX model agree."]
+        if spec.max_abs_diff is not None:
+            lines.append(f"Also: logits may differ by at most {spec.max_abs_diff:g} (absolute).")
+        if spec.noise is not None:
+            lines.append(f"Perturbed comparison: random L∞ noise of radius {number_text(spec.noise)}.")
+        return lines
+    if isinstance(spec, AttributionSpec):
+        options = [
+            f"target: the {spec.target}",
+            f"baseline: {spec.baseline if isinstance(spec.baseline, str) else number_text(spec.baseline)}",
+        ]
+        options += [
+            f"{name}: {value}"
+            for name, value in (("steps", spec.steps), ("samples", spec.samples), ("window", spec.window))
+            if value
+        ]
+        direction = "higher is better" if spec.better_when_higher else "lower is better"
+        return [
+            f"Method: {spec.method.replace('_', ' ')} attributions ({', '.join(options)}).",
+            f"Metric: {spec.metric.replace('_', ' ')} ({direction}).",
+        ]
+    if isinstance(spec, AccuracySpec):
+        return ["Metric: top-1 accuracy on clean evaluation data."]
+    return [f"Metric: {spec.metric_name}."]
+
+
+def _thresholds(spec: CheckSpec, policy: Policy) -> list[str]:
+    metric = spec.metric_name.replace("_", " ")
+    bound = "measured" if policy.confidence is None else f"{policy.confidence:.0%}"
+    lines = []
+    if spec.min is not None:
+        where = (
+            f"the {bound} lower confidence bound of {metric}"
+            if policy.confidence
+            else f"the measured {metric}"
+        )
+        lines.append(f"Passes only if {where} is at least {_value(spec.min, spec)}.")
+    if spec.max is not None:
+        where = (
+            f"the {bound} upper confidence bound of {metric}"
+            if policy.confidence
+            else f"the measured {metric}"
+        )
+        lines.append(f"Passes only if {where} is at most {_value(spec.max, spec)}.")
+    if spec.max_drop is not None:
+        worse = "fell" if spec.better_when_higher else "rose"
+        lines.append(
+            f"Against a baseline report (--baseline): fails if {metric} {worse} by more than "
+            f"{_value(spec.max_drop, spec)}, judged on the one-sided lower confidence bound of the change."
+        )
+    return lines
+
+
+def _value(value: float, spec: CheckSpec) -> str:
+    if spec.proportion and 0 <= value <= 1:
+        return f"{value:g} ({value * 100:.3g}%)"
+    return f"{value:g}"
+
+
+def _waivers(policy: Policy, resolved: ResolvedPolicy, today: dt.date) -> list[str]:
+    if not policy.waivers:
+        return ["Waivers: none; every failing blocking check blocks."]
+    lines = [f"Waivers ({len(policy.waivers)}):"]
+    for waiver in policy.waivers:
+        lines.append(f"  - {waiver.check}: {_waiver_state(waiver, today)}")
+        lines.append(f"    approved by {waiver.approved_by}: {waiver.reason}")
+        origin = resolved.waiver_origins.get(waiver.check)
+        if origin is not None:
+            line = f":{origin.position.line}" if origin.position else ""
+            lines.append(f"    written in {display_path(origin.path)}{line}")
+    return lines
+
+
+def _waiver_state(waiver: Waiver, today: dt.date) -> str:
+    days = (waiver.expires - today).days
+    expires = waiver.expires.isoformat()
+    if days < 0:
+        ago = -days
+        return f"EXPIRED on {expires} ({ago} day{'s' * (ago != 1)} ago); it no longer applies and the check blocks again."
+    left = "last day today" if days == 0 else f"{days} day{'s' * (days != 1)} left"
+    return f"a failure does not block until {expires} inclusive ({left})."
