@@ -27,8 +27,8 @@ ATTACKS = {
     "autoattack": "AutoAttack (the standard ensemble of APGD-CE, APGD-T, FAB-T and Square; Croce & Hein 2020)",
 }
 NORMS = {
-    "linf": "L∞ (no input value moves by more than ε)",
-    "l2": "L2 (the perturbation's Euclidean length ≤ ε)",
+    "linf": "L∞ norm (no input value moves by more than ε)",
+    "l2": "L2 norm (the perturbation's Euclidean length is at most ε)",
 }
 
 
@@ -38,6 +38,8 @@ def fraction_text(value: float) -> str | None:
     Budgets are conventionally written in 255ths of the pixel range, so those keep the denominator 255
     (``5/255``, not the reduced ``1/51``); other exact fractions are reduced.
     """
+    if value == round(value):
+        return None
     in_255ths = value * 255
     if abs(in_255ths - round(in_255ths)) < 1e-9 and round(in_255ths) != 0:
         return f"{round(in_255ths)}/255"
