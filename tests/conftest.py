@@ -34,7 +34,9 @@ class DigitsCNN(nn.Module):
             nn.Conv2d(channels, channels * 2, 3, padding=1, stride=2),
             nn.ReLU(),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * 2 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels * 2 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -133,4 +135,31 @@ def digits_npz(tmp_path: Path, digits_split: dict[str, np.ndarray]) -> Path:
     """The held-out digits as a gate data file."""
     path = tmp_path / "digits.npz"
     np.savez(path, x=digits_split["x_test"], y=digits_split["y_test"])
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_cnn_onnx(tmp_path_factory: pytest.TempPathFactory, digits_cnn: nn.Module) -> Path:
+    """The standard digits CNN exported once to a self-contained ONNX file."""
+    from gate.model import export_to_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "digits_cnn.onnx"
+    export_to_onnx(digits_cnn, torch.zeros(1, *DIGITS_SHAPE), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def robust_digits_cnn_onnx(tmp_path_factory: pytest.TempPathFactory, robust_digits_cnn: nn.Module) -> Path:
+    from gate.model import export_to_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "robust_digits_cnn.onnx"
+    export_to_onnx(robust_digits_cnn, torch.zeros(1, *DIGITS_SHAPE), path)
+    return path
+
+
+def write_policy(path: Path, body: str) -> Path:
+    """Write a policy file from an indented literal (tests read better with inline YAML)."""
+    import textwrap
+
+    path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
     return path
