@@ -85,15 +85,7 @@ def judge(
     regression = _regression(spec, measurement, interval, baseline, settings.confidence)
     if regression is not None and regression.regressed:
         reasons.append(f"it dropped by more than max_drop {spec.max_drop:.4g} against the baseline")
-    if spec.max_drop is not None and regression is None and spec.min is None and spec.max is None:
-        why = (
-            "the baseline report has no such check"
-            if settings.baseline_given
-            else "no --baseline report was given"
-        )
-        return error_result(
-            spec, f"max_drop is the only threshold and cannot be judged: {why}", waiver, settings
-        )
+    unjudged = spec.max_drop is not None and regression is None and spec.min is None and spec.max is None
     failed = bool(reasons)
     waiver_state = _waiver_state(waiver, failed, settings.today)
     if not failed:
@@ -102,7 +94,7 @@ def judge(
         status = "waived"
     else:
         status = "warn" if spec.severity == "warn" else "fail"
-    return CheckResult(
+    result = CheckResult(
         id=spec.id,
         kind=spec.kind,
         description=spec.description,
@@ -121,6 +113,13 @@ def judge(
         findings=measurement.findings,
         details=measurement.details,
     )
+    if unjudged:
+        # The value is kept so this report can serve as the next run's baseline; the status fails closed.
+        why = "the baseline report has no value for it" if settings.baseline_given else "no --baseline report was given"
+        result = result.model_copy(
+            update={"status": "error", "message": f"max_drop is the only threshold and cannot be judged: {why}"}
+        )
+    return result
 
 
 def error_result(
@@ -222,11 +221,13 @@ def _samples_to_decide(spec: CheckSpec, measurement: Measurement, interval: Inte
     """How many samples would settle a threshold the interval straddles (assuming the estimate holds)."""
     if interval is None:
         return None
-    straddled = [
-        threshold
-        for threshold in (spec.min, spec.max)
-        if threshold is not None and interval.lower < threshold <= interval.upper
-    ]
+    # Undecided exactly when the bound that judges fails and the other bound would pass: a min fails on
+    # lower < min, a max on upper > max (the inequalities differ, so the two cases are written out).
+    straddled = []
+    if spec.min is not None and interval.lower < spec.min <= interval.upper:
+        straddled.append(spec.min)
+    if spec.max is not None and interval.lower <= spec.max < interval.upper:
+        straddled.append(spec.max)
     if not straddled:
         return None
     threshold = straddled[0]
