@@ -248,7 +248,20 @@ def _plain(node: Any) -> Any:
         return {key: _plain(value) for key, value in node.items()}
     if isinstance(node, list):
         return [_plain(value) for value in node]
+    if isinstance(node, str):
+        return _join_surrogates(node)
     return node
+
+
+def _join_surrogates(text: str) -> str:
+    """Join UTF-16 surrogate pairs (JSON's and YAML's ``\\ud83d\\ude00``), which the parser keeps apart.
+
+    Left alone, a lone surrogate in a description would make writing the UTF-8 report fail; one without
+    a partner becomes U+FFFD.
+    """
+    if not any("\ud800" <= char <= "\udfff" for char in text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _problem_from(error: Any, raw: Any, path: Path) -> Problem:
