@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 from xml.sax.saxutils import escape, quoteattr
@@ -43,7 +44,7 @@ class JunitFormat(ReportFormat):
             '<?xml version="1.0" encoding="UTF-8"?>',
             f'<testsuites name={quoteattr("gate")} tests="{len(report.checks)}" '
             f'failures="{summary.failed}" errors="{summary.errored}" time="{report.duration_s:.3f}">',
-            f'  <testsuite name={quoteattr("gate: " + report.policy.name)} tests="{len(report.checks)}" '
+            f'  <testsuite name={quoteattr(_xml_text("gate: " + report.policy.name))} tests="{len(report.checks)}" '
             f'failures="{summary.failed}" errors="{summary.errored}" skipped="{summary.waived}" '
             f'time="{report.duration_s:.3f}">',
         ]
@@ -53,25 +54,58 @@ class JunitFormat(ReportFormat):
         return "\n".join(lines)
 
 
+# Characters XML 1.0 cannot carry at all, not even escaped (control characters, lone surrogates).
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    """Text safe for XML: invalid characters (an ANSI colour code in a message, say) become U+FFFD."""
+    return _XML_INVALID.sub("\ufffd", text)
+
+
 def _testcase(check: CheckResult) -> list[str]:
     opening = (
         f"    <testcase classname={quoteattr('gate.' + check.kind)} name={quoteattr(check.id)} "
         f'time="{check.duration_s:.3f}"'
     )
+    message = _xml_text(check.message)
     body = {
-        "fail": f'      <failure message={quoteattr(check.message)} type="threshold">{escape(check.message)}</failure>',
-        "error": f'      <error message={quoteattr(check.message)} type="error">{escape(check.message)}</error>',
-        "waived": f"      <skipped message={quoteattr('waived: ' + check.message)}/>",
+        "fail": f'      <failure message={quoteattr(message)} type="threshold">{escape(message)}</failure>',
+        "error": f'      <error message={quoteattr(message)} type="error">{escape(message)}</error>',
+        "waived": f"      <skipped message={quoteattr('waived: ' + message)}/>",
     }.get(check.status)
-    output = f"      <system-out>{escape(check.message)}</system-out>"
+    output = f"      <system-out>{escape(message)}</system-out>"
     if body is None:
         return [opening + ">", output, "    </testcase>"]
     return [opening + ">", body, output, "    </testcase>"]
 
 
+# ASCII punctuation that Markdown (GitHub's included) gives a meaning: links, images, emphasis, code, tables.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+
+
 def _cell(text: str) -> str:
-    """Markdown table cell: escape what could break the table or inject markup from artifact names."""
-    return escape(text).replace("|", "\\|").replace("\n", " ")
+    """Text from a policy, model or data set as inert Markdown, safe in a table cell or a list item.
+
+    HTML is escaped, Markdown punctuation is backslash-escaped (the backslash first, so ``\\|`` cannot
+    un-escape a pipe), and every kind of line break becomes a space so text cannot start a new row or block.
+    """
+    text = escape(text)
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\r\n|\r|\n|\u2028|\u2029", " ", text)
+
+
+def _code(text: str) -> str:
+    """An inline code span holding ``text`` literally: fenced with more backticks than the text contains."""
+    text = _one_line(text)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
 
 
 class MarkdownFormat(ReportFormat):
@@ -92,8 +126,8 @@ class MarkdownFormat(ReportFormat):
         lines = [
             f"## gate: {verdict}",
             "",
-            f"Policy **{_cell(report.policy.name)}** · model `{_cell(report.model.source)}` "
-            f"(sha256 `{(report.model.sha256 or '')[:12]}`) · {report.data.n} samples · "
+            f"Policy **{_cell(report.policy.name)}** · model {_code(report.model.source)} "
+            f"(sha256 {_code((report.model.sha256 or '')[:12])}) · {report.data.n} samples · "
             f"device {_cell(report.environment.device)}",
             "",
         ]
@@ -119,7 +153,7 @@ class MarkdownFormat(ReportFormat):
             ("Stale waivers", report.stale_waivers),
         ):
             if names:
-                lines += ["", f"{label}: " + ", ".join(f"`{_cell(name)}`" for name in names)]
+                lines += ["", f"{label}: " + ", ".join(_code(name) for name in names)]
         return "\n".join(lines) + "\n"
 
 
