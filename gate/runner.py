@@ -197,6 +197,8 @@ def _run_check(
         with _hard_deadline(context.deadline):
             measurement = REGISTRY[spec.kind].run(spec, context)
         result = judge(spec, measurement, settings, waiver=waiver, baseline=baseline)
+        artifacts = [_relative(path, context.artifacts_dir.parent) for path in measurement.artifacts]
+        result = result.model_copy(update={"artifacts": artifacts})
     except CheckTimeout:
         limit = spec.timeout if spec.timeout else "the run's --timeout"
         result = error_result(
@@ -223,6 +225,13 @@ def _run_check(
             column=position.column if position else None,
         )
     return result.model_copy(update={"duration_s": time.monotonic() - start, "location": location})
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 @contextmanager

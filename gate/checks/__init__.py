@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from gate.checks.accuracy import AccuracyCheck
 from gate.checks.base import CheckContext, CheckKind, CheckTimeout, Measurement
+from gate.checks.corruption import CorruptionCheck
 from gate.checks.export_parity import ExportParityCheck
 from gate.policy.checks import kind_of
 
-IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (AccuracyCheck, ExportParityCheck)
+IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (AccuracyCheck, ExportParityCheck, CorruptionCheck)
 
 REGISTRY: dict[str, CheckKind] = {kind_of(impl.spec_type): impl() for impl in IMPLEMENTATIONS}
 

@@ -1,0 +1,78 @@
+"""Pictures that back a check's number: example pairs and curves saved as PNG for the reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+TILE = 96  # small inputs (8x8 digits) are upscaled so people can see them
+
+
+def _to_image(x: torch.Tensor, bounds: tuple[float, float]) -> Image.Image:
+    """One sample [C, H, W] (or [F] features, shown as a strip) as an upscaled RGB tile."""
+    low, high = bounds
+    array = ((x.detach().float().cpu().numpy() - low) / (high - low)).clip(0, 1)
+    if array.ndim == 1:
+        array = array[None, None, :]
+    channels = array.shape[0]
+    pixels = (array.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels[:, :, :3]).convert("RGB")
+    scale = max(1, TILE // max(image.size))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def save_example_pairs(
+    path: Path,
+    originals: torch.Tensor,
+    changed: torch.Tensor,
+    captions: Sequence[tuple[str, str]],
+    bounds: tuple[float, float],
+) -> Path:
+    """A grid with one row per example: original | changed, each captioned (e.g. label → prediction)."""
+    tiles = [(_to_image(a, bounds), _to_image(b, bounds)) for a, b in zip(originals, changed, strict=True)]
+    width, height = tiles[0][0].size
+    caption_height = 14
+    sheet = Image.new("RGB", (2 * width + 12, len(tiles) * (height + caption_height + 6)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, ((left, right), (left_caption, right_caption)) in enumerate(zip(tiles, captions, strict=True)):
+        top = row * (height + caption_height + 6)
+        sheet.paste(left, (0, top))
+        sheet.paste(right, (width + 12, top))
+        draw.text((2, top + height + 1), left_caption, fill="black")
+        draw.text((width + 14, top + height + 1), right_caption, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, format="PNG")
+    return path
+
+
+def save_curve(
+    path: Path, xs: Sequence[float], ys: Sequence[float], *, x_label: str, y_label: str, title: str
+) -> Path:
+    """A small line plot (e.g. robust accuracy against epsilon), drawn with matplotlib's Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4.5, 3.2), dpi=100)
+    axes.plot(list(xs), list(ys), marker="o")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.set_title(title)
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    plt.close(figure)
+    return path
+
+
+def caption(label: int, class_names: Sequence[str] | None) -> str:
+    if class_names and 0 <= label < len(class_names):
+        return class_names[label]
+    return str(label)
