@@ -25,7 +25,7 @@ SCAN_CHUNK_BYTES = 4 << 20  # how much of x one validation step reads at a time
 _HASH_CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Batch:
     """Consecutive selected samples, with their positions in the full data set as stable ids."""
 
@@ -55,8 +55,8 @@ class EvalData:
     n_total: int
     input_range: tuple[float, float]
     labels_seen: tuple[int, ...]
-    notes: tuple[str, ...] = ()
-    _reader: Source = field(repr=False, default=None)  # type: ignore[assignment]
+    notes: tuple[str, ...]
+    _reader: Source = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.selected)
@@ -124,12 +124,72 @@ def load_data(
     """
     low, high = _checked_range(input_range)
     reader, file_digest = _open(source, (low, high), input_shape)
+    return _evaluation_data(
+        source,
+        reader,
+        file_digest,
+        input_range=(low, high),
+        samples=samples,
+        seed=seed,
+        shard=shard,
+        input_shape=input_shape,
+        num_classes=num_classes,
+    )
+
+
+def from_arrays(
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor | None = None,
+    *,
+    source: str = "<arrays>",
+    input_range: tuple[float, float] = (0.0, 1.0),
+    samples: int | None = None,
+    seed: int = 0,
+    shard: tuple[int, int] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> EvalData:
+    """``load_data`` for arrays already in memory (library callers and tests); same checks, digest of the arrays."""
+    low, high = _checked_range(input_range)
+    arrays = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in (x, y)]
+    mask_array = None
+    if mask is not None:
+        mask_array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return _evaluation_data(
+        source,
+        ArraySource(source, arrays[0], arrays[1], mask_array),
+        "",
+        input_range=(low, high),
+        samples=samples,
+        seed=seed,
+        shard=shard,
+        input_shape=input_shape,
+        num_classes=num_classes,
+    )
+
+
+def _evaluation_data(
+    source: str,
+    reader: Source,
+    file_digest: str,
+    *,
+    input_range: tuple[float, float],
+    samples: int | None,
+    seed: int,
+    shard: tuple[int, int] | None,
+    input_shape: tuple[int, ...] | None,
+    num_classes: int | None,
+) -> EvalData:
+    """Check ``reader`` against the model's expectations in one streamed pass, then select samples."""
+    if num_classes is not None and num_classes < 1:
+        raise DataError(f"num_classes must be >= 1; found {num_classes}", path=source)
     if input_shape is not None and tuple(input_shape) != reader.sample_shape:
         raise DataError(
             f"the model expects samples of shape {tuple(input_shape)}; the data has {reader.sample_shape}",
             path=source,
         )
-    scan = _scan(reader, (low, high), num_classes)
+    scan = _scan(reader, input_range, num_classes)
     notes = list(reader.notes)
     if samples is not None and samples > reader.n:
         notes.append(f"{samples} samples requested but the data has {reader.n}: all are used")
@@ -143,7 +203,7 @@ def load_data(
         has_mask=reader.has_mask,
         selected=select_indices(reader.n, samples=samples, seed=seed, shard=shard),
         n_total=reader.n,
-        input_range=(low, high),
+        input_range=input_range,
         labels_seen=tuple(scan.labels),
         notes=tuple(notes),
         _reader=reader,

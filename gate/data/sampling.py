@@ -52,6 +52,8 @@ def _checked_shard(shard: tuple[int, int]) -> tuple[int, int]:
 
 
 def _nonnegative_seed(seed: int) -> int:
-    """numpy seeds must be >= 0; fold negatives so any Python int is a valid, distinct seed."""
+    """numpy seeds must be >= 0: a negative seed is read as the unsigned 64-bit integer with the same bits."""
     seed = int(seed)
-    return seed if seed >= 0 else (1 << 64) + seed if seed >= -(1 << 64) else abs(seed)
+    if seed < -(1 << 63):
+        raise UsageError(f"a seed must be >= -2**63; found {seed}")
+    return seed if seed >= 0 else (1 << 64) + seed

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from gate.data import EvalData, load_data
+from gate.data import EvalData, from_arrays, load_data
+from gate.errors import DataError
 
 
 def test_batches_cover_the_selection_in_order(digits_npz: Path, digits_split: dict[str, np.ndarray]) -> None:
@@ -98,3 +99,14 @@ def test_memory_does_not_grow_with_the_data(tmp_path: Path, compressed: bool) ->
         tracemalloc.stop()
     assert seen == n
     assert peak < x_bytes / 4  # about one scan chunk (4 MiB) and one batch, not the 40 MB of x
+
+
+def test_from_arrays_checks_and_digests_like_a_file(digits_split: dict[str, np.ndarray]) -> None:
+    x, y = digits_split["x_test"], digits_split["y_test"]
+    data = from_arrays(torch.from_numpy(x), y, samples=50, seed=2, num_classes=10)
+    assert len(data) == 50 and data.source == "<arrays>" and data.sha256 == from_arrays(x, y).sha256
+    np.testing.assert_array_equal(next(data.batches(50)).x.numpy(), x[data.selected])
+    with pytest.raises(DataError, match="x values must lie in input_range"):
+        from_arrays(x * 2, y)
+    with pytest.raises(DataError, match="num_classes must be >= 1; found 0"):
+        from_arrays(x, y, num_classes=0)
