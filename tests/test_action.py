@@ -399,18 +399,16 @@ def test_action_metadata_has_the_required_structure() -> None:
     assert set(action["inputs"]) == expected
 
 
-def schemastore_action_schema() -> dict[str, Any]:
-    """SchemaStore's github-action.json as check-jsonschema vendors it (read as data, not imported)."""
+def schemastore_vendor_dir() -> Path:
+    """SchemaStore's schemas as check-jsonschema vendors them (read as data, not imported)."""
     spec = importlib.util.find_spec("check_jsonschema")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the action metadata schema comes from `pip install --no-deps check-jsonschema`")
-    path = (
-        Path(next(iter(spec.submodule_search_locations)))
-        / "builtin_schemas"
-        / "vendor"
-        / "github-actions.json"
-    )
-    return json.loads(path.read_text(encoding="utf-8"))
+        pytest.skip("SchemaStore's schemas come from `pip install --no-deps check-jsonschema`")
+    return Path(next(iter(spec.submodule_search_locations))) / "builtin_schemas" / "vendor"
+
+
+def schemastore_action_schema() -> dict[str, Any]:
+    return json.loads((schemastore_vendor_dir() / "github-actions.json").read_text(encoding="utf-8"))
 
 
 def test_action_is_valid_against_the_schemastore_schema() -> None:
@@ -431,3 +429,37 @@ def test_the_schema_check_is_not_vacuous() -> None:
     del action["description"]
     validator = jsonschema.validators.validator_for(schema)(schema)
     assert list(validator.iter_errors(action))
+
+
+EXAMPLES = ACTION.parent / "examples"
+
+
+def test_the_example_workflow_is_a_valid_workflow() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    vendor = schemastore_vendor_dir()
+    schema = json.loads((vendor / "github-workflows.json").read_text(encoding="utf-8"))
+    workflow = YAML(typ="safe", pure=True).load(
+        (EXAMPLES / "github-workflow.yml").read_text(encoding="utf-8")
+    )
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    assert [error.message for error in validator.iter_errors(workflow)] == []
+
+
+def test_the_example_workflow_passes_only_inputs_the_action_declares() -> None:
+    workflow = YAML(typ="safe", pure=True).load(
+        (EXAMPLES / "github-workflow.yml").read_text(encoding="utf-8")
+    )
+    declared = set(load_action()["inputs"])
+    gate_steps = [step for step in workflow["jobs"]["gate"]["steps"] if step.get("id") == "gate"]
+    assert len(gate_steps) == 1
+    assert set(gate_steps[0]["with"]) <= declared
+    assert {"policy", "data"} <= set(gate_steps[0]["with"])
+
+
+def test_the_example_policy_is_valid() -> None:
+    from gate.policy import load_policy
+
+    resolved = load_policy(EXAMPLES / "gate-policy.yaml")
+    assert {"pgd-linf-8", "masking", "blur-3", "deletion", "clean-accuracy"} <= {
+        check.id for check in resolved.policy.checks
+    }
