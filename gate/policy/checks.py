@@ -176,13 +176,18 @@ class GradientMaskingSpec(CheckSpec):
     """
 
     kind: Literal["gradient_masking"]
+    attack: Literal["pgd", "apgd-ce"] = Field(default="pgd", description="The white-box attack under diagnosis.")
     norm: Literal["linf", "l2"] = "linf"
     epsilon: PositiveNumber
     steps: PositiveInt = 20
     restarts: PositiveInt = 1
-    queries: PositiveInt = 1000
+    queries: PositiveInt = Field(default=1000, description="Query budget of the black-box (Square) comparison.")
     sweep: list[PositiveNumber] | None = Field(
-        default=None, description="Epsilons of the sweep (default: 0.5x to 8x epsilon)."
+        default=None,
+        description="Epsilons of the sweep (default: 0.25x to 4x epsilon, then the whole input range).",
+    )
+    diagnostic_samples: PositiveInt = Field(
+        default=256, description="Samples (the first by data set position) used by the costlier diagnostics."
     )
     tolerance: Fraction01 = Field(
         default=0.05, description="How much worse a diagnostic may be before it counts."
