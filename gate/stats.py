@@ -104,10 +104,21 @@ def samples_to_decide_proportion(
     """
     if estimate == threshold:
         return None
+    alpha = 1.0 - confidence
 
     def decided(n: int) -> bool:
-        interval = clopper_pearson(round(estimate * n), n, confidence)
-        return interval.lower > threshold or interval.upper < threshold
+        # The exact bounds with the count estimate * n left unrounded: rounding it made "decided"
+        # flip back and forth with n, and the bisection then missed the smallest n by ~10%.
+        successes = estimate * n
+        if estimate > threshold:
+            return (
+                successes > 0
+                and float(scipy_stats.beta.ppf(alpha / 2, successes, n - successes + 1)) > threshold
+            )
+        return (
+            successes < n
+            and float(scipy_stats.beta.ppf(1 - alpha / 2, successes + 1, n - successes)) < threshold
+        )
 
     high = 1
     while not decided(high):
