@@ -204,28 +204,37 @@ class HtmlFormat(ReportFormat):
         )
 
     def _header(self, report: Report) -> list[str]:
-        summary = report.summary
         message = f"<small>{_text(report.message)}</small>" if report.message else ""
-        model_digest = (report.model.sha256 or "")[:12]
+        model = f"model <code>{_text(report.model.source)}</code>"
+        if report.model.sha256:
+            model += f" (sha256 <code>{_text(report.model.sha256[:12])}</code>)"
+        data = f"data <code>{_text(report.data.source)}</code>, {report.data.n} samples"
+        if report.data.shard:
+            data += f", shard {_text(report.data.shard)}"
+        facts = [
+            model,
+            data,
+            f"device {_text(report.environment.device)}",
+            f"seed {report.seed}",
+            f"started {_text(report.started_at.isoformat(timespec='seconds'))}",
+            f"{report.duration_s:.1f} s",
+        ]
+        summary = report.summary
+        counts = {
+            "pass": summary.passed,
+            "fail": summary.failed,
+            "warn": summary.warned,
+            "waived": summary.waived,
+            "error": summary.errored,
+        }
         return [
             f"<h1>gate · policy {_text(report.policy.name)}</h1>",
             f'<div class="verdict {_text(report.verdict)}" id="verdict">'
             f"{_text(STATUS_LABELS[report.verdict])}{message}</div>",
-            '<div class="meta">'
-            f"<span>model <code>{_text(report.model.source)}</code>"
-            + (f" (sha256 <code>{_text(model_digest)}</code>)" if model_digest else "")
-            + "</span>"
-            f"<span>data <code>{_text(report.data.source)}</code>, {report.data.n} samples"
-            + (f", shard {_text(report.data.shard)}" if report.data.shard else "")
-            + "</span>"
-            f"<span>device {_text(report.environment.device)}</span>"
-            f"<span>seed {report.seed}</span>"
-            f"<span>started {_text(report.started_at.isoformat(timespec='seconds'))}</span>"
-            f"<span>{report.duration_s:.1f} s</span></div>",
+            '<div class="meta">' + "".join(f"<span>{fact}</span>" for fact in facts) + "</div>",
             '<div class="counts">'
-            f"<span>{_status('pass')} {summary.passed}</span><span>{_status('fail')} {summary.failed}</span>"
-            f"<span>{_status('warn')} {summary.warned}</span><span>{_status('waived')} {summary.waived}</span>"
-            f"<span>{_status('error')} {summary.errored}</span></div>",
+            + "".join(f"<span>{_status(status)} {count}</span>" for status, count in counts.items())
+            + "</div>",
         ]
 
     def _check_table(self, report: Report) -> list[str]:
