@@ -231,7 +231,7 @@ def _gaussian_1d(sigma: float, radius: int) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """Gaussian blur as skimage's ``gaussian`` (truncated at 4 sigma, border replicated), done separably."""
     del generator
-    line = _gaussian_1d(sigma, max(1, math.ceil(4 * sigma)))
+    line = _gaussian_1d(sigma, max(1, int(4 * sigma + 0.5)))  # scipy's radius for truncate=4
     return _filter(_filter(x, line[:, None], "replicate"), line[None, :], "replicate")
 
 

@@ -215,3 +215,27 @@ def test_cuda_tensors_stay_on_the_device_and_match_cpu(images: dict[str, torch.T
     cuda = corrupt_batch(x.cuda(), name, 3, seed=1, index=index.cuda())
     assert cuda.device.type == "cuda"
     torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_blurs_match_the_reference_filters(level: int) -> None:
+    """gaussian_blur is skimage's (scipy, truncate 4, 'nearest'); defocus_blur is ImageNet-C's disk + filter2D."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    image = np.random.default_rng(level).random((32, 32))
+    x = torch.from_numpy(image)[None, None]
+    sigma = CORRUPTIONS["gaussian_blur"].parameter(level, x)
+    expected = ndimage.gaussian_filter(image, sigma, mode="nearest", truncate=4.0)
+    np.testing.assert_allclose(
+        corrupt(x, "gaussian_blur", level, generator=_generator())[0, 0], expected, atol=1e-12
+    )
+
+    radius, alias_blur = CORRUPTIONS["defocus_blur"].parameter(level, x)
+    grid = np.arange(-8, 9)  # radius <= 8 in the CIFAR table
+    disk = ((grid[:, None] ** 2 + grid[None, :] ** 2) <= radius**2).astype(np.float64)
+    smooth = np.exp(-(np.arange(-1, 2) ** 2) / (2 * alias_blur**2))
+    smooth /= smooth.sum()  # cv2.GaussianBlur(disk, (3, 3), alias_blur) with its reflect-101 border
+    kernel = ndimage.correlate(disk / disk.sum(), np.outer(smooth, smooth), mode="mirror")
+    expected = ndimage.correlate(image, kernel, mode="mirror")  # cv2.filter2D's default border
+    np.testing.assert_allclose(
+        corrupt(x, "defocus_blur", level, generator=_generator())[0, 0], expected, atol=1e-12
+    )

@@ -110,3 +110,9 @@ def test_from_arrays_checks_and_digests_like_a_file(digits_split: dict[str, np.n
         from_arrays(x * 2, y)
     with pytest.raises(DataError, match="num_classes must be >= 1; found 0"):
         from_arrays(x, y, num_classes=0)
+
+
+@pytest.mark.gpu
+def test_batches_land_on_the_gpu(digits_npz: Path) -> None:
+    batch = next(load_data(str(digits_npz), samples=10).batches(10, device="cuda"))
+    assert {batch.x.device.type, batch.y.device.type, batch.index.device.type} == {"cuda"}
