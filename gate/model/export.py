@@ -52,6 +52,8 @@ def _quiet_exporter() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
             warnings.filterwarnings("ignore", message=r".*The feature will be removed.*")
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            # The TorchScript exporter cannot read a ScriptModule's signature and says so; the export is fine.
+            warnings.filterwarnings("ignore", message=r"no signature found for .*ScriptMethod")
             yield
     finally:
         noisy.setLevel(level)

@@ -42,6 +42,28 @@ def make_normalize(
     return Normalize(values[0], values[1])
 
 
-def with_preprocessing(module: nn.Module, normalize: Normalize | None) -> nn.Module:
-    """``module`` with ``normalize`` in front, so it maps input-range x to logits."""
+class FixedBatch(nn.Module):
+    """Feed a module that only accepts batches of exactly ``batch`` samples: split, zero-pad, crop (differentiable)."""
+
+    def __init__(self, module: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.module = module
+        self.batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for chunk in torch.split(x, self.batch):
+            count = len(chunk)
+            if count < self.batch:
+                chunk = torch.cat([chunk, chunk.new_zeros((self.batch - count, *chunk.shape[1:]))])
+            outputs.append(self.module(chunk)[:count])
+        return torch.cat(outputs)
+
+
+def with_preprocessing(
+    module: nn.Module, normalize: Normalize | None, fixed_batch: int | None = None
+) -> nn.Module:
+    """``module`` with ``normalize`` in front, so it maps input-range x to logits, for any batch size."""
+    if fixed_batch is not None:
+        module = FixedBatch(module, fixed_batch)
     return module if normalize is None else nn.Sequential(normalize, module)

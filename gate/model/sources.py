@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,7 +186,10 @@ def load_torch_source(spec: ModelSpec, kind: str) -> TorchSource:
         return _load_exported_program(path, spec.trust_pickle)
     if kind == "torchscript":
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                # TorchScript is deprecated upstream, but archives in the wild are what gate must accept.
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as error:
             raise ModelError(f"cannot load the TorchScript archive: {error}", path=path) from error
     elif kind == "factory":

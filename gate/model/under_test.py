@@ -71,7 +71,9 @@ class ModelUnderTest:
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._normalize = normalize
         self._module = (
-            None if torch_module is None else with_preprocessing(torch_module, normalize).to(device)
+            None
+            if torch_module is None
+            else with_preprocessing(torch_module, normalize, self._fixed_batch).to(device)
         )
         self.num_classes = self._probe_num_classes()
         if class_names is not None and len(class_names) != self.num_classes:
