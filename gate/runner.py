@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
+import shutil
 import signal
 import threading
 import time
@@ -93,6 +94,7 @@ def run_gate(options: RunOptions) -> Report:
     baseline = load_baseline(options.baseline) if options.baseline else {}
     device = resolve_device(options.model.device)  # type: ignore[attr-defined]
     options.report_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(options.report_dir / "artifacts", ignore_errors=True)  # gate's own folder: no stale evidence
 
     tick = time.monotonic()
     data = load_data(

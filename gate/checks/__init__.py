@@ -7,12 +7,22 @@ covers exactly the kinds the policy format defines.
 from __future__ import annotations
 
 from gate.checks.accuracy import AccuracyCheck
+from gate.checks.adversarial import AdversarialCheck
+from gate.checks.attribution import AttributionCheck
 from gate.checks.base import CheckContext, CheckKind, CheckTimeout, Measurement
 from gate.checks.corruption import CorruptionCheck
 from gate.checks.export_parity import ExportParityCheck
+from gate.checks.gradient_masking import GradientMaskingCheck
 from gate.policy.checks import kind_of
 
-IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (AccuracyCheck, ExportParityCheck, CorruptionCheck)
+IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (
+    AccuracyCheck,
+    ExportParityCheck,
+    AdversarialCheck,
+    GradientMaskingCheck,
+    CorruptionCheck,
+    AttributionCheck,
+)
 
 REGISTRY: dict[str, CheckKind] = {kind_of(impl.spec_type): impl() for impl in IMPLEMENTATIONS}
 

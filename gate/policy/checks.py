@@ -176,12 +176,16 @@ class GradientMaskingSpec(CheckSpec):
     """
 
     kind: Literal["gradient_masking"]
-    attack: Literal["pgd", "apgd-ce"] = Field(default="pgd", description="The white-box attack under diagnosis.")
+    attack: Literal["pgd", "apgd-ce"] = Field(
+        default="pgd", description="The white-box attack under diagnosis."
+    )
     norm: Literal["linf", "l2"] = "linf"
     epsilon: PositiveNumber
     steps: PositiveInt = 20
     restarts: PositiveInt = 1
-    queries: PositiveInt = Field(default=1000, description="Query budget of the black-box (Square) comparison.")
+    queries: PositiveInt = Field(
+        default=1000, description="Query budget of the black-box (Square) comparison."
+    )
     sweep: list[PositiveNumber] | None = Field(
         default=None,
         description="Epsilons of the sweep (default: 0.25x to 4x epsilon, then the whole input range).",
@@ -243,7 +247,12 @@ class AttributionSpec(CheckSpec):
     metric: AttributionMetric
     target: Literal["label", "prediction"] = "label"
     steps: PositiveInt | None = None
-    baseline: Literal["zero", "mean", "blur"] | Number = "zero"
+    baseline: Literal["zero", "mean"] | Number = Field(
+        default="zero", description="Reference input of integrated gradients, occlusion, RISE and deletion."
+    )
+    radius: PositiveNumber | None = Field(
+        default=None, description="L-inf radius of max_sensitivity's noise (default: 2% of the input range)."
+    )
     samples: PositiveInt | None = None
     window: PositiveInt | None = None
     examples: Annotated[int, Field(ge=0, le=32)] = 4

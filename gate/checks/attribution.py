@@ -1,0 +1,154 @@
+"""Check kind ``attribution``: does the model decide for reasons a human would accept?
+
+Attributions are computed per batch (gradient methods on the PyTorch model, ``occlusion``/``rise`` on the
+ONNX Runtime session) and judged by one metric, each a pure function in gate/explain/metrics with its
+paper: faithfulness (``deletion_auc``, ``insertion_auc``), localisation on the data's ``mask``
+(``roi_mass``, ``pointing_game``), sanity (``randomization_similarity``) and stability
+(``max_sensitivity``). The value is the mean over samples with a bootstrap interval (``pointing_game``,
+a hit rate, gets an exact interval).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.errors import CheckError
+from gate.explain import (
+    AttributionOptions,
+    attribute,
+    deletion_auc,
+    insertion_auc,
+    max_sensitivity,
+    pointing_game,
+    randomization_similarity,
+    roi_mass,
+    save_heatmaps,
+)
+from gate.explain.registry import get_method
+from gate.policy.checks import AttributionSpec
+
+NEEDS_MASK = ("roi_mass", "pointing_game")
+
+
+def attribution_options(
+    spec: AttributionSpec, bounds: tuple[float, float], batch_size: int
+) -> AttributionOptions:
+    """Map the policy's method options onto the explain library's settings."""
+    options: dict[str, object] = {"baseline": spec.baseline, "value_range": bounds, "batch_size": batch_size}
+    if spec.steps is not None:
+        options["steps"] = spec.steps
+    if spec.window is not None:
+        options["window"] = spec.window
+    if spec.samples is not None:
+        options["masks" if spec.method == "rise" else "samples"] = spec.samples
+    return AttributionOptions(**options)  # type: ignore[arg-type]
+
+
+class AttributionCheck(CheckKind[AttributionSpec]):
+    spec_type = AttributionSpec
+
+    def run(self, spec: AttributionSpec, context: CheckContext) -> Measurement:
+        if spec.metric in NEEDS_MASK and not context.data.has_mask:
+            raise CheckError(
+                f"{spec.metric} needs a 'mask' array in the data ([N, H, W], 1 where the evidence is); "
+                f"{context.data.source} has none"
+            )
+        gradient_model = self._gradient_model(spec, context)
+        bounds = context.policy.input.range
+        options = attribution_options(spec, bounds, context.batch_size)
+        values, artifacts = [], []
+        _, _, clean_predictions = context.clean_predictions()
+        position = 0
+        with context.progress.task(
+            f"{spec.id}: {spec.method} / {spec.metric}", len(context.data)
+        ) as progress:
+            for batch in context.data.batches(context.batch_size, context.device):
+                context.check_deadline()
+                predictions = clean_predictions[position : position + len(batch)].to(context.device)
+                position += len(batch)
+                target = batch.y if spec.target == "label" else predictions
+                values.append(
+                    self._metric(spec, context, gradient_model, options, batch.x, target, batch.mask)
+                )
+                if not artifacts and spec.examples:
+                    artifacts = self._heatmaps(spec, context, gradient_model, options, batch, predictions)
+                progress.advance(len(batch))
+        per_sample = torch.cat(values).cpu()
+        details = {
+            "method": spec.method,
+            "metric": spec.metric,
+            "target": spec.target,
+            "higher_is_better": spec.better_when_higher,
+        }
+        if spec.metric == "pointing_game":
+            return Measurement.proportion(per_sample > 0.5, details=details, artifacts=artifacts)
+        details["per_sample_quantiles"] = {
+            q: float(per_sample.quantile(q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
+        }
+        return Measurement.mean_of(per_sample, details=details, artifacts=artifacts)
+
+    @staticmethod
+    def _gradient_model(spec: AttributionSpec, context: CheckContext) -> nn.Module | None:
+        needs = get_method(spec.method).needs_gradients or spec.metric == "randomization_similarity"
+        if needs:
+            return context.model.require_gradient_model().to(context.device).eval()
+        model = context.model.gradient_model
+        return None if model is None else model.to(context.device).eval()
+
+    @staticmethod
+    def _metric(
+        spec: AttributionSpec,
+        context: CheckContext,
+        gradient_model: nn.Module | None,
+        options: AttributionOptions,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        score_fn, seed = context.model.scores, context.seed
+        if spec.metric == "randomization_similarity":
+            result = randomization_similarity(
+                spec.method, x, target, gradient_model=gradient_model, options=options, seed=seed
+            )
+            return result.similarity
+        if spec.metric == "max_sensitivity":
+            low, high = context.policy.input.range
+            radius = spec.radius if spec.radius is not None else 0.02 * (high - low)
+            return max_sensitivity(
+                spec.method, x, target, gradient_model=gradient_model, score_fn=score_fn,
+                options=options, seed=seed, radius=radius,
+            )  # fmt: skip
+        attribution = attribute(
+            spec.method,
+            x,
+            target,
+            gradient_model=gradient_model,
+            score_fn=score_fn,
+            options=options,
+            seed=seed,
+        )
+        if spec.metric in NEEDS_MASK:
+            if mask is None:
+                raise CheckError(f"{spec.metric} needs a mask for every sample; a batch came without one")
+            return (roi_mass if spec.metric == "roi_mass" else pointing_game)(attribution, mask)
+        baseline = 0.0 if not isinstance(spec.baseline, float) else spec.baseline
+        curve = deletion_auc if spec.metric == "deletion_auc" else insertion_auc
+        return curve(score_fn, x, target, attribution, baseline=baseline, batch_size=context.batch_size)
+
+    @staticmethod
+    def _heatmaps(spec, context, gradient_model, options, batch, predictions) -> list:
+        count = min(spec.examples, len(batch))
+        x, y = batch.x[:count], batch.y[:count]
+        target = y if spec.target == "label" else predictions[:count]
+        attribution = attribute(
+            spec.method, x, target, gradient_model=gradient_model, score_fn=context.model.scores,
+            options=options, seed=context.seed,
+        )  # fmt: skip
+        labels = [f"y={int(label)} pred={int(p)}" for label, p in zip(y, predictions[:count], strict=True)]
+        prefix = context.artifact_path(spec.id, "heatmap")
+        mask = None if batch.mask is None else batch.mask[:count]
+        return save_heatmaps(
+            prefix, x.cpu(), attribution.cpu(), mask.cpu() if mask is not None else None, labels
+        )
