@@ -115,9 +115,18 @@ def judge(
     )
     if unjudged:
         # The value is kept so this report can serve as the next run's baseline; the status fails closed.
-        why = "the baseline report has no value for it" if settings.baseline_given else "no --baseline report was given"
+        why = (
+            "the baseline report has no value for it"
+            if settings.baseline_given
+            else "no --baseline report was given"
+        )
+        # As in error_result: a waiver is never "stale" on a check that could not be judged.
         result = result.model_copy(
-            update={"status": "error", "message": f"max_drop is the only threshold and cannot be judged: {why}"}
+            update={
+                "status": "error",
+                "message": f"max_drop is the only threshold and cannot be judged: {why}",
+                "waiver": _waiver_state(waiver, True, settings.today),
+            }
         )
     return result
 
