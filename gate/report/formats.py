@@ -65,7 +65,7 @@ def _xml_text(text: str) -> str:
 
 def _testcase(check: CheckResult) -> list[str]:
     opening = (
-        f"    <testcase classname={quoteattr('gate.' + check.kind)} name={quoteattr(check.id)} "
+        f"    <testcase classname={quoteattr(_xml_text('gate.' + check.kind))} name={quoteattr(_xml_text(check.id))} "
         f'time="{check.duration_s:.3f}"'
     )
     message = _xml_text(check.message)
@@ -96,16 +96,16 @@ def _cell(text: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    return re.sub(r"\r\n|\r|\n|\u2028|\u2029", " ", text)
+    """Line breaks of every kind become spaces; other control characters (ANSI codes) become U+FFFD."""
+    return _xml_text(re.sub(r"\r\n|\r|\n|\u2028|\u2029", " ", text))
 
 
 def _code(text: str) -> str:
-    """An inline code span holding ``text`` literally: fenced with more backticks than the text contains."""
-    text = _one_line(text)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    padding = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{padding}{text}{padding}{fence}"
+    """Monospace text that stays inert: an HTML <code> element around escaped Markdown.
+
+    A Markdown code span would show ``&lt;`` literally and would end at the first backtick in the text.
+    """
+    return f"<code>{_cell(text)}</code>"
 
 
 class MarkdownFormat(ReportFormat):
