@@ -60,7 +60,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-BUDGET_FIELDS = {"epsilon", "noise", "step_size", "sweep"}
+BUDGET_FIELDS = {"epsilon", "noise", "step_size", "sweep", "radius"}
 
 
 def _show(value: Any, field: str) -> str:
@@ -180,6 +180,8 @@ CHECK_RULES: dict[str, Rule] = {
     "restarts": more_is_stricter("restarts"),
     "queries": more_is_stricter("queries", "the attack's default"),
     "targeted": _targeted,
+    "diagnostic_samples": more_is_stricter("diagnostic samples"),
+    "radius": higher_is_stricter("sensitivity radius"),
     "tolerance": lower_is_stricter("tolerance"),
     "level": higher_is_stricter("corruption severity"),
     "max_abs_diff": lower_is_stricter("allowed logit difference (max_abs_diff)"),

@@ -158,14 +158,20 @@ def _method(spec: CheckSpec, policy: Policy) -> list[str]:
             "Metric: robust accuracy, the share of samples still classified correctly under attack.",
         ]
     if isinstance(spec, GradientMaskingSpec):
-        sweep = ", ".join(number_text(eps) for eps in spec.sweep) if spec.sweep else "0.5x to 8x ε"
+        sweep = (
+            ", ".join(number_text(eps) for eps in spec.sweep)
+            if spec.sweep
+            else "the default ε sweep (0.25x to 4x ε, then the whole input range)"
+        )
+        attack = ATTACKS[spec.attack]
         return [
-            "Method: diagnostics that the white-box evaluation can be trusted (gradient masking would make "
-            "robustness look better than it is): more steps and restarts must not help, a black-box attack "
-            "must not beat the white-box one, larger budgets must lower accuracy down to zero.",
+            f"Method: diagnostics that the white-box evaluation with {attack} can be trusted (gradient "
+            "masking would make robustness look better than it is): more steps and restarts must not help, "
+            "a black-box attack must not beat the white-box one, larger budgets must lower accuracy down to "
+            "zero.",
             f"Budget: {_budget(spec.epsilon, spec.norm, policy)}; sweep over {sweep}; {spec.steps} steps, "
-            f"{spec.restarts} restart{'s' * (spec.restarts != 1)}, {spec.queries} black-box queries; "
-            f"a diagnostic may be {spec.tolerance:g} worse before it counts.",
+            f"{spec.restarts} restart{'s' * (spec.restarts != 1)}, {spec.queries} black-box queries"
+            f" on the first {spec.diagnostic_samples} samples; a diagnostic may be {spec.tolerance:g} worse before it counts.",
             "Metric: the number of diagnostics that found a problem.",
         ]
     if isinstance(spec, CorruptionSpec):
@@ -191,6 +197,8 @@ def _method(spec: CheckSpec, policy: Policy) -> list[str]:
             for name, value in (("steps", spec.steps), ("samples", spec.samples), ("window", spec.window))
             if value
         ]
+        if spec.radius:
+            options.append(f"noise radius: {number_text(spec.radius)}")
         direction = "higher is better" if spec.better_when_higher else "lower is better"
         return [
             f"Method: {spec.method.replace('_', ' ')} attributions ({', '.join(options)}).",

@@ -109,6 +109,13 @@ def test_max_thresholds_are_looser_when_higher() -> None:
         ({"id": "gm", "kind": "gradient_masking", "epsilon": 0.03}, {"tolerance": 0.1}, "looser"),
         ({"id": "gm", "kind": "gradient_masking", "epsilon": 0.03}, {"queries": 100}, "looser"),
         ({"id": "gm", "kind": "gradient_masking", "epsilon": 0.03}, {"max": 1}, "looser"),
+        ({"id": "gm", "kind": "gradient_masking", "epsilon": 0.03}, {"diagnostic_samples": 64}, "looser"),
+        ({"id": "gm", "kind": "gradient_masking", "epsilon": 0.03}, {"attack": "apgd-ce"}, "stricter"),
+        (
+            {"id": "ms", "kind": "attribution", "metric": "max_sensitivity", "max": 0.2},
+            {"radius": 0.05},
+            "stricter",
+        ),
         ({"id": "ep", "kind": "export_parity", "max_abs_diff": 1e-4}, {"max_abs_diff": 1e-3}, "looser"),
         ({"id": "ep", "kind": "export_parity", "max_abs_diff": 1e-4}, {"noise": 0.01}, "stricter"),
     ],

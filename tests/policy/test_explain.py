@@ -87,6 +87,16 @@ def test_the_budget_is_given_as_fraction_and_decimal_with_norm_attack_and_steps(
     assert "AutoAttack" in text and "2 restarts" in text and "the attack's default number of steps" in text
 
 
+def test_gradient_masking_names_the_attack_it_diagnoses(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        BASE + "  - id: masking\n    kind: gradient_masking\n    epsilon: 4/255\n    attack: apgd-ce\n"
+    )
+    text = explain(path)
+    assert "white-box evaluation with APGD-CE" in text
+    assert "ε = 4/255 ≈ 0.01569" in text and "on the first 256 samples" in text
+
+
 def test_how_thresholds_are_judged_is_spelled_out(release: Path) -> None:
     text = explain(release)
     assert "95% confidence bound" in text
