@@ -10,36 +10,19 @@ import pytest
 import torch
 from torch import nn
 
+from gate.demo.models import DigitsCNN, load_digits_arrays, pgd_examples
+from gate.demo.models import train as _train
+
 DIGITS_SHAPE = (1, 8, 8)
 
-
-def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """The 1,797 8x8 digits scaled to [0, 1] as float32 ``[N, 1, 8, 8]``, with int64 labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    y = digits.target.astype(np.int64)
-    return x, y
-
-
-class DigitsCNN(nn.Module):
-    """A small convolutional classifier for 8x8 digits (a few thousand parameters)."""
-
-    def __init__(self, channels: int = 16) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels * 2, 3, padding=1, stride=2),
-            nn.ReLU(),
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels * 2 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+__all__ = [
+    "DigitsCNN",
+    "DigitsMLP",
+    "load_digits_arrays",
+    "pgd_examples",
+    "train_digits_model",
+    "write_policy",
+]
 
 
 class DigitsMLP(nn.Module):
@@ -53,19 +36,6 @@ class DigitsMLP(nn.Module):
         return self.net(x)
 
 
-def _pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
-    """A plain PGD used only to make adversarially trained fixtures (not the attack under test)."""
-    alpha = 2.5 * eps / steps
-    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = nn.functional.cross_entropy(model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + alpha * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
-    return x_adv.detach()
-
-
 def train_digits_model(
     make_model: Callable[[], nn.Module],
     x: np.ndarray,
@@ -75,25 +45,8 @@ def train_digits_model(
     adversarial_eps: float = 0.0,
     seed: int = 0,
 ) -> nn.Module:
-    """Train ``make_model()`` on digits; with ``adversarial_eps`` > 0 train on PGD examples (Madry et al.)."""
-    torch.manual_seed(seed)
-    model = make_model()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(xt), 64):
-            idx = order[start : start + 64]
-            xb, yb = xt[idx], yt[idx]
-            if adversarial_eps > 0:
-                model.eval()
-                xb = _pgd_linf(model, xb, yb, adversarial_eps, steps=7)
-            model.train()
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(xb), yb).backward()
-            optimizer.step()
-    return model.eval()
+    """Train ``make_model()`` on digits (the demo's training code); PGD training when ``adversarial_eps`` > 0."""
+    return _train(make_model, x, y, epochs=epochs, adversarial_eps=adversarial_eps, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -259,6 +259,6 @@ def report_schema() -> None:
     console.out(json.dumps(Report.model_json_schema(), indent=2))
 
 
-from gate.cli import policy_commands  # noqa: E402  (registers the policy group)
+from gate.cli import demo_command, policy_commands  # noqa: E402  (registers the command modules)
 
-__all__ = ["main", "policy_commands"]
+__all__ = ["demo_command", "main", "policy_commands"]

@@ -1,0 +1,61 @@
+"""The demo as a library call: prepare inputs, run the gate on two models, return both reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import save_file
+
+from gate.console import Progress
+from gate.demo.models import DigitsCNN, load_digits_arrays, split, train
+from gate.model import ModelSpec
+from gate.report import Report, write_reports
+from gate.runner import RunOptions, run_gate
+
+DEMO_POLICY = "builtin:demo-digits"
+FACTORY = "gate.demo.models:digits_cnn"
+ADVERSARIAL_EPS = 0.2
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """One gated model of the demo: its name, its report and where the report lies."""
+
+    name: str
+    report: Report
+    report_dir: Path
+
+
+def prepare_inputs(directory: Path) -> tuple[Path, dict[str, Path]]:
+    """Train both models (seeded; seconds on a CPU) and write the held-out data and the weights."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data = split(*load_digits_arrays())
+    data_path = directory / "digits-test.npz"
+    np.savez(data_path, x=data["x_test"], y=data["y_test"])
+    weights = {}
+    for name, eps in (("standard", 0.0), ("robust", ADVERSARIAL_EPS)):
+        model = train(DigitsCNN, data["x_train"], data["y_train"], adversarial_eps=eps)
+        weights[name] = directory / f"{name}.safetensors"
+        save_file(model.state_dict(), str(weights[name]))
+    return data_path, weights
+
+
+def run_demo(report_dir: Path, *, device: str = "auto", progress: Progress | None = None) -> list[DemoResult]:
+    """Gate the standard and the robust model; each gets its own report folder under ``report_dir``."""
+    data_path, weights = prepare_inputs(report_dir / "inputs")
+    results = []
+    for name, weights_path in weights.items():
+        spec = ModelSpec(source=FACTORY, weights=weights_path, input_shape=(1, 8, 8), device=device)  # type: ignore[arg-type]
+        options = RunOptions(
+            policy=DEMO_POLICY,
+            model=spec,
+            data=str(data_path),
+            report_dir=report_dir / name,
+            progress=progress or Progress(enabled=False),
+        )
+        report = run_gate(options)
+        write_reports(report, options.report_dir)
+        results.append(DemoResult(name, report, options.report_dir))
+    return results
