@@ -20,8 +20,22 @@ Direction = Literal["stricter", "looser", "neutral"]
 ATTACK_STRENGTH = {"fgsm": 0, "pgd": 1, "apgd-ce": 2, "apgd-dlr": 2, "autoattack": 3}
 """White-box attacks by strength; Square (black-box) is comparable only with AutoAttack, which contains it."""
 
-MEASURED_FIELDS_ARE_NEUTRAL = {"attribution"}
-"""Kinds whose ``steps``/``samples`` tune how a metric is computed rather than how hard the test is."""
+KIND_RULES: dict[tuple[str, str], tuple[Direction, str]] = {
+    **{
+        ("attribution", field): (
+            "neutral",
+            "changes how attributions are computed; review the threshold with it",
+        )
+        for field in ("steps", "samples", "window", "baseline")
+    },
+    **{
+        ("attribution", field): ("neutral", "a different measurement; review the threshold with it")
+        for field in ("method", "metric", "target")
+    },
+}
+"""Fields whose meaning depends on the kind: attribution's ``steps`` tune a computation, not an attack."""
+
+IDENTITY_FIELDS = {"id", "kind"}
 
 
 @dataclass(frozen=True)
@@ -238,12 +252,11 @@ def _check_fields(old: CheckSpec, new: CheckSpec) -> Iterator[Change]:
         before, after = getattr(old, field), getattr(new, field)
         if before == after:
             continue
-        rule = CHECK_RULES.get(field, neutral("a setting of how the check is computed"))
-        if old.kind in MEASURED_FIELDS_ARE_NEUTRAL and field in ("steps", "samples", "window", "baseline"):
-            rule = neutral("changes how attributions are computed; review the threshold with it")
-        if old.kind == "attribution" and field in ("method", "metric", "target"):
-            rule = neutral("a different measurement; review the threshold with it")
-        direction, reason = rule(before, after)
+        if (old.kind, field) in KIND_RULES:
+            direction, reason = KIND_RULES[(old.kind, field)]
+        else:
+            rule = CHECK_RULES.get(field, neutral("a setting of how the check is computed"))
+            direction, reason = rule(before, after)
         yield Change(subject, field, before, after, direction, reason)
 
 

@@ -10,7 +10,16 @@ import pytest
 from click.testing import CliRunner
 
 from gate.cli import main
-from gate.policy.diff import Change, diff_policies, is_looser
+from gate.policy.checks import ALL_CHECK_SPECS, kind_of
+from gate.policy.diff import (
+    CHECK_RULES,
+    IDENTITY_FIELDS,
+    KIND_RULES,
+    SETTING_RULES,
+    Change,
+    diff_policies,
+    is_looser,
+)
 from gate.policy.model import Policy
 
 ADVERSARIAL: dict[str, Any] = {
@@ -172,6 +181,23 @@ def test_waivers(before: list[dict], after: list[dict], direction: str) -> None:
 def test_policy_settings(before: dict[str, Any], after: dict[str, Any], direction: str) -> None:
     change = only(diff_policies(make_policy(**before), make_policy(**after)))
     assert (change.subject, change.direction) == ("policy", direction)
+
+
+@pytest.mark.parametrize("spec", ALL_CHECK_SPECS, ids=kind_of)
+def test_every_check_field_has_a_rule(spec: type) -> None:
+    """A new policy field needs a decision: does changing it make the gate stricter or looser?"""
+    kind = kind_of(spec)
+    without_rule = {
+        field
+        for field in spec.model_fields
+        if field not in IDENTITY_FIELDS and field not in CHECK_RULES and (kind, field) not in KIND_RULES
+    }
+    assert without_rule == set()
+
+
+def test_every_policy_setting_has_a_rule() -> None:
+    settings = set(Policy.model_fields) - {"checks", "waivers"}
+    assert settings == set(SETTING_RULES)
 
 
 def test_identical_policies_have_no_changes() -> None:
