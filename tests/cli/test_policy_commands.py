@@ -1,0 +1,161 @@
+"""``gate policy validate | schema | init`` and ``gate report-schema``, driven through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from click.testing import CliRunner, Result
+from ruamel.yaml import YAML
+
+from gate.cli import main
+from gate.policy import builtin_policy_names
+from gate.policy.loader import builtin_policy_dir
+from gate.report.model import Report
+
+GOOD = "version: 1\nname: good\nchecks:\n  - id: acc\n    kind: accuracy\n    min: 0.9\n"
+BAD = "version: 1\nchecks:\n  - id: acc\n    kind: accuracy\n    mni: 0.9\n"
+
+
+def invoke(*args: str | Path) -> Result:
+    result = CliRunner().invoke(main, [str(arg) for arg in args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def as_json_document(path: Path) -> Any:
+    """A YAML policy as the plain JSON data an editor validates against the schema (dates as text)."""
+    return json.loads(json.dumps(YAML(typ="safe", pure=True).load(path.read_text()), default=str))
+
+
+def test_validate_accepts_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    result = invoke("policy", "validate", path)
+    assert result.exit_code == 0
+    assert f"{path}: valid (1 checks, 0 waivers)" in result.stdout
+
+
+def test_validate_refuses_a_bad_file_with_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    result = invoke("policy", "validate", path)
+    assert result.exit_code == 2
+    assert f"{path}:5:5: checks[0].mni: unknown key (a typo?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_reports_every_file_and_fails_if_any_is_invalid(tmp_path: Path) -> None:
+    good, bad, broken = tmp_path / "good.yaml", tmp_path / "bad.yaml", tmp_path / "broken.yaml"
+    good.write_text(GOOD)
+    bad.write_text(BAD)
+    broken.write_text("version: 1\nchecks: [\n")
+
+    result = invoke("policy", "validate", good, bad, broken, tmp_path / "absent.yaml", "builtin:baseline")
+
+    assert result.exit_code == 2
+    assert f"{good}: valid" in result.stdout and "builtin:baseline: valid" in result.stdout
+    assert f"{bad}:5:5: checks[0].mni" in result.stderr
+    assert f"{broken}: not valid YAML (line 3" in result.stderr
+    assert "absent.yaml: policy file not found" in result.stderr
+
+
+def test_validate_all_good_files_exit_zero(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(GOOD)
+    second.write_text("version: 1\nextends: [a.yaml]\n")
+    result = invoke("policy", "validate", first, second)
+    assert result.exit_code == 0
+    assert result.stdout.count(": valid") == 2
+
+
+def test_validate_needs_a_file() -> None:
+    assert invoke("policy", "validate").exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def policy_schema() -> dict[str, Any]:
+    result = invoke("policy", "schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def test_schema_validates_the_builtin_policies(policy_schema: dict[str, Any]) -> None:
+    assert builtin_policy_names()
+    for name in builtin_policy_names():
+        jsonschema.validate(as_json_document(builtin_policy_dir() / f"{name}.yaml"), policy_schema)
+
+
+def test_schema_accepts_fractions_and_rejects_typos_and_unknown_kinds(policy_schema: dict[str, Any]) -> None:
+    good = {
+        "version": 1,
+        "checks": [{"id": "pgd", "kind": "adversarial", "epsilon": "8/255", "min": 0.4}],
+        "waivers": [{"check": "pgd", "reason": "r", "approved_by": "me", "expires": "2030-01-31"}],
+    }
+    jsonschema.validate(good, policy_schema)
+    for bad in (
+        {"version": 1, "checks": [{"id": "a", "kind": "accuracy", "mni": 0.9}]},
+        {"version": 1, "checks": [{"id": "a", "kind": "acuracy", "min": 0.9}]},
+        {"version": 2},
+        {"version": 1, "confidence": 1.5},
+        {"version": 1, "checks": [{"id": "a", "kind": "adversarial", "epsilon": "8/x", "min": 0.4}]},
+        {"version": 1, "checks": [{"id": "a", "kind": "adversarial", "epsilon": -0.1, "min": 0.4}]},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, policy_schema)
+
+
+def test_schema_can_be_written_to_a_file(tmp_path: Path, policy_schema: dict[str, Any]) -> None:
+    target = tmp_path / "gate-policy.schema.json"
+    result = invoke("policy", "schema", "--output", target)
+    assert result.exit_code == 0
+    assert json.loads(target.read_text()) == policy_schema
+    assert result.stdout == ""
+
+
+def test_init_writes_a_policy_that_validates_and_matches_the_schema(
+    tmp_path: Path, policy_schema: dict[str, Any]
+) -> None:
+    target = tmp_path / "gate-policy.yaml"
+    result = invoke("policy", "init", target, "--name", "vision-release")
+    assert result.exit_code == 0 and f"wrote {target}" in result.stdout
+
+    validated = invoke("policy", "validate", target)
+    assert validated.exit_code == 0, validated.stderr
+    assert "name: vision-release" in target.read_text()
+    jsonschema.validate(as_json_document(target), policy_schema)
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    target = tmp_path / "gate-policy.yaml"
+    target.write_text("# mine\n")
+
+    refused = invoke("policy", "init", target)
+    assert refused.exit_code == 2
+    assert "the file exists; pass --force to overwrite it" in refused.stderr
+    assert target.read_text() == "# mine\n"
+
+    forced = invoke("policy", "init", target, "--force")
+    assert forced.exit_code == 0
+    assert target.read_text().startswith("# yaml-language-server")
+
+
+def test_init_defaults_to_gate_policy_yaml_in_the_working_directory(tmp_path: Path) -> None:
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        result = runner.invoke(main, ["policy", "init"])
+        assert result.exit_code == 0
+        assert Path("gate-policy.yaml").is_file()
+
+
+def test_report_schema_is_the_report_models_schema() -> None:
+    result = invoke("report-schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema == Report.model_json_schema()
