@@ -5,7 +5,7 @@ access, so gate maps the members itself:
 
 * a member stored uncompressed (``np.savez``) is a plain ``.npy`` at a known offset inside the zip file:
   it is memory-mapped in place;
-* a compressed member (``np.savez_compressed``) cannot be mapped: it is decompressed once, in 1 MiB
+* a compressed member (``np.savez_compressed``) cannot be mapped: it is decompressed once, in 256 KiB
   chunks, to a temporary file that is then memory-mapped (disk, not memory, grows with the data).
 
 Either way the ``.npy`` header is parsed without pickle, and object arrays are refused.
@@ -28,7 +28,7 @@ from gate.errors import DataError
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then file name and extra field lengths
 _LOCAL_SIGNATURE = b"PK\x03\x04"
-_COPY_CHUNK = 1 << 20
+_COPY_CHUNK = 1 << 18  # zipfile holds a few times this while decompressing
 
 
 @dataclass(frozen=True)

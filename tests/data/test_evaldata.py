@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gate.data import EvalData, from_arrays, load_data
+from gate.data import EvalData, evaldata, from_arrays, load_data
 from gate.errors import DataError
 
 
@@ -82,9 +82,12 @@ def test_batch_size_must_be_positive(digits_npz: Path) -> None:
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-def test_memory_does_not_grow_with_the_data(tmp_path: Path, compressed: bool) -> None:
-    """40 MB of images are validated, digested and streamed with a few MB of Python-visible memory."""
-    n, side = 10_000, 32
+def test_memory_does_not_grow_with_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compressed: bool
+) -> None:
+    """16 MB of images are validated, digested and streamed with a few MB of Python-visible memory."""
+    monkeypatch.setattr(evaldata, "SCAN_CHUNK_BYTES", 1 << 20)
+    n, side = 4_000, 32
     x = (np.random.default_rng(0).integers(0, 4, (n, 1, side, side)) / 3).astype(np.float32)
     path = tmp_path / "big.npz"
     (np.savez_compressed if compressed else np.savez)(path, x=x, y=np.arange(n) % 10)
@@ -98,7 +101,7 @@ def test_memory_does_not_grow_with_the_data(tmp_path: Path, compressed: bool) ->
     finally:
         tracemalloc.stop()
     assert seen == n
-    assert peak < x_bytes / 4  # about one scan chunk (4 MiB) and one batch, not the 40 MB of x
+    assert peak < x_bytes / 4  # about one scan chunk (1 MiB here) and one batch, not the 16 MB of x
 
 
 def test_from_arrays_checks_and_digests_like_a_file(digits_split: dict[str, np.ndarray]) -> None:
