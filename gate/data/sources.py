@@ -166,7 +166,7 @@ class DatasetSource:
         self.notes = check_layout(origin, x0[None], fake_y, mask)
         self.sample_shape = tuple(int(d) for d in x0.shape)
 
-    def _item(self, index: int) -> tuple[np.ndarray, Any, np.ndarray | None] | tuple:
+    def _item(self, index: int) -> tuple[Any, ...]:
         try:
             item = self.dataset[index]
         except Exception as exc:
@@ -190,7 +190,7 @@ class DatasetSource:
             xs.append(self._sample(index, item[0]))
             ys.append(_label(self.origin, index, item[1]))
             if self.has_mask:
-                masks.append(np.asarray(item[2], dtype=np.float32))
+                masks.append(self._mask(index, item[2]))
         return Rows(
             x=np.stack(xs),
             y=np.asarray(ys, dtype=np.int64),
@@ -207,7 +207,16 @@ class DatasetSource:
             raise DataError(f"item {index} has x of dtype {x.dtype}; expected a float type", path=self.origin)
         return np.asarray(x, dtype=np.float32)
 
+    def _mask(self, index: int, mask: np.ndarray) -> np.ndarray:
+        if tuple(mask.shape) != self.sample_shape[1:]:
+            raise DataError(
+                f"item {index} has a mask of shape {tuple(mask.shape)}; expected [H, W] = {self.sample_shape[1:]}",
+                path=self.origin,
+            )
+        return np.asarray(mask, dtype=np.float32)
+
     def labels(self, indices: np.ndarray) -> np.ndarray:
+        """A Dataset has no separate access to labels: this reads the items."""
         return self.read(indices).y
 
 

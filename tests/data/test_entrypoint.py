@@ -143,3 +143,35 @@ def test_missing_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="module 'gate_no_such_module' not found"):
         load_data("gate_no_such_module:load")
+
+
+def test_dataset_items_must_agree_with_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = _module(
+        tmp_path,
+        monkeypatch,
+        """
+        import torch
+
+        class Ragged(torch.utils.data.Dataset):
+            def __len__(self):
+                return 4
+
+            def __getitem__(self, i):
+                side = 3 if i < 2 else 4
+                return torch.zeros(1, side, side), 0
+
+        class BadMask(Ragged):
+            def __getitem__(self, i):
+                return torch.zeros(1, 3, 3), 0, torch.ones(3, 3 if i < 2 else 2)
+
+        def ragged():
+            return Ragged()
+
+        def bad_mask():
+            return BadMask()
+        """,
+    )
+    with pytest.raises(DataError, match=r"item 2 has x of shape \(1, 4, 4\); item 0 has \(1, 3, 3\)"):
+        load_data(f"{name}:ragged")
+    with pytest.raises(DataError, match=r"item 2 has a mask of shape \(3, 2\); expected \[H, W\] = \(3, 3\)"):
+        load_data(f"{name}:bad_mask")
