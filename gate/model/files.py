@@ -14,7 +14,17 @@ from gate.errors import ModelError
 # Upper bound on any single model, weights or external-data file; raise it here for very large models.
 MAX_FILE_BYTES = 4 * 1024**3
 
-_MIB = 1024**2
+
+def human_size(count: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``: sizes in messages a reader can take in at a glance."""
+    if count < 1024:
+        return f"{count} bytes"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 def checked_file(path: Path, what: str, *, max_bytes: int | None = None) -> Path:
@@ -27,7 +37,7 @@ def checked_file(path: Path, what: str, *, max_bytes: int | None = None) -> Path
     size = path.stat().st_size
     if size > limit:
         raise ModelError(
-            f"{what} is {size / _MIB:.1f} MiB, larger than the limit of {limit / _MIB:.1f} MiB",
+            f"{what} is {human_size(size)}, larger than the limit of {human_size(limit)}",
             path=path,
             hint="raise gate.model.files.MAX_FILE_BYTES if this size is expected",
         )

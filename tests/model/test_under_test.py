@@ -152,9 +152,13 @@ def test_onnx_only_with_preprocessing_normalises_before_the_session(tmp_path, cn
 
 
 @pytest.mark.filterwarnings(r"ignore:`torch\.jit\.(script|save)` is deprecated:DeprecationWarning")
-def test_torchscript_archive_is_detected_by_content(tmp_path, digits_cnn, x_test):
+def test_torchscript_archive_is_detected_by_content(tmp_path, factories, digits_cnn, x_test):
+    import model_factories
+
+    module = model_factories.make_cnn()
+    module.load_state_dict(digits_cnn.state_dict())
     path = tmp_path / "scripted.pt"  # a .pt name, but TorchScript inside
-    torch.jit.save(torch.jit.script(digits_cnn), str(path))
+    torch.jit.save(torch.jit.script(module.eval()), str(path))
     model = load_model(ModelSpec(str(path), input_shape=(1, 8, 8)), work_dir=tmp_path)
     assert model.source_kind == "torchscript"
     assert model.export_info.exporter == "torchscript"

@@ -1,0 +1,177 @@
+"""Loading PyTorch sources: factories, weights, and the refusal to unpickle anything untrusted."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from gate.errors import ModelError
+from gate.model import ModelSpec, load_model
+from gate.model.sources import apply_weights, load_factory, source_kind
+
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:`torch\.jit\.(script|save)` is deprecated:DeprecationWarning"
+)
+
+
+class WritesAFile:
+    """Unpickling this creates ``path``: the proof that a loader executed code from the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "pwned"))
+
+
+def test_factory_kind_is_recognised(factories):
+    assert source_kind(ModelSpec(f"{factories}:make_cnn")) == "factory"
+    assert isinstance(load_factory(f"{factories}:make_cnn"), nn.Module)
+
+
+def test_current_directory_is_importable(tmp_path, monkeypatch):
+    (tmp_path / "local_models.py").write_text(
+        "import torch\ndef build():\n    return torch.nn.Linear(64, 10)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load_factory("local_models:build"), nn.Linear)
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("no_such_package.models:build", r"cannot import module 'no_such_package.models'"),
+        ("{m}:no_such_factory", r"has no attribute 'no_such_factory'"),
+        ("{m}:NOT_CALLABLE", r"expected '.*:NOT_CALLABLE' to be callable, found a int"),
+        ("{m}:make_not_a_module", r"expected factory .* to return a torch.nn.Module, found str"),
+        ("{m}:make_failing", r"raised RuntimeError: checkpoint server unreachable"),
+    ],
+)
+def test_bad_factories(tmp_path, factories, reference, message):
+    with pytest.raises(ModelError, match=message):
+        load_model(ModelSpec(reference.format(m=factories), input_shape=(1, 8, 8)), work_dir=tmp_path)
+
+
+def test_state_dict_weights_load_with_weights_only(tmp_path, factories, digits_cnn):
+    path = tmp_path / "cnn.pth"
+    torch.save(digits_cnn.state_dict(), path)
+    module = load_factory(f"{factories}:make_cnn")
+    apply_weights(module, path)
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(module(x), digits_cnn(x))
+
+
+def test_weights_that_do_not_match_list_the_keys(tmp_path, factories, digits_cnn):
+    state = dict(digits_cnn.state_dict())
+    state.pop("head.3.bias")
+    state["extra.weight"] = torch.zeros(3)
+    state["head.1.weight"] = torch.zeros(5, 5)
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ModelError) as caught:
+        apply_weights(load_factory(f"{factories}:make_cnn"), tmp_path / "bad.safetensors")
+    message = str(caught.value)
+    assert "missing keys: head.3.bias" in message
+    assert "unexpected keys: extra.weight" in message
+    assert "head.1.weight (module [64, 512], file [5, 5])" in message
+
+
+def test_corrupt_safetensors(tmp_path, factories):
+    (tmp_path / "w.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="expected a safetensors file"):
+        apply_weights(load_factory(f"{factories}:make_cnn"), tmp_path / "w.safetensors")
+
+
+def test_a_malicious_weights_file_is_not_unpickled(tmp_path, factories):
+    marker = tmp_path / "pwned.txt"
+    torch.save({"weight": WritesAFile(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="not a plain state dict"):
+        apply_weights(load_factory(f"{factories}:make_cnn"), tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("legacy_format", [False, True])
+def test_a_pickle_that_would_write_a_file_is_refused(tmp_path, legacy_format):
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "model.pt"
+    torch.save(WritesAFile(marker), path, _use_new_zipfile_serialization=not legacy_format)
+    with pytest.raises(
+        ModelError, match="refusing to load a pickled model: unpickling can execute arbitrary code"
+    ):
+        load_model(ModelSpec(str(path), input_shape=(1, 8, 8)), work_dir=tmp_path)
+    assert not marker.exists()
+
+
+def test_a_plain_python_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(WritesAFile(marker)))
+    with pytest.raises(ModelError, match="arbitrary code"):
+        load_model(ModelSpec(str(path)), work_dir=tmp_path)
+    assert not marker.exists()
+
+
+def test_a_trusted_pickled_module_loads(tmp_path, factories, digits_cnn):
+    import model_factories
+
+    module = model_factories.make_cnn()
+    module.load_state_dict(digits_cnn.state_dict())
+    torch.save(module, tmp_path / "full.pt")
+    spec = ModelSpec(
+        str(tmp_path / "full.pt"), trust_pickle=True, input_shape=(1, 8, 8), exporter="torchscript"
+    )
+    model = load_model(spec, work_dir=tmp_path)
+    assert model.source_kind == "pickle"
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(model.scores(x), digits_cnn(x).detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_a_pt2_archive_with_a_pickled_member_is_refused(tmp_path, digits_cnn):
+    """``torch.export.load`` falls back to full unpickling for sample inputs; gate vets them first."""
+    marker = tmp_path / "pwned.txt"
+    program = torch.export.export(digits_cnn, (torch.rand(2, 1, 8, 8),))
+    clean = tmp_path / "clean.pt2"
+    torch.export.save(program, str(clean))
+    evil_payload = tmp_path / "payload.pt"
+    torch.save((WritesAFile(marker),), evil_payload)
+    tampered = tmp_path / "tampered.pt2"
+    with zipfile.ZipFile(clean) as source, zipfile.ZipFile(tampered, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.endswith("sample_inputs/model.pt"):
+                data = evil_payload.read_bytes()
+            target.writestr(item, data)
+    with pytest.raises(ModelError, match=r"holds pickled objects or compiled code .*sample_inputs/model\.pt"):
+        load_model(ModelSpec(str(tampered)), work_dir=tmp_path)
+    assert not marker.exists()
+
+
+def test_weights_are_refused_for_a_source_that_has_its_own(tmp_path, cnn_weights):
+    path = tmp_path / "scripted.ts"
+    torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(64, 10))), str(path))
+    with pytest.raises(ModelError, match="--weights applies to a factory or a pickled module"):
+        load_model(ModelSpec(str(path), weights=cnn_weights, input_shape=(1, 8, 8)), work_dir=tmp_path)
+
+
+def test_a_zip_that_is_no_pytorch_archive(tmp_path):
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(ModelError, match="found a zip archive with none of their markers"):
+        load_model(ModelSpec(str(path)), work_dir=tmp_path)
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelError, match="model file not found"):
+        load_model(ModelSpec(str(tmp_path / "absent.onnx")), work_dir=tmp_path)
+
+
+def test_missing_weights_file(tmp_path, factories):
+    spec = ModelSpec(f"{factories}:make_cnn", weights=tmp_path / "absent.safetensors", input_shape=(1, 8, 8))
+    with pytest.raises(ModelError, match="weights file not found"):
+        load_model(spec, work_dir=tmp_path)
