@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gate.report.formats import ReportFormat
 from gate.report.model import CheckResult, Report
-from gate.report.registry import FORMATS
+from gate.report.registry import FORMATS, formats_for
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -30,8 +30,9 @@ def write_atomic(path: Path, text: str) -> None:
 def write_reports(report: Report, directory: Path, formats: Iterable[str] | None = None) -> list[Path]:
     """Render every requested format and write it into ``directory``; returns the written paths."""
     written = []
-    for name in formats or FORMATS:
-        fmt = FORMATS[name]
+    configured = formats_for(directory)
+    for name in formats or configured:
+        fmt = configured[name]
         path = directory / fmt.filename
         write_atomic(path, fmt.render(report))
         written.append(path)
