@@ -47,7 +47,8 @@ class ModelSpec:
             raise ModelError(f"input_shape must be positive integers, got {self.input_shape!r}")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ModelError(f"std must be positive per channel, got {self.std!r}")
-        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+        lengths = {len(self.mean or ()), len(self.std or ())} - {0, 1}
+        if len(lengths) > 1:
             raise ModelError(
                 f"mean and std must have one value per channel each, got {len(self.mean)} and {len(self.std)}"
             )

@@ -1,0 +1,61 @@
+"""``export_to_onnx``: both exporters, dynamic batch, opset, self-contained output, hashing, failures."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from gate.errors import ModelError
+from gate.model import export_to_onnx
+from gate.model.export import INPUT_NAME, OUTPUT_NAME
+
+
+class DataDependent(nn.Module):
+    """Branches on a tensor value, which torch.export cannot trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return self.fc(x.flatten(1))
+        return -self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_export_has_a_dynamic_batch_the_requested_opset_and_one_file(tmp_path, digits_mlp, exporter):
+    x = torch.rand(1, 1, 8, 8)  # a batch of one must still give a dynamic batch axis
+    info = export_to_onnx(digits_mlp, x, tmp_path / "mlp.onnx", exporter=exporter, opset=18)
+    assert (info.exporter, info.opset, info.external_files) == (exporter, 18, ())
+    assert list(tmp_path.iterdir()) == [tmp_path / "mlp.onnx"]
+    assert info.sha256 == hashlib.sha256(b"mlp.onnx\0" + info.path.read_bytes()).hexdigest()
+    onnx.checker.check_model(str(info.path), full_check=True)
+    session = ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [INPUT_NAME]
+    assert [o.name for o in session.get_outputs()] == [OUTPUT_NAME]
+    for batch in (1, 5):
+        xb = torch.rand(batch, 1, 8, 8)
+        (logits,) = session.run(None, {INPUT_NAME: xb.numpy()})
+        np.testing.assert_allclose(logits, digits_mlp(xb).detach().numpy(), atol=1e-5)
+
+
+def test_large_models_keep_their_external_data_beside_the_model_and_in_the_hash(
+    tmp_path, digits_mlp, monkeypatch
+):
+    monkeypatch.setattr("gate.model.export.INLINE_LIMIT_BYTES", 0)
+    info = export_to_onnx(digits_mlp, torch.rand(2, 1, 8, 8), tmp_path / "mlp.onnx")
+    assert [p.name for p in info.external_files] == ["mlp.onnx.data"]
+    assert info.sha256 != hashlib.sha256(b"mlp.onnx\0" + info.path.read_bytes()).hexdigest()
+
+
+def test_an_export_failure_is_a_model_error_with_a_hint(tmp_path):
+    with pytest.raises(ModelError, match="the dynamo exporter could not export the model") as caught:
+        export_to_onnx(DataDependent(), torch.rand(2, 1, 8, 8), tmp_path / "dd.onnx")
+    assert "--exporter torchscript" in str(caught.value)
