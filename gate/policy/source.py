@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from gate.errors import PolicyError
 
 MAX_POLICY_BYTES = 1_000_000
 MAX_POLICY_NODES = 100_000
+MAX_POLICY_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ def parse_policy_text(text: str, path: Path) -> Any:
     The round-trip loader builds only maps, sequences and scalars (no Python tags), and we bound the
     number of nodes reachable through aliases, so an alias "bomb" is refused instead of exhausting memory.
     """
+    _check_bracket_depth(text, path)
     yaml = YAML(typ="rt", pure=True)
     try:
         document = yaml.load(text)
@@ -58,16 +61,35 @@ def parse_policy_text(text: str, path: Path) -> Any:
     return document
 
 
+def _check_bracket_depth(text: str, path: Path) -> None:
+    """Refuse deeply nested flow collections (``[[[[...``) before the parser sees them.
+
+    The YAML parser's time grows with the square of the nesting depth (a 1 MB file of brackets took
+    seconds before it hit the recursion limit). Brackets are counted even inside quotes: only text with
+    more than MAX_POLICY_DEPTH unclosed brackets is refused, which no real policy has.
+    """
+    depth = 0
+    for match in re.finditer(r"[\[\]{}]", text):
+        depth = depth + 1 if match.group() in "[{" else max(0, depth - 1)
+        if depth > MAX_POLICY_DEPTH:
+            line = text.count("\n", 0, match.start()) + 1
+            raise PolicyError(
+                f"brackets nest more than {MAX_POLICY_DEPTH} levels deep (line {line}); "
+                "a policy never needs that",
+                path=path,
+            )
+
+
 def _check_size(document: Any, path: Path) -> None:
     count = 0
     stack = [(document, 0)]
     while stack:
         node, depth = stack.pop()
         count += 1
-        if count > MAX_POLICY_NODES or depth > 64:
+        if count > MAX_POLICY_NODES or depth > MAX_POLICY_DEPTH:
             raise PolicyError(
                 f"policy is too large or too deeply nested once aliases are expanded (limit {MAX_POLICY_NODES} "
-                "values, depth 64); YAML anchors that multiply content are not allowed",
+                f"values, depth {MAX_POLICY_DEPTH}); YAML anchors that multiply content are not allowed",
                 path=path,
             )
         if isinstance(node, dict):
