@@ -408,3 +408,18 @@ def test_a_field_named_like_its_kind_is_located(write_policy: WritePolicy) -> No
     problem = only_problem(path)
     assert (problem.position.line, problem.position.column, problem.field) == (5, 5, "checks[0].corruption")
     assert "'jpeg'" in problem.message and "found 'jpg'" in problem.message
+
+
+def test_deeply_nested_brackets_are_refused_quickly(tmp_path: Path) -> None:
+    # the YAML parser is quadratic in flow nesting: 400k brackets took seconds before the recursion limit
+    path = tmp_path / "deep.yaml"
+    path.write_text("version: 1\nname: " + "[" * 400_000 + "]" * 400_000 + "\n")
+    started = time.perf_counter()
+    with pytest.raises(PolicyError, match=r"brackets nest more than 64 levels deep \(line 2\)"):
+        load_policy(path)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_moderate_nesting_reaches_validation(write_policy: WritePolicy) -> None:
+    problem = only_problem(write_policy("version: 1\nname: " + "[" * 30 + "]" * 30 + "\n"))
+    assert (problem.field, problem.position.line) == ("name", 2)
