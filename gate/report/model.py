@@ -68,6 +68,14 @@ class Location(ReportModel):
     column: int | None = None
 
 
+class SampleRecord(ReportModel):
+    """Per-sample values behind a check's metric, kept in sharded runs so ``gate merge`` can recombine them."""
+
+    index: list[int] = Field(description="Data set positions of the samples, ascending.")
+    values: list[float] = Field(description="The per-sample metric (1/0 for proportions).")
+    proportion: bool
+
+
 class CheckResult(ReportModel):
     id: str
     kind: str
@@ -95,6 +103,7 @@ class CheckResult(ReportModel):
     )
     location: Location | None = None
     duration_s: float = 0.0
+    samples: SampleRecord | None = Field(default=None, description="Only in partial (sharded) reports.")
 
 
 class ArtifactDigest(ReportModel):
@@ -160,3 +169,6 @@ class Report(ReportModel):
     checks: list[CheckResult]
     stale_waivers: list[str] = Field(default_factory=list)
     expired_waivers: list[str] = Field(default_factory=list)
+    resolved_policy: dict[str, Any] | None = Field(
+        default=None, description="The policy as evaluated (after extends), so merges and audits need no files."
+    )
