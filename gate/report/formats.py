@@ -139,7 +139,7 @@ class MarkdownFormat(ReportFormat):
         ]
         for check in report.checks:
             lines.append(
-                f"| {_cell(check.id)} | {check.kind} | {self.ICONS[check.status]} | {check.metric} | "
+                f"| {_cell(check.id)} | {_cell(check.kind)} | {self.ICONS[check.status]} | {_cell(check.metric)} | "
                 f"{_number(check.value)} | {_interval(check)} | {_threshold(check)} |"
             )
         problems = [check for check in report.checks if check.status != "pass"]
