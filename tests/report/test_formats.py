@@ -81,7 +81,7 @@ def sample_report(*, hostile: bool = False) -> Report:
         ),
     ]
     if hostile:
-        checks.append(result("fail", id=f"class {HOSTILE}", kind="accuracy", message=HOSTILE))
+        checks.append(result("fail", id=f"class {HOSTILE}", metric=f"m|{HOSTILE}", message=HOSTILE))
     return Report(
         verdict="error",
         exit_code=3,
