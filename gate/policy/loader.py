@@ -17,6 +17,9 @@ from gate.policy.model import Policy, PolicyDocument, Waiver
 from gate.policy.source import Position, parse_policy_text, position_of, read_policy_text
 
 BUILTIN_PREFIX = "builtin:"
+# Parts pydantic adds to an error's location for validators and union members; not keys of the file.
+VALIDATOR_TAG_PREFIXES = ("function-", "tagged-union", "literal[", "constrained-")
+TYPE_TAGS = frozenset({"float", "int", "str", "bool", "date"})
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,8 @@ def read_policy_file(path: Path) -> PolicyFile:
     try:
         document = PolicyDocument.model_validate(_plain(raw))
     except ValidationError as exc:
-        raise PolicyValidationError([_problem_from(error, raw, path) for error in exc.errors()]) from None
+        problems = [_problem_from(error, raw, path) for error in exc.errors()]
+        raise PolicyValidationError(_merge_alternatives(problems)) from None
     return PolicyFile(path, document, raw, hashlib.sha256(text.encode()).hexdigest())
 
 
@@ -289,6 +293,22 @@ def _problem_from(error: Any, raw: Any, path: Path) -> Problem:
     return Problem(path, position_of(raw, location), _field_path(location), message)
 
 
+def _merge_alternatives(problems: list[Problem]) -> list[Problem]:
+    """One problem per place: a value that fits none of a union's members (``baseline: blurr`` is neither
+    a named baseline nor a number) gives one error per member, which read best as one line."""
+    merged: dict[tuple[Any, str], Problem] = {}
+    for problem in problems:
+        key = (problem.position, problem.field)
+        if key in merged:
+            first = merged[key]
+            merged[key] = Problem(
+                first.path, first.position, first.field, f"{first.message}; or {problem.message}"
+            )
+        else:
+            merged[key] = problem
+    return list(merged.values())
+
+
 def _known_kinds() -> str:
     return ", ".join(kind_of(spec) for spec in ALL_CHECK_SPECS)
 
@@ -298,7 +318,8 @@ def _document_location(loc: tuple[Any, ...], raw: Any) -> tuple[str | int, ...]:
     node, kept = raw, []
     tagged: set[int] = set()  # check mappings whose discriminator tag has been dropped already
     for part in loc:
-        if isinstance(part, str) and part.startswith(("function-", "tagged-union")):
+        is_tag = isinstance(part, str) and (part.startswith(VALIDATOR_TAG_PREFIXES) or part in TYPE_TAGS)
+        if is_tag and not (isinstance(node, dict) and part in node):
             continue
         if isinstance(node, dict) and part == node.get("kind") and id(node) not in tagged:
             # pydantic puts the tag right after the check's index; it can equal a real key (the

@@ -102,7 +102,7 @@ def position_of(document: Any, location: tuple[str | int, ...]) -> Position | No
     """The position of the deepest existing key or item on ``location`` in a parsed document."""
     node, best = document, None
     for part in location:
-        if isinstance(node, CommentedMap) and isinstance(part, str) and part in node:
+        if isinstance(node, CommentedMap) and part in node:
             line, column = node.lc.key(part)
             best, node = Position(line + 1, column + 1), node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
