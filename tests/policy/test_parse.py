@@ -423,3 +423,26 @@ def test_deeply_nested_brackets_are_refused_quickly(tmp_path: Path) -> None:
 def test_moderate_nesting_reaches_validation(write_policy: WritePolicy) -> None:
     problem = only_problem(write_policy("version: 1\nname: " + "[" * 30 + "]" * 30 + "\n"))
     assert (problem.field, problem.position.line) == ("name", 2)
+
+
+def test_a_value_fitting_no_alternative_is_one_problem(write_policy: WritePolicy) -> None:
+    path = write_policy(
+        "version: 1\nchecks:\n  - id: a\n    kind: attribution\n    metric: roi_mass\n    baseline: blurr\n"
+        "    min: 0.5\n"
+    )
+    problem = only_problem(path)
+    assert (problem.position.line, problem.position.column, problem.field) == (6, 5, "checks[0].baseline")
+    assert "'zero'" in problem.message and "valid number" in problem.message
+
+
+def test_unknown_keys_named_like_types_are_still_named(write_policy: WritePolicy) -> None:
+    path = write_policy(
+        "version: 1\nchecks:\n  - id: a\n    kind: adversarial\n    epsilon: 0.1\n    int: 2\n    min: 0.5\n"
+    )
+    problem = only_problem(path)
+    assert (problem.position.line, problem.field) == (6, "checks[0].int")
+
+
+def test_a_non_string_key_is_located(write_policy: WritePolicy) -> None:
+    problem = only_problem(write_policy("version: 1\n12: x\n"))
+    assert problem.position.line == 2 and "Keys should be strings" in problem.message
