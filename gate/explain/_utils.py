@@ -46,6 +46,18 @@ def resolve_baseline(x: torch.Tensor, baseline: Baseline) -> torch.Tensor:
     return torch.full_like(x, float(baseline))
 
 
+def compact_baseline(x: torch.Tensor, baseline: Baseline) -> float | torch.Tensor:
+    """The reference input in its smallest broadcastable form: a number, or per-sample means ``[N, C, 1, 1]``.
+
+    Saves building (and Captum from reading) a full-size tensor when the baseline is a constant.
+    """
+    if baseline == "zero":
+        return 0.0
+    if baseline == "mean":
+        return x.mean(dim=(2, 3), keepdim=True)
+    return float(baseline)
+
+
 def leaf_input(x: torch.Tensor) -> torch.Tensor:
     """A detached copy that requires grad, so methods never flip ``requires_grad`` on the caller's tensor."""
     return x.detach().clone().requires_grad_(True)

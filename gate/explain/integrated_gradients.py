@@ -6,7 +6,14 @@ import torch
 from captum.attr import IntegratedGradients
 from torch import nn
 
-from gate.explain._utils import check_batch, chunks, leaf_input, require_gradient_model, resolve_baseline
+from gate.explain._utils import (
+    check_batch,
+    chunks,
+    compact_baseline,
+    leaf_input,
+    require_gradient_model,
+    resolve_baseline,
+)
 from gate.explain.options import AttributionOptions, ScoreFn
 
 
@@ -40,13 +47,15 @@ def integrated_gradients(
     model = require_gradient_model("integrated_gradients", gradient_model)
     target = check_batch(x, target)
     explainer = IntegratedGradients(model)
-    # Captum splits N * steps path points into internal batches; give it enough samples per call to fill one.
-    samples_per_call = max(1, options.batch_size // options.steps)
+    baseline = compact_baseline(x, options.baseline)
     parts = []
-    for part in chunks(len(x), samples_per_call):
+    # Captum evaluates batch_size // N path points per pass, so N <= batch_size keeps passes in bounds.
+    for part in chunks(len(x), options.batch_size):
         attribution = explainer.attribute(
             leaf_input(x[part]),
-            baselines=resolve_baseline(x[part], options.baseline),
+            baselines=baseline
+            if isinstance(baseline, float)
+            else resolve_baseline(x[part], options.baseline),
             target=target[part],
             n_steps=options.steps,
             internal_batch_size=options.batch_size,

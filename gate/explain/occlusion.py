@@ -6,7 +6,7 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
-from gate.explain._utils import check_batch, chunks, resolve_baseline, target_probability
+from gate.explain._utils import check_batch, chunks, compact_baseline, target_probability
 from gate.explain.options import AttributionOptions, ScoreFn
 
 
@@ -50,7 +50,7 @@ def occlusion(
             batch,
             sliding_window_shapes=(channels, options.window, options.window),
             strides=(channels, options.stride, options.stride),
-            baselines=resolve_baseline(batch, options.baseline),
+            baselines=compact_baseline(batch, options.baseline),
             target=target[part],
             perturbations_per_eval=max(1, options.batch_size // len(batch)),
         )

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from gate.explain._utils import check_batch, chunks, cpu_generator, resolve_baseline, target_probability
+from gate.explain._utils import check_batch, chunks, compact_baseline, cpu_generator, target_probability
 from gate.explain.options import AttributionOptions, ScoreFn
 
 
@@ -83,13 +83,14 @@ def rise(
     samples_per_call = min(n, options.batch_size)
     for sample_part in chunks(n, samples_per_call):
         batch = x[sample_part].detach()
-        baseline = resolve_baseline(batch, options.baseline)
+        baseline = compact_baseline(batch, options.baseline)
         batch_target = target[sample_part]
         masks_per_call = max(1, options.batch_size // len(batch))
         for mask_part in chunks(options.masks, masks_per_call):
             masks = upsample_masks(cells[mask_part], shifts[mask_part], height, width).to(x.device, x.dtype)
             m = masks[None, :, None]  # [1, k, 1, H, W]
-            masked = (batch[:, None] * m + baseline[:, None] * (1 - m)).flatten(0, 1)
+            reference = baseline[:, None] if isinstance(baseline, torch.Tensor) else baseline
+            masked = (batch[:, None] * m + reference * (1 - m)).flatten(0, 1)
             scores = probabilities(masked).view(len(batch), len(masks), -1)
             target_scores = scores.gather(2, batch_target[:, None, None].expand(-1, len(masks), 1))[..., 0]
             saliency[sample_part] += torch.einsum("nk,khw->nhw", target_scores, masks.float())

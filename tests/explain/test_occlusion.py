@@ -4,6 +4,7 @@ import torch
 from captum.attr import Occlusion
 
 from gate.explain import AttributionOptions, occlusion
+from gate.explain._utils import resolve_baseline
 
 from .helpers import LinearModel, SmoothNet, numpy_score_fn, random_batch
 
@@ -42,3 +43,14 @@ def test_single_pixel_windows_on_a_one_pixel_model():
     assert attribution[0, 0, 2, 5] > 0.4 and attribution[1, 0, 2, 5] < -0.4
     attribution[:, 0, 2, 5] = 0
     assert attribution.abs().max() == 0
+
+
+def test_mean_baseline_agrees_with_captum_given_the_full_tensor():
+    model = SmoothNet()
+    x, target = random_batch(n=4)
+    options = AttributionOptions(baseline="mean", batch_size=12)
+    ours = occlusion(x, target, gradient_model=None, score_fn=model, options=options)
+    theirs = Occlusion(lambda batch: torch.softmax(model(batch), dim=1)).attribute(
+        x, sliding_window_shapes=(1, 2, 2), baselines=resolve_baseline(x, "mean"), target=target
+    )
+    torch.testing.assert_close(ours, theirs)

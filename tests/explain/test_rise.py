@@ -53,3 +53,21 @@ def test_seeded_independent_of_batch_size_and_runs_on_numpy():
     torch.testing.assert_close(small, large)
     assert not torch.allclose(large, other)
     assert small.shape == x.shape
+
+
+def test_mean_baseline_fills_masked_pixels_with_each_images_mean():
+    """On constant images the "mean" baseline is the image itself, so every masked copy equals its original."""
+    x = torch.stack([torch.full((1, 8, 8), 0.2), torch.full((1, 8, 8), 0.7)])
+    seen = []
+
+    def recording_score(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(batch.clone())
+        return torch.zeros((len(batch), 2))
+
+    options = AttributionOptions(masks=10, mask_grid=2, baseline="mean", batch_size=8)
+    rise(x, torch.zeros(2, dtype=torch.long), gradient_model=None, score_fn=recording_score, options=options)
+    masked = torch.cat(seen)
+    assert len(masked) == 20
+    levels = masked.flatten(1)
+    torch.testing.assert_close(levels, levels[:, :1].expand_as(levels))  # every masked copy stays constant
+    assert sorted({round(value, 4) for value in levels[:, 0].tolist()}) == [0.2, 0.7]
