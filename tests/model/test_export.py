@@ -53,7 +53,8 @@ def test_export_has_a_dynamic_batch_the_requested_opset_and_one_file(tmp_path, e
         np.testing.assert_allclose(logits, mlp(xb).detach().numpy(), atol=1e-5)
 
 
-def test_large_models_keep_their_external_data_beside_the_model_and_in_the_hash(tmp_path, mlp, monkeypatch):
+def test_large_models_keep_their_external_data_beside_the_model_and_in_the_hash(tmp_path, monkeypatch):
+    mlp = small_mlp()
     monkeypatch.setattr("gate.model.export.INLINE_LIMIT_BYTES", 0)
     info = export_to_onnx(mlp, torch.rand(2, 1, 8, 8), tmp_path / "mlp.onnx")
     assert [p.name for p in info.external_files] == ["mlp.onnx.data"]
