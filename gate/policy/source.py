@@ -39,6 +39,8 @@ def read_policy_text(path: Path) -> str:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"policy file is not UTF-8 text (byte {exc.start})", path=path) from None
+    except OSError as exc:  # permissions, a file removed meanwhile: a user error, not an internal one
+        raise PolicyError(f"cannot read the policy file: {exc.strerror or exc}", path=path) from None
 
 
 def parse_policy_text(text: str, path: Path) -> Any:
