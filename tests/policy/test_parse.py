@@ -446,3 +446,17 @@ def test_unknown_keys_named_like_types_are_still_named(write_policy: WritePolicy
 def test_a_non_string_key_is_located(write_policy: WritePolicy) -> None:
     problem = only_problem(write_policy("version: 1\n12: x\n"))
     assert problem.position.line == 2 and "Keys should be strings" in problem.message
+
+
+def test_an_unreadable_file_is_a_policy_error(
+    write_policy: WritePolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_policy("version: 1\n")
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(PolicyError, match="cannot read the policy file: Permission denied") as caught:
+        load_policy(path)
+    assert caught.value.path == str(path.resolve())
