@@ -122,9 +122,9 @@ def samples_to_decide_proportion(
 
     high = 1
     while not decided(high):
-        high *= 2
-        if high > limit:
+        if high >= limit:
             return None
+        high = min(2 * high, limit)  # capped: an answer between the last doubling and the limit counts
     low = high // 2 + 1
     while low < high:
         middle = (low + high) // 2
