@@ -163,6 +163,9 @@ def test_samples_to_decide_proportion_decides_and_is_near_minimal(estimate: floa
     assert not any(_decides(estimate, threshold, confidence, m) for m in range(1, int(n * 0.85)))
     # one sample fewer does not decide once the count is not rounded: n is the smallest such n
     assert samples_to_decide_proportion(estimate, threshold, confidence, limit=n - 1) is None
+    # and a limit anywhere at or above n still finds it (not only powers of two)
+    assert samples_to_decide_proportion(estimate, threshold, confidence, limit=n) == n
+    assert samples_to_decide_proportion(estimate, threshold, confidence, limit=n + 1) == n
     # the normal approximation z^2 p (1-p) / gap^2 gives the same order of magnitude
     if 0 < estimate < 1:
         z = scipy_stats.norm.ppf(0.975)
