@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,16 @@ INLINE_LIMIT_BYTES = 1536 * 1024**2
 
 logger = logging.getLogger(__name__)
 
+# Loggers that report, at warning level, what the exception gate raises already says (or harmless gaps such
+# as "torchvision is not installed"); the export error message carries the cause.
+_NOISY_LOGGERS = (
+    "torch.onnx",
+    "torch.export",
+    "torch._export",
+    "torch.fx.experimental.symbolic_shapes",
+    "torch._dynamo",
+)
+
 
 @dataclass(frozen=True)
 class ExportInfo:
@@ -43,9 +54,10 @@ class ExportInfo:
 @contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Silence known, harmless exporter chatter so that a normal run and warnings-as-errors tests stay clean."""
-    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = noisy.level
-    noisy.setLevel(logging.ERROR)
+    noisy = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in noisy]
+    for logger in noisy:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
@@ -56,7 +68,17 @@ def _quiet_exporter() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r"no signature found for .*ScriptMethod")
             yield
     finally:
-        noisy.setLevel(level)
+        for logger, level in zip(noisy, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost cause, on one or two lines: torch.onnx wraps it in pages of generic advice."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    lines = [line for line in text.splitlines() if line.strip()][:2]
+    return f"{type(error).__name__}: {' '.join(lines)[:400]}"
 
 
 def _batch_of_two(example_input: torch.Tensor) -> torch.Tensor:
@@ -145,7 +167,7 @@ def export_to_onnx(
     except Exception as error:
         hint = "try --exporter torchscript" if exporter == "dynamo" else "try --exporter dynamo"
         raise ModelError(
-            f"the {exporter} exporter could not export the model: {type(error).__name__}: {str(error)[:500]}",
+            f"the {exporter} exporter could not export the model: {_root_cause(error)}",
             path=path,
             hint=hint,
         ) from error

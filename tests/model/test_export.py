@@ -65,3 +65,4 @@ def test_an_export_failure_is_a_model_error_with_a_hint(tmp_path):
     with pytest.raises(ModelError, match="the dynamo exporter could not export the model") as caught:
         export_to_onnx(DataDependent(), torch.rand(2, 1, 8, 8), tmp_path / "dd.onnx")
     assert "--exporter torchscript" in str(caught.value)
+    assert "data-dependent" in str(caught.value) and "\x1b[" not in str(caught.value)
