@@ -321,7 +321,8 @@ def _document_location(loc: tuple[Any, ...], raw: Any) -> tuple[str | int, ...]:
         is_tag = isinstance(part, str) and (part.startswith(VALIDATOR_TAG_PREFIXES) or part in TYPE_TAGS)
         if is_tag and not (isinstance(node, dict) and part in node):
             continue
-        if isinstance(node, dict) and part == node.get("kind") and id(node) not in tagged:
+        in_list_item = bool(kept) and isinstance(kept[-1], int)
+        if in_list_item and isinstance(node, dict) and part == node.get("kind") and id(node) not in tagged:
             # pydantic puts the tag right after the check's index; it can equal a real key (the
             # corruption kind has a ``corruption`` field), so drop it once, by position, not by name.
             tagged.add(id(node))
