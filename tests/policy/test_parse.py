@@ -460,3 +460,10 @@ def test_an_unreadable_file_is_a_policy_error(
     with pytest.raises(PolicyError, match="cannot read the policy file: Permission denied") as caught:
         load_policy(path)
     assert caught.value.path == str(path.resolve())
+
+
+def test_a_top_level_kind_key_does_not_hide_other_locations(write_policy: WritePolicy) -> None:
+    path = write_policy("version: 1\nkind: checks\nchecks:\n  - id: a\n    kind: accuracy\n    mni: 0.5\n")
+    with pytest.raises(PolicyValidationError) as caught:
+        load_policy(path)
+    assert sorted(problem.field for problem in caught.value.problems) == ["checks[0].mni", "kind"]
