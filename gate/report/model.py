@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 REPORT_SCHEMA_VERSION = 1
 
 Status = Literal["pass", "fail", "warn", "waived", "error"]
 Verdict = Literal["pass", "fail", "error"]
+
+
+def plain_data(value: Any) -> Any:
+    """Free-form check data as plain Python: numpy/torch scalars and arrays become numbers and lists.
+
+    pydantic cannot serialise a numpy.int64, so one such value in a check's details used to make the
+    whole report fail to render at the end of a run.
+    """
+    if isinstance(value, dict):
+        return {key if isinstance(key, str) else str(key): plain_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_data(item) for item in value]
+    if value is None or isinstance(value, str | bytes | bool | int | float):
+        return value
+    tolist = getattr(value, "tolist", None)
+    return plain_data(tolist()) if callable(tolist) else value
+
+
+PlainData = Annotated[dict[str, Any], BeforeValidator(plain_data)]
 
 
 class ReportModel(BaseModel):
@@ -44,7 +63,7 @@ class Finding(ReportModel):
 
     code: str
     message: str
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: PlainData = Field(default_factory=dict)
 
 
 class Regression(ReportModel):
@@ -97,7 +116,7 @@ class CheckResult(ReportModel):
     )
     regression: Regression | None = None
     findings: list[Finding] = Field(default_factory=list)
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: PlainData = Field(default_factory=dict)
     artifacts: list[str] = Field(
         default_factory=list, description="Files written for this check, relative to the report folder."
     )
@@ -170,5 +189,6 @@ class Report(ReportModel):
     stale_waivers: list[str] = Field(default_factory=list)
     expired_waivers: list[str] = Field(default_factory=list)
     resolved_policy: dict[str, Any] | None = Field(
-        default=None, description="The policy as evaluated (after extends), so merges and audits need no files."
+        default=None,
+        description="The policy as evaluated (after extends), so merges and audits need no files.",
     )
