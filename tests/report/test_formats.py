@@ -229,3 +229,23 @@ def test_every_registered_format_renders(name: str, hostile: bool) -> None:
     text = FORMATS[name].render(sample_report(hostile=hostile))
     assert isinstance(text, str) and text.strip()
     text.encode("utf-8")
+
+
+def test_numpy_values_in_details_and_findings_do_not_break_any_format() -> None:
+    import numpy as np
+
+    report = sample_report()
+    check = report.checks[1].model_copy(update={"details": {}, "findings": []})
+    check = CheckResult.model_validate(
+        {
+            **check.model_dump(),
+            "details": {"count": np.int64(3), "per_class": np.array([0.5, 0.75]), "flag": np.bool_(True)},
+            "findings": [{"code": "F", "message": "m", "data": {"eps": np.float32(0.25), 7: np.int32(2)}}],
+        }
+    )
+    assert check.details == {"count": 3, "per_class": [0.5, 0.75], "flag": True}
+    assert check.findings[0].data == {"eps": 0.25, "7": 2}
+    report = report.model_copy(update={"checks": [check]})
+    for fmt in FORMATS.values():
+        assert fmt.render(report)
+    assert Report.model_validate_json(JsonFormat().render(report)) == report
