@@ -84,7 +84,7 @@ def save_heatmaps(
         up = np.kron(np.ones((1, factor, factor)), images[index])
         up_relevance = np.kron(relevance[index], np.ones((factor, factor)))
         up_mask = np.kron(masks[index], np.ones((factor, factor))) if masks is not None else None
-        picture = Image.fromarray(overlay(up, up_relevance, up_mask), mode="RGB")
+        picture = Image.fromarray(overlay(up, up_relevance, up_mask))
         if labels is not None:
             picture = _with_caption(picture, str(labels[index]))
         path = prefix.with_name(f"{prefix.name}_{index:03d}.png")

@@ -44,12 +44,20 @@ def smoothgrad(
     target = check_batch(x, target)
     low, high = options.value_range
     sigma = options.noise * (high - low)
-    noise = torch.randn((options.samples, *x.shape), generator=cpu_generator(seed)) * sigma
-    noisy = (x.detach().unsqueeze(0) + noise.to(device=x.device, dtype=x.dtype)).flatten(0, 1)
-    noisy_target = target.repeat(options.samples)
-    gradients = torch.empty_like(noisy)
-    for part in chunks(len(noisy), options.batch_size):
-        batch = noisy[part].clone().requires_grad_(True)
-        score = model(batch).gather(1, noisy_target[part, None]).sum()
-        (gradients[part],) = torch.autograd.grad(score, batch)
-    return gradients.view(options.samples, *x.shape).mean(dim=0)
+    generator = cpu_generator(seed)
+    copy_shape = (options.samples, *x.shape[1:])
+    samples_per_call = max(1, options.batch_size // options.samples)
+    parts = []
+    for part in chunks(len(x), samples_per_call):
+        batch = x[part].detach()
+        # One equal-sized draw per sample, in order: the noise does not depend on how samples are chunked.
+        noise = torch.stack([torch.randn(copy_shape, generator=generator) for _ in range(len(batch))]) * sigma
+        noisy = (batch[:, None] + noise.to(device=x.device, dtype=x.dtype)).flatten(0, 1)
+        noisy_target = target[part].repeat_interleave(options.samples)
+        gradients = torch.empty_like(noisy)
+        for sub in chunks(len(noisy), options.batch_size):
+            inputs = noisy[sub].clone().requires_grad_(True)
+            score = model(inputs).gather(1, noisy_target[sub, None]).sum()
+            (gradients[sub],) = torch.autograd.grad(score, inputs)
+        parts.append(gradients.view(len(batch), *copy_shape).mean(dim=1))
+    return torch.cat(parts)
