@@ -159,3 +159,37 @@ def test_report_schema_is_the_report_models_schema() -> None:
     schema = json.loads(result.stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema == Report.model_json_schema()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n"
+            "  - {check: b, reason: r, approved_by: me, expires: 2030-01-01}\n",
+            ":5:5: waivers: the waiver names check 'b'",
+        ),
+        ("version: 1\nextends: [policy.yaml]\n", ":2:11: extends[0]: policies extend each other in a cycle"),
+        (
+            "version: 1\nextends:\n  - builtin:nope\n",
+            ":3:5: extends[0]: unknown built-in policy 'builtin:nope'",
+        ),
+        (b"version: 1\nname: caf\xe9\n", ": policy file is not UTF-8 text"),
+        (
+            "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.9, max: 0.1}\n",
+            ":3:5: checks[0]: min (0.9)",
+        ),
+    ],
+)
+def test_validate_locates_loader_errors_without_a_traceback(
+    tmp_path: Path, text: str | bytes, expected: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    result = invoke("policy", "validate", path)
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
