@@ -22,7 +22,7 @@ import torch
 from pydantic import ValidationError
 
 from gate import __version__
-from gate.checks import REGISTRY, CheckContext, CheckTimeout
+from gate.checks import REGISTRY, CheckContext, CheckTimeout, Measurement
 from gate.console import Progress
 from gate.errors import CheckError, DataError, GateError, UsageError
 from gate.policy import CheckSpec, ResolvedPolicy, load_policy
@@ -34,6 +34,7 @@ from gate.report.model import (
     ModelInfo,
     PolicyInfo,
     Report,
+    SampleRecord,
     Summary,
 )
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
@@ -82,7 +83,7 @@ def load_baseline(path: Path) -> dict[str, CheckResult]:
 
 def run_gate(options: RunOptions) -> Report:
     """Evaluate a model against a policy; raises GateError (exit 2) when nothing can be evaluated."""
-    from gate.data import load_data
+    from gate.data import load_data, select_indices
     from gate.model import load_model
 
     started_at, start = dt.datetime.now(dt.timezone.utc), time.monotonic()
@@ -94,7 +95,9 @@ def run_gate(options: RunOptions) -> Report:
     baseline = load_baseline(options.baseline) if options.baseline else {}
     device = resolve_device(options.model.device)  # type: ignore[attr-defined]
     options.report_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(options.report_dir / "artifacts", ignore_errors=True)  # gate's own folder: no stale evidence
+    shutil.rmtree(
+        options.report_dir / "artifacts", ignore_errors=True
+    )  # gate's own folder: no stale evidence
 
     tick = time.monotonic()
     data = load_data(
@@ -123,6 +126,8 @@ def run_gate(options: RunOptions) -> Report:
         batch_size=options.batch_size,
         artifacts_dir=options.report_dir / "artifacts",
         progress=options.progress,
+        shard=options.shard,
+        full_selection=select_indices(data.n_total, samples=samples, seed=seed, shard=None),
     )
     settings = JudgeSettings(
         confidence=policy.confidence,
@@ -141,7 +146,7 @@ def run_gate(options: RunOptions) -> Report:
     return Report(
         verdict=verdict,
         exit_code=exit_code,
-        message=_verdict_message(verdict, results),
+        message=verdict_message(verdict, results),
         policy=PolicyInfo(
             name=policy.name, files=[str(f.path) for f in resolved.files], sha256=resolved.sha256
         ),
@@ -169,6 +174,7 @@ def run_gate(options: RunOptions) -> Report:
         checks=results,
         stale_waivers=[r.id for r in results if r.waiver is not None and r.waiver.state == "stale"],
         expired_waivers=[r.id for r in results if r.waiver is not None and r.waiver.state == "expired"],
+        resolved_policy=policy.model_dump(mode="json"),
     )
 
 
@@ -200,7 +206,9 @@ def _run_check(
             measurement = REGISTRY[spec.kind].run(spec, context)
         result = judge(spec, measurement, settings, waiver=waiver, baseline=baseline)
         artifacts = [_relative(path, context.artifacts_dir.parent) for path in measurement.artifacts]
-        result = result.model_copy(update={"artifacts": artifacts})
+        result = result.model_copy(
+            update={"artifacts": artifacts, "samples": _sample_record(measurement, context)}
+        )
     except CheckTimeout:
         limit = spec.timeout if spec.timeout else "the run's --timeout"
         result = error_result(
@@ -227,6 +235,18 @@ def _run_check(
             column=position.column if position else None,
         )
     return result.model_copy(update={"duration_s": time.monotonic() - start, "location": location})
+
+
+def _sample_record(measurement: Measurement, context: CheckContext) -> SampleRecord | None:
+    """Per-sample values for ``gate merge``: only in sharded runs, only when they align with the data."""
+    values = measurement.per_sample
+    if context.shard is None or values is None or len(values) != len(context.data):
+        return None
+    return SampleRecord(
+        index=[int(i) for i in context.data.selected],
+        values=[float(v) for v in values],
+        proportion=measurement.successes is not None,
+    )
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -277,7 +297,7 @@ def summarise(results: list[CheckResult]) -> Summary:
     )
 
 
-def _verdict_message(verdict: str, results: list[CheckResult]) -> str:
+def verdict_message(verdict: str, results: list[CheckResult]) -> str:
     if verdict == "error":
         names = ", ".join(r.id for r in results if r.status == "error")
         return f"could not complete: {names}; the gate fails closed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -56,7 +57,13 @@ class Measurement:
         flags = flags.astype(bool).ravel()
         if flags.size == 0:
             raise CheckError("no evaluation samples: a proportion needs at least one")
-        return cls(value=float(flags.mean()), n=int(flags.size), successes=int(flags.sum()), **extra)
+        return cls(
+            value=float(flags.mean()),
+            n=int(flags.size),
+            successes=int(flags.sum()),
+            per_sample=flags.astype(np.float64),
+            **extra,
+        )
 
     @classmethod
     def mean_of(cls, values: np.ndarray | torch.Tensor, **extra: Any) -> Measurement:
@@ -85,11 +92,26 @@ class CheckContext:
     progress: Progress
     deadline: float | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    shard: tuple[int, int] | None = None
+    full_selection: np.ndarray | None = None
+    """The unsharded selection of samples: diagnostics that cannot be split run on it, in shard 1 only."""
 
     def check_deadline(self) -> None:
         """Called between batches by long checks so a timeout ends them promptly."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise CheckTimeout("the check ran past its time limit")
+
+    def diagnostic_context(self, samples: int) -> CheckContext | None:
+        """A context on the first ``samples`` of the whole (unsharded) selection, for whole-set diagnostics.
+
+        Returns None in shards other than the first: such a check runs once, and ``gate merge`` takes its
+        result from shard 1, so a sharded run decides exactly as an unsharded one.
+        """
+        if self.shard is not None and self.shard[0] != 1:
+            return None
+        selection = self.full_selection if self.full_selection is not None else self.data.selected
+        subset = self.data.with_selection(selection[:samples])
+        return dataclasses.replace(self, data=subset, cache={})
 
     def artifact_path(self, check_id: str, name: str) -> Path:
         folder = self.artifacts_dir / check_id
@@ -113,6 +135,17 @@ class CheckContext:
                 raise CheckError("the evaluation data selected no samples")
             self.cache["clean"] = (torch.cat(indices), torch.cat(labels), torch.cat(predictions))
         return self.cache["clean"]
+
+
+def deferred_to_first_shard(context: CheckContext) -> Measurement:
+    """The placeholder of a whole-set diagnostic in shards 2..N; ``gate merge`` replaces it with shard 1's."""
+    assert context.shard is not None  # only diagnostic_context() returning None leads here
+    return Measurement(
+        value=0.0,
+        n=0,
+        details={"deferred_to_shard": 1},
+        message=f"evaluated once, in shard 1 of {context.shard[1]}; see the merged report",
+    )
 
 
 class CheckKind(ABC, Generic[SpecT]):

@@ -17,14 +17,13 @@ Metric: the number of findings (``max: 0`` by default). The costlier diagnostics
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 from torch.nn import functional
 
 from gate.checks.adversarial import build_attack, run_attack
-from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.checks.base import CheckContext, CheckKind, Measurement, deferred_to_first_shard
 from gate.checks.evidence import save_curve
 from gate.policy.checks import GradientMaskingSpec
 from gate.report.model import Finding
@@ -41,8 +40,10 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
     spec_type = GradientMaskingSpec
 
     def run(self, spec: GradientMaskingSpec, context: CheckContext) -> Measurement:
-        subset = context.data.selected[: spec.diagnostic_samples]
-        sub = dataclasses.replace(context, data=context.data.with_selection(subset), cache={})
+        sub = context.diagnostic_context(spec.diagnostic_samples)
+        if sub is None:
+            return deferred_to_first_shard(context)
+        subset = sub.data.selected
         bounds = context.policy.input.range
         findings: list[Finding] = []
         details: dict[str, object] = {"samples": len(subset), "tolerance": spec.tolerance}

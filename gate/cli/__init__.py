@@ -262,3 +262,27 @@ def report_schema() -> None:
 from gate.cli import demo_command, policy_commands  # noqa: E402  (registers the command modules)
 
 __all__ = ["demo_command", "main", "policy_commands"]
+
+
+@main.command()
+@click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--report-dir", "-o", type=click.Path(path_type=Path), default=Path("gate-report"), show_default=True
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    help="report.json of the model in production, for max_drop.",
+)
+def merge(directories: tuple[Path, ...], report_dir: Path, baseline: Path | None) -> None:
+    """Combine the report folders of gate check --shard 1/N ... N/N into the final verdict and reports."""
+    from gate.merge import merge_reports
+    from gate.report import write_reports
+    from gate.runner import load_baseline
+
+    report = merge_reports(
+        list(directories), report_dir, baseline=load_baseline(baseline) if baseline else None
+    )
+    write_reports(report, report_dir)
+    print_summary(report, report_dir)
+    sys.exit(report.exit_code)

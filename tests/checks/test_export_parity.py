@@ -18,7 +18,7 @@ POLICY = """
 def test_faithful_export_passes(gate_run, digits_cnn_onnx, digits_npz):
     check = only_check(gate_run(POLICY.format(extra="max_abs_diff: 0.001"), digits_cnn_onnx, digits_npz))
     assert check.status == "pass", check.message
-    assert check.n == 2 * 297  # clean and noisy copies of every sample
+    assert check.n == 297  # a sample agrees when its clean and its noisy copy both agree
     assert check.details["agreement_clean"] == 1.0 and check.details["max_abs_diff_clean"] < 1e-3
     assert check.details["compared_with"] == "its PyTorch twin"
 
