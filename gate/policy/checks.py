@@ -204,11 +204,39 @@ class GradientMaskingSpec(CheckSpec):
     primary_metric: ClassVar[str] = "findings"
 
 
+class ModelSanitySpec(CheckSpec):
+    """Model behaviour that makes an evaluation meaningless (AutoAttack's checks; Pintor et al. 2022).
+
+    Metric: the number of diagnostics that found a problem; the default threshold is ``max: 0``.
+    """
+
+    kind: Literal["model_sanity"]
+    diagnostic_samples: PositiveInt = Field(
+        default=128, description="Samples (the first by data set position) the diagnostics run on."
+    )
+    max_abs_diff: PositiveNumber = Field(
+        default=1e-3,
+        description="Largest logit difference between two passes over the same input (or the same "
+        "sample alone and in a batch) that still counts as the same output.",
+    )
+    tolerance: Fraction01 = Field(
+        default=0.05, description="Share of samples with zero or non-finite gradients before it counts."
+    )
+    max: Number | None = 0
+
+    higher_is_better: ClassVar[bool] = False
+    proportion: ClassVar[bool] = False
+
+    primary_metric: ClassVar[str] = "findings"
+
+
 CorruptionName = Literal[
     "gaussian_noise",
     "shot_noise",
     "impulse_noise",
+    "speckle_noise",
     "gaussian_blur",
+    "defocus_blur",
     "brightness",
     "contrast",
     "jpeg",
@@ -273,6 +301,7 @@ ALL_CHECK_SPECS: tuple[type[CheckSpec], ...] = (
     ExportParitySpec,
     AdversarialSpec,
     GradientMaskingSpec,
+    ModelSanitySpec,
     CorruptionSpec,
     AttributionSpec,
 )
@@ -282,6 +311,7 @@ AnyCheckSpec = Annotated[
     | ExportParitySpec
     | AdversarialSpec
     | GradientMaskingSpec
+    | ModelSanitySpec
     | CorruptionSpec
     | AttributionSpec,
     Field(discriminator="kind"),

@@ -31,3 +31,12 @@ def test_same_seed_same_accuracy(gate_run, digits_cnn_onnx, digits_npz):
     first = only_check(gate_run(POLICY.format(name="shot_noise", level=4), digits_cnn_onnx, digits_npz))
     second = only_check(gate_run(POLICY.format(name="shot_noise", level=4), digits_cnn_onnx, digits_npz))
     assert first.value == second.value and first.successes == second.successes
+
+
+def test_policy_names_exactly_the_implemented_corruptions():
+    import typing
+
+    from gate.corruptions import CORRUPTIONS
+    from gate.policy.checks import CorruptionName
+
+    assert set(typing.get_args(CorruptionName)) == set(CORRUPTIONS)
