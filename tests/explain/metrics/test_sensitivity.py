@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import torch
+from captum.attr import Saliency
 
 from gate.explain import AttributionOptions, max_sensitivity
 
@@ -36,3 +37,36 @@ def test_seeded_zero_at_zero_radius_and_works_without_gradients():
     again = max_sensitivity("occlusion", x, target, **args, seed=1, perturbations=3)
     torch.testing.assert_close(first, again)
     torch.testing.assert_close(max_sensitivity("occlusion", x, target, **args, radius=0.0), torch.zeros(3))
+
+
+def test_agrees_with_captum_sensitivity_max_on_the_same_perturbations():
+    from captum.metrics import sensitivity_max
+
+    model = SmoothNet()
+    x, target = random_batch(n=4)
+    radius, count = 0.1, 3
+    args = {"gradient_model": model, "score_fn": model, "seed": 7}
+    ours = max_sensitivity("saliency", x, target, **args, radius=radius, perturbations=count)
+    # The draws max_sensitivity makes: one [N, ...] tensor per perturbation from a generator seeded with seed.
+    generator = torch.Generator().manual_seed(7)
+    deltas = torch.stack([(torch.rand(x.shape, generator=generator) * 2 - 1) * radius for _ in range(count)])
+    # Captum repeats each sample `count` times in a row, so its perturbations go sample-major.
+    sample_major = deltas.transpose(0, 1).flatten(0, 1)
+
+    def same_perturbations(inputs, perturb_radius):
+        (batch,) = inputs if isinstance(inputs, tuple) else (inputs,)
+        return batch + sample_major
+
+    def explain(inputs, target):
+        (batch,) = inputs if isinstance(inputs, tuple) else (inputs,)
+        return (Saliency(model).attribute(batch.clone().requires_grad_(True), target=target),)
+
+    theirs = sensitivity_max(
+        explain,
+        x,
+        perturb_func=same_perturbations,
+        perturb_radius=radius,
+        n_perturb_samples=count,
+        target=target,
+    )
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
