@@ -13,6 +13,7 @@ from gate.checks.base import CheckContext, CheckKind, CheckTimeout, Measurement
 from gate.checks.corruption import CorruptionCheck
 from gate.checks.export_parity import ExportParityCheck
 from gate.checks.gradient_masking import GradientMaskingCheck
+from gate.checks.model_sanity import ModelSanityCheck
 from gate.policy.checks import kind_of
 
 IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (
@@ -20,6 +21,7 @@ IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (
     ExportParityCheck,
     AdversarialCheck,
     GradientMaskingCheck,
+    ModelSanityCheck,
     CorruptionCheck,
     AttributionCheck,
 )

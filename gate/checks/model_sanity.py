@@ -1,0 +1,241 @@
+"""Check kind ``model_sanity``: does the model behave so that an evaluation of it can mean anything?
+
+An attack or an accuracy number assumes a deterministic function from one input to logits. Following
+AutoAttack's own checks (``autoattack/checks.py``: randomised models, softmax outputs, zero gradients)
+and the "unstable predictions" and "unavailable gradients" indicators of attack failure of Pintor et al.
+2022 ("Indicators of Attack Failure", NeurIPS), this check names each of these that fires, with its
+numbers:
+
+- ``nondeterministic_outputs``: two identical passes over the same inputs give different logits, in the
+  ONNX Runtime session or in the gradient model (e.g. dropout kept active, noise injected at inference);
+  attacks then need EoT and every number varies from run to run;
+- ``probability_outputs``: the outputs are probabilities (rows in [0, 1] summing to 1) or
+  log-probabilities (logsumexp 0) rather than logits; a cross-entropy on them saturates its gradients;
+- ``batch_size_dependence``: a sample scores differently alone than in a batch (e.g. BatchNorm on batch
+  statistics), so the attacked batch is not the model that ships;
+- ``zero_or_nan_gradients``: input gradients of the cross-entropy loss are zero or not finite on more
+  than ``tolerance`` of the samples (e.g. rounding or ``sign`` inside the model), so gradient attacks
+  cannot move.
+
+Metric: the number of findings (``max: 0`` by default), on the first ``diagnostic_samples`` samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.policy.checks import ModelSanitySpec
+from gate.report.model import Finding
+
+# How far a row may be from an exact probability distribution and still count as one (float32 softmax
+# sums to 1 within about 1e-6 per thousand classes).
+PROBABILITY_ATOL = 1e-3
+# More than this share of the rows must look like probabilities before the outputs are called so.
+PROBABILITY_SHARE = 0.5
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def looks_like_probabilities(scores: torch.Tensor, atol: float = PROBABILITY_ATOL) -> torch.Tensor:
+    """Per row: every value in [0, 1] and the row sums to 1."""
+    in_range = ((scores >= -atol) & (scores <= 1 + atol)).all(dim=1)
+    return in_range & ((scores.sum(dim=1) - 1).abs() <= atol)
+
+
+def looks_like_log_probabilities(scores: torch.Tensor, atol: float = PROBABILITY_ATOL) -> torch.Tensor:
+    """Per row: every value at most 0 and logsumexp 0, i.e. the logarithm of a probability distribution."""
+    return (scores <= atol).all(dim=1) & (torch.logsumexp(scores, dim=1).abs() <= atol)
+
+
+def per_sample_difference(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The largest absolute logit difference of each sample (``inf`` where a value is not finite)."""
+    difference = (first.float() - second.float()).abs()
+    difference = torch.where(torch.isnan(difference), torch.full_like(difference, torch.inf), difference)
+    return difference.amax(dim=1)
+
+
+def dead_gradients(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per sample: the input gradient of the cross-entropy loss is zero or not finite."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = functional.cross_entropy(module(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    norms = grad.flatten(1).norm(dim=1)
+    return (norms == 0) | ~torch.isfinite(norms)
+
+
+def _batched(scorer: Scorer, batch_size: int) -> Scorer:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([scorer(chunk) for chunk in torch.split(x, batch_size)])
+
+    return run
+
+
+class ModelSanityCheck(CheckKind[ModelSanitySpec]):
+    spec_type = ModelSanitySpec
+
+    def run(self, spec: ModelSanitySpec, context: CheckContext) -> Measurement:
+        subset = context.data.selected[: spec.diagnostic_samples]
+        data = context.data.with_selection(subset)
+        batches = list(data.batches(context.batch_size, context.device))
+        x = torch.cat([batch.x for batch in batches])
+        y = torch.cat([batch.y for batch in batches])
+        module = context.model.gradient_model
+        scorers: dict[str, Scorer] = {"onnx": _batched(context.model.scores, context.batch_size)}
+        if module is not None:
+            module = module.to(context.device).eval()
+            scorers["gradient model"] = _batched(module, context.batch_size)
+        details: dict[str, object] = {"samples": len(x), "max_abs_diff": spec.max_abs_diff}
+        if module is None:
+            details["gradient_model"] = f"unavailable ({context.model.gradient_unavailable_reason})"
+
+        first = {name: scorer(x) for name, scorer in scorers.items()}
+        context.check_deadline()
+        findings: list[Finding] = []
+        unstable = self._nondeterminism(spec, scorers, first, x, details, findings)
+        context.check_deadline()
+        self._probabilities(first["onnx"], details, findings)
+        stable = {name: scorer for name, scorer in scorers.items() if name not in unstable}
+        self._batch_dependence(spec, stable, first, x, details, findings, context)
+        if module is not None:
+            self._gradients(spec, module, x, y, context, details, findings)
+        message = (
+            "; ".join(f.code for f in findings) if findings else "no sign of a model that evades evaluation"
+        )
+        if module is None:
+            message += "; gradient diagnostics skipped: no differentiable model"
+        return Measurement(
+            value=float(len(findings)), n=len(x), findings=findings, details=details, message=message
+        )
+
+    def _nondeterminism(
+        self,
+        spec: ModelSanitySpec,
+        scorers: dict[str, Scorer],
+        first: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        details: dict,
+        findings: list[Finding],
+    ) -> set[str]:
+        differences = {
+            name: per_sample_difference(first[name], scorer(x)) for name, scorer in scorers.items()
+        }
+        details["repeat_max_abs_diff"] = {name: float(d.max()) for name, d in differences.items()}
+        unstable = {name: d for name, d in differences.items() if bool((d > spec.max_abs_diff).any())}
+        if unstable:
+            affected = {name: int((d > spec.max_abs_diff).sum()) for name, d in unstable.items()}
+            where = ", ".join(
+                f"the {name} on {count} of {len(x)} samples (up to {float(unstable[name].max()):.3g})"
+                for name, count in affected.items()
+            )
+            findings.append(
+                Finding(
+                    code="nondeterministic_outputs",
+                    message=f"two identical passes gave different logits: {where}; attacks need "
+                    "expectation over transformation and every number varies between runs",
+                    data={
+                        "producers": sorted(unstable),
+                        "samples": affected,
+                        "max_abs_diff": {name: float(d.max()) for name, d in unstable.items()},
+                    },
+                )
+            )
+        return set(unstable)
+
+    def _probabilities(self, scores: torch.Tensor, details: dict, findings: list[Finding]) -> None:
+        shares = {
+            "probabilities": float(looks_like_probabilities(scores).float().mean()),
+            "log_probabilities": float(looks_like_log_probabilities(scores).float().mean()),
+        }
+        details["probability_rows"] = shares
+        kind, share = max(shares.items(), key=lambda item: item[1])
+        if share <= PROBABILITY_SHARE:
+            return
+        what = "in [0, 1] summing to 1" if kind == "probabilities" else "with logsumexp 0"
+        findings.append(
+            Finding(
+                code="probability_outputs",
+                message=f"the model outputs {kind.replace('_', '-')}, not logits ({share:.0%} of rows are "
+                f"{what}); a cross-entropy on them saturates and gradient attacks underperform",
+                data={"kind": kind, "share": share},
+            )
+        )
+
+    def _batch_dependence(
+        self,
+        spec: ModelSanitySpec,
+        scorers: dict[str, Scorer],
+        batched: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        details: dict,
+        findings: list[Finding],
+        context: CheckContext,
+    ) -> None:
+        differences: dict[str, float] = {}
+        affected: dict[str, int] = {}
+        failures: dict[str, str] = {}
+        for name, scorer in scorers.items():
+            context.check_deadline()
+            try:
+                alone = torch.cat([scorer(x[i : i + 1]) for i in range(len(x))])
+            except Exception as error:  # e.g. BatchNorm on batch statistics refuses a batch of one
+                failures[name] = f"{type(error).__name__}: {str(error)[:200]}"
+                continue
+            difference = per_sample_difference(batched[name], alone)
+            differences[name] = float(difference.max())
+            count = int((difference > spec.max_abs_diff).sum())
+            if count:
+                affected[name] = count
+        details["alone_vs_batch_max_abs_diff"] = differences
+        if not affected and not failures:
+            return
+        parts = [
+            f"the {name} on {count} of {len(x)} samples (up to {differences[name]:.3g})"
+            for name, count in affected.items()
+        ]
+        parts += [f"the {name} fails on a batch of one ({reason})" for name, reason in failures.items()]
+        findings.append(
+            Finding(
+                code="batch_size_dependence",
+                message="samples score differently alone than in a batch: "
+                + "; ".join(parts)
+                + " (e.g. BatchNorm on batch statistics); the attacked batch is not the model that ships",
+                data={"samples": affected, "max_abs_diff": differences, "failures": failures},
+            )
+        )
+
+    def _gradients(
+        self,
+        spec: ModelSanitySpec,
+        module: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        context: CheckContext,
+        details: dict,
+        findings: list[Finding],
+    ) -> None:
+        dead = 0
+        for chunk_x, chunk_y in zip(
+            torch.split(x, context.batch_size), torch.split(y, context.batch_size), strict=True
+        ):
+            context.check_deadline()
+            dead += int(dead_gradients(module, chunk_x, chunk_y).sum())
+        fraction = dead / max(len(x), 1)
+        details["zero_or_nan_gradient_fraction"] = fraction
+        if fraction <= spec.tolerance:
+            return
+        findings.append(
+            Finding(
+                code="zero_or_nan_gradients",
+                message=f"the loss gradient is zero or not finite on {dead} of {len(x)} samples "
+                f"(tolerance {spec.tolerance:g}); gradient attacks cannot move (e.g. rounding or sign "
+                "inside the model)",
+                data={"samples": dead, "total": len(x), "fraction": fraction},
+            )
+        )

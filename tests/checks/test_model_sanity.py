@@ -1,0 +1,261 @@
+"""Check kind ``model_sanity``: deliberately broken models fire exactly their diagnostic; the digits CNN none."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gate.checks.model_sanity import (
+    dead_gradients,
+    looks_like_log_probabilities,
+    looks_like_probabilities,
+    per_sample_difference,
+)
+from gate.model import export_to_onnx
+
+from .conftest import only_check
+
+POLICY = """
+    version: 1
+    name: sanity
+    checks:
+      - id: sanity
+        kind: model_sanity
+        {extra}
+    """
+
+# Each model is broken in one way that survives model.eval() (gate always evaluates in eval mode).
+BAD_MODELS = """
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(64, 10)
+
+    def body(self, x):
+        return x
+
+    def forward(self, x):
+        return self.linear(self.body(x).flatten(1))
+
+
+class DropoutAlwaysOn(Linear):
+    def body(self, x):
+        return F.dropout(x, 0.5, training=True)  # dropout kept active at inference
+
+
+class NoiseInjection(Linear):
+    def body(self, x):
+        return x + 0.1 * torch.randn_like(x)  # a "randomised defence"
+
+
+class SoftmaxOutput(Linear):
+    def forward(self, x):
+        return torch.softmax(super().forward(x), dim=1)
+
+
+class BatchStatistics(Linear):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(1, track_running_stats=False)  # batch statistics even in eval mode
+
+    def body(self, x):
+        return self.norm(x)
+
+
+class Rounding(Linear):
+    def body(self, x):
+        return torch.round(x * 4) / 4  # zero gradient almost everywhere
+
+
+def dropout():
+    return DropoutAlwaysOn()
+
+
+def softmax():
+    return SoftmaxOutput()
+
+
+def batch_statistics():
+    return BatchStatistics()
+
+
+def rounding():
+    return Rounding()
+
+
+def linear():
+    return Linear()
+"""
+
+
+def _module(source: str) -> dict[str, object]:
+    namespace: dict[str, object] = {}
+    exec(compile(source, "bad_models", "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture()
+def bad_factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A factory module written for this test and put on sys.path; returns its module name."""
+    name = "sanity_bad_models"
+    folder = tmp_path / "factories"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(BAD_MODELS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
+
+
+@pytest.fixture()
+def bad_onnx(tmp_path: Path):
+    """``bad_onnx(class_name) -> Path``: one of BAD_MODELS exported to a self-contained ONNX file."""
+    namespace = _module(BAD_MODELS)
+
+    def export(class_name: str) -> Path:
+        model = namespace[class_name]()
+        assert isinstance(model, nn.Module)
+        path = tmp_path / f"{class_name}.onnx"
+        export_to_onnx(model, torch.rand(2, 1, 8, 8), path)
+        return path
+
+    return export
+
+
+@pytest.fixture()
+def no_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX-only models get no differentiable twin, so only the ONNX Runtime session is diagnosed."""
+    from gate.errors import ModelError
+    from gate.model import under_test
+
+    def refuse(proto: object) -> None:
+        raise ModelError("the twin does not support this graph")
+
+    monkeypatch.setattr(under_test, "build_twin", refuse)
+
+
+def codes(check) -> list[str]:
+    return [finding.code for finding in check.findings]
+
+
+def sanity(gate_run, model: Path | str, data: Path, extra: str = ""):
+    return only_check(gate_run(POLICY.format(extra=extra), model, data))
+
+
+# --------------------------------------------------------------------- pure functions
+def test_probability_rows_are_recognised() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+    assert not looks_like_probabilities(logits).any()
+    assert looks_like_probabilities(torch.softmax(logits, 1)).all()
+    assert not looks_like_log_probabilities(logits).any()
+    assert looks_like_log_probabilities(torch.log_softmax(logits, 1)).all()
+    assert not looks_like_log_probabilities(torch.softmax(logits, 1)).any()
+
+
+def test_difference_treats_nan_as_infinitely_different() -> None:
+    first = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    second = torch.tensor([[1.0, 2.5], [float("nan"), 0.0]])
+    assert per_sample_difference(first, second).tolist() == [0.5, float("inf")]
+
+
+def test_dead_gradients_per_sample() -> None:
+    torch.manual_seed(0)
+    smooth = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.rand(5, 1, 2, 2), torch.zeros(5, dtype=torch.long)
+    assert not dead_gradients(smooth, x, y).any()
+    assert dead_gradients(nn.Sequential(_Round(), smooth), x, y).all()
+
+
+class _Round(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
+
+
+# --------------------------------------------------------------------- named pass fixtures
+def test_digits_cnn_passes_every_diagnostic(gate_run, digits_cnn_onnx, digits_npz) -> None:
+    check = sanity(gate_run, digits_cnn_onnx, digits_npz)
+    assert check.status == "pass", check.message
+    assert check.value == 0 and check.findings == [] and check.n == 128
+    assert check.details["zero_or_nan_gradient_fraction"] <= 0.05
+    assert set(check.details["repeat_max_abs_diff"]) == {"onnx", "gradient model"}
+
+
+def test_healthy_factory_passes(gate_run, bad_factories, digits_npz) -> None:
+    check = sanity(gate_run, f"{bad_factories}:linear", digits_npz, "diagnostic_samples: 32")
+    assert check.status == "pass", check.message
+    assert check.n == 32
+
+
+# --------------------------------------------------------------------- named fail fixtures
+def test_dropout_kept_active_in_the_gradient_model(gate_run, bad_factories, digits_npz) -> None:
+    check = sanity(gate_run, f"{bad_factories}:dropout", digits_npz)
+    assert check.status == "fail"
+    assert codes(check) == ["nondeterministic_outputs"]
+    # The PyTorch module the attacks differentiate is random (the export may keep the dropout too).
+    assert "gradient model" in check.findings[0].data["producers"]
+
+
+def test_noise_injection_in_the_onnx_session(gate_run, bad_onnx, digits_npz) -> None:
+    check = sanity(gate_run, bad_onnx("NoiseInjection"), digits_npz)
+    assert check.status == "fail"
+    assert "nondeterministic_outputs" in codes(check)
+    assert "onnx" in check.findings[0].data["producers"]
+
+
+@pytest.mark.parametrize(
+    ("class_name", "kind"),
+    [("SoftmaxOutput", "probabilities"), ("LogSoftmaxOutput", "log_probabilities")],
+)
+def test_probability_outputs(gate_run, tmp_path, digits_npz, class_name, kind) -> None:
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    squash = nn.Softmax(dim=1) if kind == "probabilities" else nn.LogSoftmax(dim=1)
+    path = tmp_path / f"{class_name}.onnx"
+    export_to_onnx(nn.Sequential(linear, squash), torch.rand(2, 1, 8, 8), path)
+    check = sanity(gate_run, path, digits_npz)
+    assert codes(check) == ["probability_outputs"], check.message
+    assert check.findings[0].data["kind"] == kind and check.findings[0].data["share"] == 1.0
+
+
+def test_batch_statistics(gate_run, bad_factories, digits_npz) -> None:
+    check = sanity(gate_run, f"{bad_factories}:batch_statistics", digits_npz)
+    assert codes(check) == ["batch_size_dependence"], check.message
+    assert set(check.findings[0].data["samples"]) == {"onnx", "gradient model"}
+
+
+def test_batch_statistics_in_the_onnx_session(gate_run, bad_onnx, digits_npz, no_twin) -> None:
+    check = sanity(gate_run, bad_onnx("BatchStatistics"), digits_npz)
+    assert codes(check) == ["batch_size_dependence"], check.message
+    assert set(check.findings[0].data["samples"]) == {"onnx"}
+
+
+def test_rounding_kills_gradients(gate_run, bad_factories, digits_npz) -> None:
+    check = sanity(gate_run, f"{bad_factories}:rounding", digits_npz)
+    assert codes(check) == ["zero_or_nan_gradients"], check.message
+    assert check.findings[0].data["fraction"] == 1.0
+
+
+def test_thresholds_and_tolerances_are_the_policy_s(gate_run, bad_factories, digits_npz) -> None:
+    lenient = "max: 1\n        tolerance: 1.0"  # the second line indented like the first in POLICY
+    check = sanity(gate_run, f"{bad_factories}:rounding", digits_npz, lenient)
+    assert check.status == "pass" and check.findings == []
+    one_allowed = sanity(gate_run, f"{bad_factories}:softmax", digits_npz, "max: 1")
+    assert one_allowed.status == "pass" and codes(one_allowed) == ["probability_outputs"]
+
+
+def test_without_a_gradient_model_the_session_diagnostics_still_run(
+    gate_run, digits_cnn_onnx, digits_npz, no_twin
+) -> None:
+    check = sanity(gate_run, digits_cnn_onnx, digits_npz)
+    assert check.status == "pass"
+    assert "gradient diagnostics skipped" in check.message
+    assert set(check.details["repeat_max_abs_diff"]) == {"onnx"}
