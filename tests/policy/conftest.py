@@ -1,16 +1,13 @@
-"""Helpers for the policy tests: write a policy file and load it, or load it expecting located problems."""
+"""The ``write_policy`` fixture: a policy text written into a file under tmp_path."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gate.policy import PolicyValidationError, Problem, load_policy
-
-WritePolicy = Callable[..., Path]
+from .helpers import WritePolicy
 
 
 @pytest.fixture
@@ -24,12 +21,3 @@ def write_policy(tmp_path: Path) -> WritePolicy:
         return path
 
     return write
-
-
-def only_problem(path: Path) -> Problem:
-    """Load ``path`` expecting exactly one located problem, and return it."""
-    with pytest.raises(PolicyValidationError) as caught:
-        load_policy(path)
-    problems = caught.value.problems
-    assert len(problems) == 1, [problem.render() for problem in problems]
-    return problems[0]

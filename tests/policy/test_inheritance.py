@@ -9,7 +9,8 @@ import pytest
 from gate.errors import PolicyError
 from gate.policy import builtin_policy_names, load_policy
 from gate.policy.loader import builtin_policy_dir
-from tests.policy.conftest import WritePolicy, only_problem
+
+from .helpers import WritePolicy, only_problem
 
 
 def test_builtin_baseline_loads_on_its_own_and_by_name() -> None:

@@ -19,7 +19,8 @@ from gate.policy.checks import (
     GradientMaskingSpec,
 )
 from gate.policy.source import MAX_POLICY_BYTES
-from tests.policy.conftest import WritePolicy, only_problem
+
+from .helpers import WritePolicy, only_problem
 
 EVERY_KIND = """
 version: 1
