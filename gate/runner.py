@@ -37,6 +37,7 @@ from gate.report.model import (
     SampleRecord,
     Summary,
 )
+from gate.resume import STATE_FILE, ResumeState, run_key
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None
     today: dt.date | None = None
     progress: Progress = field(default_factory=lambda: Progress(enabled=False))
+    resume: bool = False
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -128,6 +130,19 @@ def run_gate(options: RunOptions) -> Report:
         progress=options.progress,
         shard=options.shard,
         full_selection=select_indices(data.n_total, samples=samples, seed=seed, shard=None),
+        resume=ResumeState(
+            options.report_dir / STATE_FILE,
+            run_key(
+                model_sha256=model.onnx_sha256,
+                policy_sha256=resolved.sha256,
+                data_sha256=data.sha256,
+                seed=seed,
+                samples=samples,
+                shard=options.shard,
+                batch_size=options.batch_size,
+            ),
+            resume=options.resume,
+        ),
     )
     settings = JudgeSettings(
         confidence=policy.confidence,
@@ -175,6 +190,7 @@ def run_gate(options: RunOptions) -> Report:
         stale_waivers=[r.id for r in results if r.waiver is not None and r.waiver.state == "stale"],
         expired_waivers=[r.id for r in results if r.waiver is not None and r.waiver.state == "expired"],
         resolved_policy=policy.model_dump(mode="json"),
+        resumed_entries=context.resume.resumed if context.resume is not None else 0,
     )
 
 
@@ -198,6 +214,9 @@ def _run_check(
 ) -> CheckResult:
     """Run one check; any exception, NaN, timeout or out-of-memory becomes an ``error`` result."""
     start = time.monotonic()
+    context.check_key = spec.model_dump_json()
+    if context.resume is not None and (finished := context.resume.finished_check(context.check_key)):
+        return CheckResult.model_validate(finished)
     limits = [d for d in (run_deadline, start + spec.timeout if spec.timeout else None) if d is not None]
     context.deadline = min(limits) if limits else None
     waiver = resolved.policy.waiver_for(spec.id)
@@ -234,7 +253,10 @@ def _run_check(
             line=position.line if position else None,
             column=position.column if position else None,
         )
-    return result.model_copy(update={"duration_s": time.monotonic() - start, "location": location})
+    result = result.model_copy(update={"duration_s": time.monotonic() - start, "location": location})
+    if context.resume is not None and result.status != "error":
+        context.resume.record_check(context.check_key, result.model_dump(mode="json"))
+    return result
 
 
 def _sample_record(measurement: Measurement, context: CheckContext) -> SampleRecord | None:

@@ -81,6 +81,22 @@ class AttackRun:
     def tensor(self, name: str) -> torch.Tensor:
         return torch.cat(getattr(self, name)).cpu()
 
+    def snapshot(self, position: int) -> dict[str, Any]:
+        """The per-sample results of the batch recorded at ``position``, as plain JSON for the resume state."""
+        return {
+            "index": self.index[position].tolist(),
+            "robust": self.robust[position].tolist(),
+            "clean_correct": self.clean_correct[position].tolist(),
+            "distance": self.distance[position].tolist(),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Append a batch finished by an interrupted run."""
+        self.index.append(torch.tensor(saved["index"], dtype=torch.int64))
+        self.robust.append(torch.tensor(saved["robust"], dtype=torch.bool))
+        self.clean_correct.append(torch.tensor(saved["clean_correct"], dtype=torch.bool))
+        self.distance.append(torch.tensor(saved["distance"], dtype=torch.float32))
+
 
 def run_attack(
     attack: Attack,
@@ -104,6 +120,13 @@ def run_attack(
                 if not bool(keep.any()):
                     continue
                 x, y, index = x[keep], y[keep], index[keep]
+            batch_key = f"{label}@{int(index[0])}+{len(index)}"
+            saved = context.finished_batch(batch_key)
+            if saved is not None:
+                result.restore(saved)
+                progress.advance(len(x))
+                continue
+            recorded = len(result.index)
             clean_correct = context.model.scores(x).argmax(1) == y
             x_adv = x.clone()
             attacked = clean_correct.nonzero().squeeze(1)
@@ -126,6 +149,7 @@ def run_attack(
                 result.examples.append(
                     (x[i].cpu(), x_adv[i].cpu(), int(y[i]), int(adversarial_prediction[i]))
                 )
+            context.record_batch(batch_key, result.snapshot(recorded))
             progress.advance(len(x))
     if not result.index:
         raise CheckError("the evaluation data selected no samples to attack")

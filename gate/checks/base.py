@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gate.model import ModelUnderTest
     from gate.policy import Policy
     from gate.report.model import Finding
+    from gate.resume import ResumeState
 
 SpecT = TypeVar("SpecT", bound=CheckSpec)
 
@@ -95,6 +96,17 @@ class CheckContext:
     shard: tuple[int, int] | None = None
     full_selection: np.ndarray | None = None
     """The unsharded selection of samples: diagnostics that cannot be split run on it, in shard 1 only."""
+    resume: ResumeState | None = None
+    check_key: str = ""
+    """Identifies the running check (its spec) in the resume state."""
+
+    def finished_batch(self, batch: str) -> dict[str, Any] | None:
+        """Per-sample results of a batch an interrupted run already finished (``--resume``), if any."""
+        return None if self.resume is None else self.resume.finished_batch(self.check_key, batch)
+
+    def record_batch(self, batch: str, payload: dict[str, Any]) -> None:
+        if self.resume is not None:
+            self.resume.record_batch(self.check_key, batch, payload)
 
     def check_deadline(self) -> None:
         """Called between batches by long checks so a timeout ends them promptly."""

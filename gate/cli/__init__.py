@@ -187,6 +187,9 @@ def build_model_spec(
 @click.option(
     "--shard", help="Evaluate the K-th of N deterministic shards, e.g. 2/4 (merge with gate merge)."
 )
+@click.option(
+    "--resume", is_flag=True, help="Reuse the checks and batches an interrupted run in --report-dir finished."
+)
 def check(
     policy: str,
     data: str,
@@ -197,6 +200,7 @@ def check(
     timeout: float | None,
     batch_size: int,
     shard: str | None,
+    resume: bool,
     **model_flags: Any,
 ) -> None:
     """Evaluate a model against a policy and write the reports."""
@@ -215,6 +219,7 @@ def check(
         timeout=timeout,
         batch_size=batch_size,
         shard=_shard(shard),
+        resume=resume,
         progress=console.Progress(),
     )
     report = run_gate(options)

@@ -188,6 +188,9 @@ class Report(ReportModel):
     checks: list[CheckResult]
     stale_waivers: list[str] = Field(default_factory=list)
     expired_waivers: list[str] = Field(default_factory=list)
+    resumed_entries: int = Field(
+        default=0, description="Checks and attacked batches reused from an interrupted run (--resume)."
+    )
     resolved_policy: dict[str, Any] | None = Field(
         default=None,
         description="The policy as evaluated (after extends), so merges and audits need no files.",
