@@ -39,13 +39,19 @@ def probability_curve(
         ``(fractions [steps + 1], probabilities [N, steps + 1])``: the share of pixels switched, and the
         target-class softmax probability at each step.
     """
+    if attribution.shape != start.shape:
+        raise CheckError(
+            f"attribution must have the input's shape {tuple(start.shape)}; got {tuple(attribution.shape)}"
+        )
+    if steps < 1 or batch_size < 1:
+        raise CheckError(f"steps and batch_size must be positive; got {steps} and {batch_size}")
     n, _, height, width = start.shape
     pixels = height * width
     steps = min(steps, pixels)
     counts = (
         torch.round(torch.arange(steps + 1, dtype=torch.float64) * pixels / steps).long().to(start.device)
     )
-    order = channel_sum(attribution).flatten(1).argsort(dim=1, descending=True, stable=True)
+    order = channel_sum(attribution.to(start.device)).flatten(1).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(pixels, device=order.device).expand(n, -1))
     probabilities = target_probability(score_fn, start.device)
     curve = torch.empty((n, steps + 1), device=start.device)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
+from gate.errors import CheckError
 from gate.explain import deletion_auc, gaussian_blur, insertion_auc, probability_curve
 
 from ..helpers import LinearModel, random_batch
@@ -47,3 +49,10 @@ def test_batching_does_not_change_the_areas():
     one = insertion_auc(model, x, target, attribution, steps=16, batch_size=1)
     many = insertion_auc(model, x, target, attribution, steps=16, batch_size=500)
     torch.testing.assert_close(one, many)
+
+
+def test_mismatched_attribution_is_reported():
+    model = LinearModel()
+    x, target = random_batch(n=2)
+    with pytest.raises(CheckError, match="attribution must have the input's shape"):
+        deletion_auc(model, x, target, x[:, :, :4])
