@@ -22,11 +22,17 @@ def is_interactive(stream: TextIO | None = None) -> bool:
 
 
 class Progress:
-    """Counts work units for the current task; draws a bar only on an interactive terminal."""
+    """Counts work units for the current task.
+
+    On an interactive terminal it draws a live bar; in CI logs (``lines``) it prints one line per task
+    with its duration; ``quiet`` prints nothing (the library default).
+    """
 
     def __init__(self, *, enabled: bool | None = None, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
-        self.enabled = is_interactive(self.stream) if enabled is None else enabled
+        interactive = is_interactive(self.stream)
+        self.mode = "quiet" if enabled is False else ("bar" if interactive or enabled else "lines")
+        self.enabled = self.mode == "bar"
         self._label = ""
         self._total = 0
         self._done = 0
@@ -35,13 +41,16 @@ class Progress:
     @contextmanager
     def task(self, label: str, total: int) -> Iterator[Progress]:
         self._label, self._total, self._done = label, max(total, 1), 0
+        started = time.monotonic()
         try:
             yield self
         finally:
-            if self.enabled:
+            if self.mode == "bar":
                 self._draw(force=True)
                 self.stream.write("\n")
-                self.stream.flush()
+            elif self.mode == "lines":
+                self.stream.write(f"  {label}: {self._done}/{total} in {time.monotonic() - started:.1f} s\n")
+            self.stream.flush()
 
     def advance(self, amount: int = 1) -> None:
         self._done = min(self._total, self._done + amount)
