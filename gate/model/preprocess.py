@@ -17,8 +17,9 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Statistics follow the input, so the session's CPU copy and a CUDA gradient model can share this module.
         view = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - self.mean.view(view)) / self.std.view(view)
+        return (x - self.mean.to(x.device).view(view)) / self.std.to(x.device).view(view)
 
 
 def make_normalize(

@@ -121,7 +121,7 @@ class ModelUnderTest:
 
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
-        return x if self._normalize is None else self._normalize.to(x.device)(x)
+        return x if self._normalize is None else self._normalize(x)
 
     def _run_numpy(self, x: torch.Tensor) -> torch.Tensor:
         feed = np.ascontiguousarray(self._preprocess(x).cpu().numpy())

@@ -244,3 +244,11 @@ def test_nan_logits(tmp_path, factories, x_test):
         model.scores(x_test)
     with pytest.raises(ModelError, match="factory PyTorch module returned non-finite logits"):
         model.source_scores(x_test)
+
+
+def test_scores_do_not_move_the_gradient_models_preprocessing(tmp_path, cnn_onnx, x_test):
+    """The session's normalisation and the gradient model share one Normalize; scoring must not relocate it."""
+    model = load_model(ModelSpec(str(cnn_onnx), mean=(0.5,), std=(0.25,)), work_dir=tmp_path)
+    before = [b.device for b in model.require_gradient_model().buffers()]
+    model.scores(x_test[:4])
+    assert [b.device for b in model.require_gradient_model().buffers()] == before
