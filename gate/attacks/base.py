@@ -132,6 +132,7 @@ class Attack(ABC):
         y: torch.Tensor,
         target: torch.Tensor | None,
         rng: SampleRandom,
+        restart: int,
     ) -> RunResult:
         """Attack every sample of ``x`` once; return candidates (projected again by the caller)."""
 
@@ -163,7 +164,7 @@ class Attack(ABC):
                     target = clean_logits[active].argsort(dim=1, descending=True)[:, rank - 1]
                 rng = SampleRandom(keys[active], (self.seed, rank, restart))
                 x_active, y_active = x[active], y[active]
-                run = self._run(model, x_active, y_active, target, rng)
+                run = self._run(model, x_active, y_active, target, rng, restart)
                 candidate = self.threat.project(run.x_adv.detach(), x_active)
                 x_adv[active] = candidate
                 robust[active] = predict(model, candidate).argmax(dim=1) == y_active

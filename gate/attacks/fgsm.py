@@ -38,7 +38,13 @@ class FGSM(Attack):
         )  # fmt: skip
 
     def _run(
-        self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, rng: SampleRandom
+        self,
+        model: Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        rng: SampleRandom,
+        restart: int,
     ) -> RunResult:
         _, _, grad = loss_and_grad(model, x, lambda z: losses.cross_entropy(z, y, target))
         return RunResult(x + self.eps * self.threat.steepest_direction(grad))

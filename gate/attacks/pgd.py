@@ -51,7 +51,13 @@ class PGD(Attack):
         self.random_start = random_start
 
     def _run(
-        self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, rng: SampleRandom
+        self,
+        model: Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        rng: SampleRandom,
+        restart: int,
     ) -> RunResult:
         loss_fn = losses.cross_entropy if self.loss == "ce" else losses.dlr
         x_adv = self.threat.random_start(x, rng, tag=0) if self.random_start else x.clone()

@@ -75,13 +75,14 @@ class ThreatModel:
         return grad / per_sample(l2_norm(grad) + _TINY, grad)
 
     def random_start(
-        self, x: torch.Tensor, rng: SampleRandom, tag: int, *, radius: float = 1.0
+        self, x: torch.Tensor, rng: SampleRandom, tag: int, *, l2_inside: bool = True
     ) -> torch.Tensor:
-        """A random feasible point: uniform in the linf ball, or on the l2 sphere of ``radius * eps``."""
+        """A random feasible point: uniform in the linf cube; for l2 a random direction at a radius drawn
+        uniformly in ``[0, eps]`` (``l2_inside``), or on the sphere of radius ``eps`` (APGD's start)."""
         shape = x.shape[1:]
         if self.norm == "linf":
-            noise = (rng.uniform(tag, shape, x.dtype) * 2 - 1) * (self.eps * radius)
-        else:
-            noise = rng.normal(tag, shape, x.dtype)
-            noise = noise * per_sample(self.eps * radius / (l2_norm(noise) + _TINY), noise)
+            return self.project(x + (rng.uniform(tag, shape, x.dtype) * 2 - 1) * self.eps, x)
+        noise = rng.normal(tag, shape, x.dtype)
+        radius = rng.uniform(tag + 7919, (1,), x.dtype)[:, 0] if l2_inside else 1.0
+        noise = noise * per_sample(self.eps * radius / (l2_norm(noise) + _TINY), noise)
         return self.project(x + noise, x)

@@ -1,0 +1,192 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks"): PGD with momentum and a step size halved at checkpoints when progress
+stalls, so it needs no step-size tuning. APGD-CE uses cross-entropy; APGD-T the targeted DLR loss."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from gate.attacks import losses
+from gate.attacks._random import SampleRandom
+from gate.attacks.base import Attack, Model, RunResult, loss_and_grad, where_samples
+from gate.attacks.threat import Norm, per_sample
+
+Loss = Literal["ce", "dlr"]
+MOMENTUM = 0.75  # alpha in the paper
+RHO = 0.75  # fraction of loss-increasing steps below which the step size is halved
+
+
+def checkpoints(steps: int) -> list[int]:
+    """Iterations at which the step size is reconsidered: ``w_j = ceil(p_j * steps)`` with ``p_0 = 0``,
+    ``p_1 = 0.22`` and ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (Croce & Hein 2020, sec. 3.2)."""
+    fractions = [0.0, 0.22]
+    while fractions[-1] < 1.0:
+        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
+    marks = sorted({math.ceil(p * steps - 1e-9) for p in fractions[1:] if p <= 1.0})
+    return [mark for mark in marks if 0 < mark <= steps]
+
+
+@dataclass
+class _State:
+    """The per-sample search state carried across iterations."""
+
+    x_adv: torch.Tensor
+    x_prev: torch.Tensor
+    grad: torch.Tensor
+    loss: torch.Tensor
+    step: torch.Tensor
+    x_best: torch.Tensor
+    grad_best: torch.Tensor
+    loss_best: torch.Tensor
+    x_found: torch.Tensor
+    found: torch.Tensor
+    increases: torch.Tensor
+    loss_best_at_checkpoint: torch.Tensor
+    reduced_at_checkpoint: torch.Tensor
+
+
+class APGD(Attack):
+    """APGD on the CE or DLR loss, untargeted or targeted (APGD-T: one run per target class)."""
+
+    name: ClassVar[str] = "apgd"
+
+    def __init__(
+        self,
+        *,
+        norm: Norm,
+        eps: float,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        steps: int = 100,
+        restarts: int = 1,
+        seed: int = 0,
+        loss: Loss = "ce",
+        targeted: bool = False,
+        n_target_classes: int = 9,
+    ) -> None:
+        super().__init__(
+            norm=norm, eps=eps, bounds=bounds, steps=steps, restarts=restarts, seed=seed,
+            targeted=targeted, n_target_classes=n_target_classes,
+        )  # fmt: skip
+        if loss not in ("ce", "dlr"):
+            raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
+        self.loss = loss
+        self.checkpoints = checkpoints(self.steps)
+
+    def _loss_fn(self, y: torch.Tensor, target: torch.Tensor | None):
+        loss_fn = losses.cross_entropy if self.loss == "ce" else losses.dlr
+        return lambda logits: loss_fn(logits, y, target)
+
+    def _run(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        rng: SampleRandom,
+        restart: int,
+    ) -> RunResult:
+        loss_fn = self._loss_fn(y, target)
+        state = self._initial_state(model, x, y, rng, loss_fn)
+        previous_mark = 0
+        for iteration in range(1, self.steps + 1):
+            self._step(model, x, y, state, loss_fn, momentum=1.0 if iteration == 1 else MOMENTUM)
+            if iteration in self.checkpoints:
+                self._checkpoint(state, interval=iteration - previous_mark)
+                previous_mark = iteration
+        return RunResult(where_samples(state.found, state.x_found, state.x_best))
+
+    def _initial_state(
+        self, model: Model, x: torch.Tensor, y: torch.Tensor, rng: SampleRandom, loss_fn
+    ) -> _State:
+        x_adv = self.threat.random_start(x, rng, tag=0, l2_inside=False)
+        loss, logits, grad = loss_and_grad(model, x_adv, loss_fn)
+        found = logits.argmax(dim=1) != y
+        return _State(
+            x_adv=x_adv, x_prev=x_adv.clone(), grad=grad, loss=loss,
+            step=torch.full_like(loss, 2.0 * self.eps),
+            x_best=x_adv.clone(), grad_best=grad.clone(), loss_best=loss.clone(),
+            x_found=x_adv.clone(), found=found,
+            increases=torch.zeros_like(loss), loss_best_at_checkpoint=loss.clone(),
+            reduced_at_checkpoint=torch.zeros_like(found),
+        )  # fmt: skip
+
+    def _step(
+        self, model: Model, x: torch.Tensor, y: torch.Tensor, state: _State, loss_fn, momentum: float
+    ) -> None:
+        """One momentum step (paper eq. 2), then bookkeeping of the best and of the first adversarial point."""
+        step = per_sample(state.step, x)
+        z = self.threat.project(state.x_adv + step * self.threat.steepest_direction(state.grad), x)
+        moved = state.x_adv + momentum * (z - state.x_adv) + (1.0 - momentum) * (state.x_adv - state.x_prev)
+        state.x_prev = state.x_adv
+        state.x_adv = self.threat.project(moved, x)
+        loss, logits, grad = loss_and_grad(model, state.x_adv, loss_fn)
+        misclassified = logits.argmax(dim=1) != y
+        state.x_found = where_samples(misclassified & ~state.found, state.x_adv, state.x_found)
+        state.found |= misclassified
+        state.increases += (loss > state.loss).to(loss.dtype)
+        state.loss = loss
+        state.grad = grad
+        improved = loss > state.loss_best
+        state.x_best = where_samples(improved, state.x_adv, state.x_best)
+        state.grad_best = where_samples(improved, grad, state.grad_best)
+        state.loss_best = torch.where(improved, loss, state.loss_best)
+
+    def _checkpoint(self, state: _State, interval: int) -> None:
+        """Halve the step and restart from the best point where progress stalled (paper conditions 1, 2)."""
+        too_few_increases = state.increases < RHO * interval
+        no_progress = ~state.reduced_at_checkpoint & (state.loss_best <= state.loss_best_at_checkpoint)
+        reduce = too_few_increases | no_progress
+        state.step = torch.where(reduce, state.step / 2.0, state.step)
+        state.x_adv = where_samples(reduce, state.x_best, state.x_adv)
+        state.x_prev = where_samples(reduce, state.x_best, state.x_prev)
+        state.grad = where_samples(reduce, state.grad_best, state.grad)
+        state.reduced_at_checkpoint = reduce
+        state.loss_best_at_checkpoint = state.loss_best.clone()
+        state.increases.zero_()
+
+
+class APGDCE(APGD):
+    """APGD on cross-entropy, untargeted: the first stage of AutoAttack."""
+
+    name: ClassVar[str] = "apgd-ce"
+    supports_targeted: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        norm: Norm,
+        eps: float,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        steps: int = 100,
+        restarts: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            norm=norm, eps=eps, bounds=bounds, steps=steps, restarts=restarts, seed=seed, loss="ce"
+        )
+
+
+class APGDT(APGD):
+    """APGD-T: targeted DLR loss, one run per target class (the 2nd..10th most likely clean classes)."""
+
+    name: ClassVar[str] = "apgd-dlr"
+
+    def __init__(
+        self,
+        *,
+        norm: Norm,
+        eps: float,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        steps: int = 100,
+        restarts: int = 1,
+        seed: int = 0,
+        n_target_classes: int = 9,
+    ) -> None:
+        super().__init__(
+            norm=norm, eps=eps, bounds=bounds, steps=steps, restarts=restarts, seed=seed,
+            loss="dlr", targeted=True, n_target_classes=n_target_classes,
+        )  # fmt: skip
