@@ -35,3 +35,53 @@ def gate_run(tmp_path: Path):
 def only_check(report: Report) -> CheckResult:
     (check,) = report.checks
     return check
+
+
+@pytest.fixture(scope="session")
+def standard_weights(tmp_path_factory: pytest.TempPathFactory, digits_cnn) -> Path:
+    """The standard digits CNN's weights, for the factory ``gate.demo.models:digits_cnn``."""
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("weights") / "standard.safetensors"
+    save_file(digits_cnn.state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def robust_weights(tmp_path_factory: pytest.TempPathFactory, robust_digits_cnn) -> Path:
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("weights") / "robust.safetensors"
+    save_file(robust_digits_cnn.state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def masked_weights(tmp_path_factory: pytest.TempPathFactory, digits_cnn) -> Path:
+    """The standard CNN's weights inside the input-quantising wrapper of masked_models.py."""
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("weights") / "masked.safetensors"
+    save_file({f"net.{key}": value for key, value in digits_cnn.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture()
+def factory_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``factory_run(policy_yaml, "module:factory", weights, data) -> Report`` for PyTorch-source models."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+    def run(policy: str, factory: str, weights: Path, data: Path, **options) -> Report:
+        policy_path = tmp_path / "policy.yaml"
+        policy_path.write_text(textwrap.dedent(policy).lstrip(), encoding="utf-8")
+        return run_gate(
+            RunOptions(
+                policy=str(policy_path),
+                model=ModelSpec(source=factory, weights=weights, input_shape=(1, 8, 8), device="cpu"),
+                data=str(data),
+                report_dir=tmp_path / "report",
+                **options,
+            )
+        )
+
+    return run

@@ -95,6 +95,12 @@ def randomization_similarity(
     target = check_batch(x, target)
     options = options if options is not None else AttributionOptions()
     layers = parameterised_layers(gradient_model) if layers is None else list(layers)
+    if not layers:
+        # Nothing to randomise would make every map "survive" randomisation trivially: fail closed.
+        raise CheckError(
+            "the randomisation test found no parameters to randomise (an ONNX model's PyTorch twin holds its "
+            "weights as constants); run it on the PyTorch source model"
+        )
     randomized = copy.deepcopy(gradient_model)
     modules = dict(randomized.named_modules())
     unknown = [name for name in layers if name not in modules]

@@ -1,0 +1,73 @@
+"""adversarial: the headline contrast (standard model breaks, PGD-trained model holds), ONNX re-scoring,
+budgets, evidence and failure modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from checks.conftest import only_check
+
+POLICY = """
+    version: 1
+    name: adversarial
+    checks:
+      - id: attack
+        kind: adversarial
+        attack: {attack}
+        norm: {norm}
+        epsilon: {epsilon}
+        min: 0.4
+        {extra}
+    """
+
+
+def policy(attack: str = "pgd", norm: str = "linf", epsilon: float = 0.2, extra: str = "") -> str:
+    return POLICY.format(attack=attack, norm=norm, epsilon=epsilon, extra=extra)
+
+
+def test_standard_model_fails_and_pgd_trained_model_passes(
+    factory_run, standard_weights, robust_weights, digits_npz
+):
+    factory = "gate.demo.models:digits_cnn"
+    standard = only_check(factory_run(policy(extra="steps: 20"), factory, standard_weights, digits_npz))
+    robust = only_check(factory_run(policy(extra="steps: 20"), factory, robust_weights, digits_npz))
+    assert standard.status == "fail" and standard.value < 0.1, standard.message
+    assert robust.status == "pass" and robust.value > 0.45, robust.message
+    assert standard.details["clean_accuracy"] > 0.95
+    assert standard.details["attack_success_rate"] > 0.9
+    assert 0 < standard.details["perturbation_median"] <= 0.2 + 1e-6
+    assert standard.artifacts == ["artifacts/attack/examples.png"]
+
+
+@pytest.mark.parametrize(
+    ("attack", "norm", "epsilon"), [("fgsm", "linf", 0.2), ("apgd-ce", "l2", 1.5), ("square", "linf", 0.2)]
+)
+def test_each_attack_lowers_robust_accuracy_of_the_standard_model(
+    gate_run, digits_cnn_onnx, digits_npz, attack, norm, epsilon
+):
+    extra = "queries: 300" if attack == "square" else ("steps: 20" if attack == "apgd-ce" else "")
+    check = only_check(
+        gate_run(policy(attack, norm, epsilon, extra), digits_cnn_onnx, digits_npz, samples=100)
+    )
+    assert check.status in ("pass", "fail"), check.message
+    assert check.value < check.details["clean_accuracy"] - 0.3, check.message
+    if attack == "square":
+        assert check.details["gradients_from"] == "none (score-based)"
+
+
+def test_an_example_outside_the_budget_is_an_error_not_a_number(
+    gate_run, digits_cnn_onnx, digits_npz, monkeypatch
+):
+    from gate.attacks.base import AttackOutcome
+    from gate.attacks.fgsm import FGSM
+
+    def cheat(self, model, x, y, *, index=None):
+        x_adv = (x + 0.5).clamp(0, 1)  # far outside eps = 0.1
+        return AttackOutcome(x_adv=x_adv, robust=torch.zeros(len(x), dtype=torch.bool))
+
+    monkeypatch.setattr(FGSM, "perturb", cheat)
+    report = gate_run(policy("fgsm", "linf", 0.1), digits_cnn_onnx, digits_npz, samples=50)
+    check = only_check(report)
+    assert check.status == "error" and "eps" in check.message
+    assert report.verdict == "error" and report.exit_code == 3
