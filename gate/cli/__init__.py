@@ -264,7 +264,7 @@ def report_schema() -> None:
     console.out(json.dumps(Report.model_json_schema(), indent=2))
 
 
-from gate.cli import demo_command, policy_commands  # noqa: E402  (registers the command modules)
+from gate.cli import attest_commands, demo_command, policy_commands  # noqa: E402, F401  (registers the command modules)
 
 __all__ = ["demo_command", "main", "policy_commands"]
 
