@@ -1,14 +1,12 @@
 """Model intake: every supported model source ends in one ``ModelUnderTest`` that the checks use."""
 
 from gate.model.export import ExportInfo, export_to_onnx
-from gate.model.files import MAX_FILE_BYTES
 from gate.model.preprocess import Normalize
 from gate.model.spec import ModelSpec, load_model_card, merge_spec
 from gate.model.twin import OnnxTwin, build_twin, supported_ops
 from gate.model.under_test import ModelUnderTest, load_model
 
 __all__ = [
-    "MAX_FILE_BYTES",
     "ExportInfo",
     "ModelSpec",
     "ModelUnderTest",

@@ -34,9 +34,14 @@ def _open(path: Path, providers: list[str]) -> ort.InferenceSession:
         raise ModelError(f"ONNX Runtime cannot load the model: {error}", path=path) from error
 
 
+# Set once a CUDA session has fallen back to the CPU: the libraries will not appear later in the process.
+_cuda_failed = False
+
+
 def _try_cuda(path: Path) -> ort.InferenceSession | None:
     """A CUDA session, or ``None`` if ORT fell back to the CPU (its fallback is silent apart from log lines)."""
-    if CUDA not in ort.get_available_providers():
+    global _cuda_failed
+    if _cuda_failed or CUDA not in ort.get_available_providers():
         return None
     # onnxruntime-gpu lists CUDA even without the CUDA libraries and then prints errors while falling back;
     # the probe runs with ORT's default logger at fatal-only so that a CPU machine stays quiet.
@@ -45,7 +50,10 @@ def _try_cuda(path: Path) -> ort.InferenceSession | None:
         session = _open(path, [CUDA, CPU])
     finally:
         ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
-    return session if session.get_providers()[0] == CUDA else None
+    if session.get_providers()[0] != CUDA:
+        _cuda_failed = True
+        return None
+    return session
 
 
 def open_session(path: Path, device: Device) -> ort.InferenceSession:

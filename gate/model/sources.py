@@ -37,6 +37,12 @@ def source_kind(spec: ModelSpec) -> str:
     path = Path(spec.source)
     if not path.exists() and FACTORY_PATTERN.match(spec.source):
         return "factory"
+    if not path.exists():
+        raise ModelError(
+            "model file not found: expected an existing .onnx/.pt/.ts/.pt2/.pth file "
+            "or a package.module:factory reference",
+            path=path,
+        )
     checked_file(path, "model file")
     if path.suffix.lower() == ".onnx":
         return "onnx"

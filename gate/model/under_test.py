@@ -27,6 +27,11 @@ TWIN_RTOL = 1e-3
 logger = logging.getLogger(__name__)
 
 
+def _random_inputs(count: int, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Inputs in [0, 1] from a private generator, so loading a model leaves the global RNG (and seeds) alone."""
+    return torch.rand((count, *input_shape), generator=torch.Generator().manual_seed(0))
+
+
 def _shape_text(shape: tuple[int | str, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -85,7 +90,7 @@ class ModelUnderTest:
 
     # ----------------------------------------------------------------- the deployed artifact
     def _probe_num_classes(self) -> int:
-        probe = torch.rand((2, *self.input_shape), generator=torch.Generator().manual_seed(0))
+        probe = _random_inputs(2, self.input_shape)
         out = self._run_batches(probe)
         if out.dim() != 2 or out.shape[0] != 2 or out.shape[1] < 2:
             raise ModelError(
@@ -280,7 +285,7 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
     )
     if twin is not None:
         # A first check on random inputs catches interpreter gaps early; the caller re-verifies on real data.
-        probe = example_input if example_input is not None else torch.rand((8, *input_shape))
+        probe = example_input if example_input is not None else _random_inputs(8, input_shape)
         try:
             model.verify_twin(probe)
         except ModelError as error:
@@ -318,12 +323,14 @@ def _load_torch(
     source = load_torch_source(spec, kind)
     input_shape = _torch_input_shape(spec, example_input, source)
     normalize = make_normalize(spec.mean, spec.std, input_shape)
-    example = example_input if example_input is not None else torch.rand((2, *input_shape))
+    example = example_input if example_input is not None else _random_inputs(2, input_shape)
     example = example[:2].to(torch.float32).cpu()
     if normalize is not None:
         example = normalize(example)
-    # torch.export cannot trace a ScriptModule, so TorchScript archives always take the TorchScript exporter.
-    exporter = "torchscript" if kind == "torchscript" else spec.exporter
+    # torch.export cannot trace a ScriptModule, and an ExportedProgram is already what the dynamo exporter reads.
+    exporter = {"torchscript": "torchscript", "torch.export": "dynamo"}.get(kind, spec.exporter)
+    if exporter != spec.exporter:
+        logger.info("a %s source is exported with the %s exporter", kind, exporter)
     path = Path(work_dir) / "model.onnx"
     Path(f"{path}.data").unlink(missing_ok=True)
     info = export_to_onnx(source.exportable, example, path, exporter=exporter, opset=spec.opset)

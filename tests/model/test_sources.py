@@ -167,7 +167,10 @@ def test_a_zip_that_is_no_pytorch_archive(tmp_path):
 
 
 def test_missing_model_file(tmp_path):
-    with pytest.raises(ModelError, match="model file not found"):
+    with pytest.raises(
+        ModelError,
+        match=r"model file not found: expected an existing .* or a package\.module:factory reference",
+    ):
         load_model(ModelSpec(str(tmp_path / "absent.onnx")), work_dir=tmp_path)
 
 

@@ -252,3 +252,11 @@ def test_scores_do_not_move_the_gradient_models_preprocessing(tmp_path, cnn_onnx
     before = [b.device for b in model.require_gradient_model().buffers()]
     model.scores(x_test[:4])
     assert [b.device for b in model.require_gradient_model().buffers()] == before
+
+
+def test_loading_leaves_the_global_random_state_alone(tmp_path, cnn_onnx):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_model(ModelSpec(str(cnn_onnx)), work_dir=tmp_path)
+    torch.testing.assert_close(torch.rand(3), expected)
