@@ -80,8 +80,9 @@ def _testcase(check: CheckResult) -> list[str]:
     return [opening + ">", body, output, "    </testcase>"]
 
 
-# ASCII punctuation that Markdown (GitHub's included) gives a meaning: links, images, emphasis, code, tables.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+# The punctuation through which text could become Markdown: links and images ([), emphasis (* _ ~), code (`),
+# headings (#), table cells (|) and the backslash itself. (< > & are HTML-escaped before.)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
 
 
 def _cell(text: str) -> str:
