@@ -80,6 +80,7 @@ class ModelUnderTest:
             if torch_module is None
             else with_preprocessing(torch_module, normalize, self._fixed_batch).to(device)
         )
+        self.num_classes = 0
         self.num_classes = self._probe_num_classes()
         if class_names is not None and len(class_names) != self.num_classes:
             raise ModelError(
@@ -155,17 +156,22 @@ class ModelUnderTest:
         binding.bind_output(
             self._output_name, "cuda", device_id, np.float32, tuple(out.shape), out.data_ptr()
         )
+        # torch and ORT work on different CUDA streams: the input must be ready before, the output after.
+        torch.cuda.current_stream(feed.device).synchronize()
+        binding.synchronize_inputs()
         self._session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
         return out
 
     def _run_batches(self, x: torch.Tensor) -> torch.Tensor:
         size = self._fixed_batch or self.batch_size
+        # I/O binding needs the number of classes to allocate the output, so the load-time probe goes via numpy.
         use_binding = (
-            self.provider == CUDA and x.is_cuda and self._fixed_batch is None and hasattr(self, "num_classes")
+            self.provider == CUDA and x.is_cuda and self._fixed_batch is None and self.num_classes > 0
         )
         run = self._run_io_binding if use_binding else self._run_numpy
         outputs = [run(chunk) for chunk in torch.split(x, size)]
-        return torch.cat(outputs) if outputs else torch.empty((0, getattr(self, "num_classes", 0)))
+        return torch.cat(outputs) if outputs else torch.empty((0, self.num_classes))
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the ONNX Runtime session for ``x`` (input range, preprocessing applied here), on ``x.device``."""
