@@ -114,3 +114,41 @@ def make_failing() -> nn.Module:
 
 
 NOT_CALLABLE = 42
+
+
+class TinyTransformer(nn.Module):
+    """Patch embedding, one encoder layer (attention, GELU, LayerNorm), mean pooling: the attention op set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(1, 16, 2, stride=2)
+        self.encoder = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, activation="gelu")
+        self.norm = nn.LayerNorm(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        return self.fc(self.norm(self.encoder(tokens)).mean(1))
+
+
+def make_mobile() -> nn.Module:
+    """MobileNet-style: depthwise conv, HardSwish, ReLU6, padded average pooling, ceil-mode max-pooling, upsampling."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.Hardswish(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.ReLU6(),
+        nn.AvgPool2d(3, stride=2, padding=1),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        nn.Upsample(scale_factor=2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    ).eval()
+
+
+def make_transformer() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyTransformer().eval()

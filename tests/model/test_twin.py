@@ -356,6 +356,52 @@ CASES: dict[str, tuple[list[onnx.NodeProto], np.ndarray, dict[str, np.ndarray], 
         },
         20,
     ),
+    "resize-nearest-asymmetric-floor": (
+        [
+            node(
+                "Resize",
+                ["x", "", "s"],
+                mode="nearest",
+                coordinate_transformation_mode="asymmetric",
+                nearest_mode="floor",
+            )
+        ],
+        X4,
+        {"s": np.array([1, 1, 2, 1.5], np.float32)},
+        19,
+    ),
+    "resize-nearest-half-pixel-ceil": (
+        [
+            node(
+                "Resize",
+                ["x", "", "", "z"],
+                mode="nearest",
+                coordinate_transformation_mode="half_pixel",
+                nearest_mode="round_prefer_ceil",
+            )
+        ],
+        X4,
+        {"z": ints(2, 3, 10, 4)},
+        19,
+    ),
+    "resize-linear-half-pixel": (
+        [node("Resize", ["x", "", "s"], mode="linear")],
+        X4,
+        {"s": np.array([1, 1, 2, 2], np.float32)},
+        19,
+    ),
+    "resize-linear-align-corners-sizes": (
+        [node("Resize", ["x", "", "", "z"], mode="linear", coordinate_transformation_mode="align_corners")],
+        X4,
+        {"z": ints(2, 3, 5, 11)},
+        19,
+    ),
+    "resize-cubic": (
+        [node("Resize", ["x", "", "s"], mode="cubic")],
+        X4,
+        {"s": np.array([1, 1, 2, 2], np.float32)},
+        19,
+    ),
     "split-num-outputs": (
         [helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2), node("Sub", ["a", "b"])],
         X2,
@@ -374,6 +420,15 @@ def test_op_matches_onnx_runtime(case: str) -> None:
 def test_every_case_op_is_in_the_supported_set() -> None:
     used = {n.op_type for nodes, *_ in CASES.values() for n in nodes}
     assert used <= set(supported_ops())
+
+
+def test_an_unsupported_resize_variant_is_named() -> None:
+    resize = node(
+        "Resize", ["x", "", "s"], mode="nearest", coordinate_transformation_mode="tf_crop_and_resize"
+    )
+    model = graph_model([resize], X4, {"s": np.array([1, 1, 2, 2], np.float32)}, 19)
+    with pytest.raises(ModelError, match="Resize with mode=nearest, coordinate_transformation_mode=tf_crop"):
+        build_twin(model)(torch.from_numpy(X4))
 
 
 def test_unsupported_op_is_named() -> None:
@@ -401,3 +456,24 @@ def test_twin_gradient_matches_the_source(tmp_path, digits_cnn, digits_split, ex
         return xg.grad
 
     torch.testing.assert_close(input_gradient(twin), input_gradient(digits_cnn), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("factory", ["make_mobile", "make_transformer"])
+def test_twin_of_dynamo_exported_architectures(tmp_path, factories, factory) -> None:
+    """Whole graphs as the dynamo exporter writes them: values against ORT, gradients against the source."""
+    import model_factories
+
+    source = getattr(model_factories, factory)()
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    path = export_to_onnx(source, x, tmp_path / "model.onnx").path
+    twin = build_twin(onnx.load(str(path)))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(twin(x).detach(), torch.from_numpy(expected), atol=1e-5, rtol=1e-4)
+
+    def input_gradient(module: torch.nn.Module) -> torch.Tensor:
+        xg = x.clone().requires_grad_(True)
+        module(xg).logsumexp(1).sum().backward()
+        return xg.grad
+
+    torch.testing.assert_close(input_gradient(twin), input_gradient(source), atol=1e-5, rtol=1e-4)

@@ -171,7 +171,73 @@ def dropout(call: OpCall, x: torch.Tensor, ratio: torch.Tensor | None = None, tr
     return (x, mask) if call.num_outputs > 1 else x
 
 
+# (mode, coordinate_transformation_mode, nearest_mode) -> (torch mode, align_corners); exactly the mappings
+# where F.interpolate computes what ONNX specifies. Exporters emit the first one for nn.Upsample (nearest).
+_RESIZE_MODES: dict[tuple[str, str, str], tuple[str, bool | None]] = {
+    ("nearest", "asymmetric", "floor"): ("nearest", None),
+    ("nearest", "half_pixel", "round_prefer_ceil"): ("nearest-exact", None),
+    ("linear", "half_pixel", ""): ("linear", False),
+    ("linear", "pytorch_half_pixel", ""): ("linear", False),
+    ("linear", "align_corners", ""): ("linear", True),
+    ("cubic", "half_pixel", ""): ("cubic", False),
+    ("cubic", "pytorch_half_pixel", ""): ("cubic", False),
+    ("cubic", "align_corners", ""): ("cubic", True),
+}
+_INTERPOLATE_NAMES = {
+    ("linear", 1): "linear",
+    ("linear", 2): "bilinear",
+    ("linear", 3): "trilinear",
+    ("cubic", 2): "bicubic",
+}
+
+
+def resize(
+    call: OpCall,
+    x: torch.Tensor,
+    roi: torch.Tensor | None = None,
+    scales: torch.Tensor | None = None,
+    sizes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    mode = call.attr("mode", "nearest")
+    transform = call.attr("coordinate_transformation_mode", "half_pixel")
+    nearest = call.attr("nearest_mode", "round_prefer_floor") if mode == "nearest" else ""
+    key = (mode, transform, nearest)
+    unsupported = (
+        key not in _RESIZE_MODES
+        or call.attr("antialias", 0)
+        or call.attr("axes") is not None
+        or call.attr("keep_aspect_ratio_policy", "stretch") != "stretch"
+        or (
+            mode == "cubic"
+            and (call.attr("cubic_coeff_a", -0.75) != -0.75 or call.attr("exclude_outside", 0))
+        )
+    )
+    if unsupported:
+        raise call.unsupported(
+            f"Resize with mode={mode}, coordinate_transformation_mode={transform} {nearest}"
+        )
+    torch_mode, align_corners = _RESIZE_MODES[key]
+    rank = x.dim() - 2
+    torch_mode = _INTERPOLATE_NAMES.get((torch_mode, rank), torch_mode)
+    if sizes is not None and sizes.numel():
+        target = [int(v) for v in sizes.tolist()]
+        if target[:2] != list(x.shape[:2]):
+            raise call.unsupported("resizing the batch or channel axis")
+        return F.interpolate(x, size=target[2:], mode=torch_mode, align_corners=align_corners)
+    factors = [float(v) for v in scales.tolist()]
+    if factors[:2] != [1.0, 1.0]:
+        raise call.unsupported("resizing the batch or channel axis")
+    return F.interpolate(
+        x,
+        scale_factor=factors[2:],
+        mode=torch_mode,
+        align_corners=align_corners,
+        recompute_scale_factor=False,
+    )
+
+
 OPS: dict[str, OpFunction] = {
+    "Resize": resize,
     "Conv": conv,
     "ConvTranspose": conv_transpose,
     "Gemm": gemm,
