@@ -291,7 +291,7 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
     )
     if twin is not None:
         # A first check on random inputs catches interpreter gaps early; the caller re-verifies on real data.
-        probe = example_input if example_input is not None else _random_inputs(8, input_shape)
+        probe = example_input[:64] if example_input is not None else _random_inputs(8, input_shape)
         try:
             model.verify_twin(probe)
         except ModelError as error:

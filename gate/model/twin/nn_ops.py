@@ -15,7 +15,9 @@ _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-def _spatial_pads(call: OpCall, x: torch.Tensor, kernel: list[int], strides: list[int], dilations: list[int]):
+def _spatial_pads(
+    call: OpCall, x: torch.Tensor, kernel: list[int], strides: list[int], dilations: list[int]
+) -> list[int]:
     """ONNX pads ``[b1, b2, …, e1, e2, …]`` with ``auto_pad`` resolved; SAME puts the odd pixel as ONNX says."""
     spatial = x.shape[2:]
     auto_pad = call.attr("auto_pad", "NOTSET")
@@ -41,7 +43,8 @@ def _torch_pad(pads: list[int]) -> list[int]:
     return result
 
 
-def _window(call: OpCall, x: torch.Tensor, kernel: list[int]):
+def _window(call: OpCall, x: torch.Tensor, kernel: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """Strides, dilations and resolved pads of a convolution or pooling window."""
     rank = x.dim() - 2
     strides = list(call.attr("strides", [1] * rank))
     dilations = list(call.attr("dilations", [1] * rank))
@@ -164,7 +167,9 @@ def layer_normalization(
     )
 
 
-def dropout(call: OpCall, x: torch.Tensor, ratio: torch.Tensor | None = None, training=None):
+def dropout(
+    call: OpCall, x: torch.Tensor, ratio: torch.Tensor | None = None, training: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     if training is not None and bool(training):
         raise call.unsupported("training mode")
     mask = torch.ones_like(x, dtype=torch.bool)
