@@ -94,10 +94,30 @@ def _check_size(document: Any, path: Path) -> None:
                 f"values, depth {MAX_POLICY_DEPTH}); YAML anchors that multiply content are not allowed",
                 path=path,
             )
+        _refuse_tag(node, path)
         if isinstance(node, dict):
+            for key in node:
+                _refuse_tag(key, path)
             stack.extend((value, depth + 1) for value in node.values())
         elif isinstance(node, list):
             stack.extend((value, depth + 1) for value in node)
+
+
+def _refuse_tag(node: Any, path: Path) -> None:
+    """Refuse explicit YAML tags (``!!python/object/apply:...``, ``!custom``): a policy is plain data.
+
+    The round-trip loader never constructs what a tag names, but it would keep a tagged mapping as a
+    mapping, so a file written to run code elsewhere would otherwise validate here.
+    """
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if not isinstance(tag, str):
+        return
+    shown = tag.replace("tag:yaml.org,2002:", "!!")
+    lc = getattr(node, "lc", None)
+    where = f" (line {lc.line + 1})" if lc is not None and lc.line is not None else ""
+    raise PolicyError(
+        f"YAML tags are not allowed in a policy; found {shown}{where}; write plain values", path=path
+    )
 
 
 def position_of(document: Any, location: tuple[str | int, ...]) -> Position | None:
