@@ -27,3 +27,28 @@ def assert_feasible(outcome: AttackOutcome, x: torch.Tensor, norm: Norm, eps: fl
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
+
+
+def mean_robust_accuracy(run, seeds: range) -> float:
+    """Robust accuracy averaged over seeds: one seed's result moves by a few samples either way."""
+    return sum(run(seed) for seed in seeds) / len(seeds)
+
+
+def robust_accuracy_of(model: torch.nn.Module, x_adv, y: torch.Tensor) -> float:
+    """Robust accuracy of a peer library's output (a tensor or a numpy array)."""
+    x_adv = torch.as_tensor(x_adv)
+    return accuracy(model, x_adv, y)
+
+
+def art_classifier(model: torch.nn.Module):
+    """The model wrapped for the Adversarial Robustness Toolbox (imported lazily: an optional peer)."""
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(
+        model=model,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from gate.attacks.pgd import PGD
 
-from .helpers import accuracy, assert_feasible, digits_subset
+from .helpers import (
+    accuracy,
+    art_classifier,
+    assert_feasible,
+    digits_subset,
+    mean_robust_accuracy,
+    robust_accuracy_of,
+)
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 1.0)])
@@ -39,3 +47,55 @@ def test_robust_is_consistent_with_x_adv(digits_split, digits_mlp):
 
 def test_step_size_default_follows_madry():
     assert PGD(norm="linf", eps=0.2, steps=20).step_size == pytest.approx(0.025)
+
+
+PEER_CASES = [("linf", 0.2), ("l2", 1.0)]
+SEEDS = range(5)  # one seed's result moves by a few samples; compare means
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(("norm", "eps"), PEER_CASES)
+def test_pgd_at_least_as_strong_as_torchattacks(digits_split, robust_digits_cnn, norm, eps):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = digits_subset(digits_split, 297)
+    model, steps = robust_digits_cnn, 20
+
+    def ours(seed: int) -> float:
+        return (
+            PGD(norm=norm, eps=eps, steps=steps, seed=seed).perturb(model, x, y).robust.float().mean().item()
+        )
+
+    def theirs(seed: int) -> float:
+        torch.manual_seed(seed)
+        peer_class = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+        peer = peer_class(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
+        return robust_accuracy_of(model, peer(x, y), y)
+
+    assert mean_robust_accuracy(ours, SEEDS) <= mean_robust_accuracy(theirs, SEEDS) + 1 / len(x)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(("norm", "eps"), PEER_CASES)
+def test_pgd_at_least_as_strong_as_art(digits_split, robust_digits_cnn, norm, eps):
+    pytest.importorskip("art")
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+
+    x, y = digits_subset(digits_split, 297)
+    model, steps = robust_digits_cnn, 20
+    classifier = art_classifier(model)
+
+    def ours(seed: int) -> float:
+        return (
+            PGD(norm=norm, eps=eps, steps=steps, seed=seed).perturb(model, x, y).robust.float().mean().item()
+        )
+
+    def theirs(seed: int) -> float:
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        peer = ProjectedGradientDescentPyTorch(
+            classifier, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=2.5 * eps / steps,
+            max_iter=steps, num_random_init=1, batch_size=len(x), verbose=False,
+        )  # fmt: skip
+        return robust_accuracy_of(model, peer.generate(x.numpy(), y.numpy()), y)
+
+    assert mean_robust_accuracy(ours, SEEDS) <= mean_robust_accuracy(theirs, SEEDS) + 1 / len(x)

@@ -1,0 +1,220 @@
+"""Time gate's attacks against torchattacks and ART on the same digits CNN, samples and budget.
+
+Reports, side by side, wall time, time ratio and robust accuracy, plus gate's per-step cost against a
+bare forward+backward loop of the same model at the same batch size (the target is within 1.15x).
+
+    python benchmarks/bench_attacks.py --device cpu --samples 297 --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gate.attacks import APGDCE, PGD, AutoAttack
+
+EPS = 0.2  # linf, on inputs in [0, 1]
+
+
+class DigitsCNN(nn.Module):
+    """The small CNN of the test fixtures, redefined so the benchmark stands alone."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels * 2, 3, padding=1, stride=2),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * 32, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def load_digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy((digits.images / 16.0).astype(np.float32)[:, None])
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(x)))
+    return x[order[:1500]], y[order[:1500]], x[order[1500:]], y[order[1500:]]
+
+
+def train(x: torch.Tensor, y: torch.Tensor, *, adversarial: bool, epochs: int = 15) -> nn.Module:
+    """A quick model; ``adversarial`` trains on PGD-7 examples at eps=0.2 (Madry et al. 2018)."""
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    attack = PGD(norm="linf", eps=EPS, steps=7)
+    for epoch in range(epochs):
+        order = torch.randperm(len(x))
+        for start in range(0, len(x), 64):
+            xb, yb = x[order[start : start + 64]], y[order[start : start + 64]]
+            if adversarial:
+                model.eval()
+                xb = attack._run(model, xb, yb, None, _rng(len(xb), epoch * 100 + start), 0).x_adv
+            model.train()
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def _rng(count: int, stream: int):
+    from gate.attacks._random import SampleRandom
+
+    return SampleRandom(torch.arange(count), (stream,))
+
+
+def timed(run: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
+    """Median wall time of ``run`` over ``repeats`` (after one warm-up) and its last result."""
+    result = run()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    """The floor for a gradient attack: forward, backward and a sign step, nothing else."""
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = (x_adv.detach() + 0.01 * grad.sign()).clamp_(0, 1)
+    return x_adv
+
+
+def robust_accuracy(model: nn.Module, x_adv: torch.Tensor | np.ndarray, y: torch.Tensor) -> float:
+    x_adv = torch.as_tensor(x_adv, device=y.device)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item()
+
+
+def peers(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, device: torch.device):
+    """Peer implementations of each attack that are importable here: name -> (attack, library, run)."""
+    runs: dict[str, dict[str, Callable[[], torch.Tensor]]] = {"pgd": {}, "apgd-ce": {}, "autoattack": {}}
+    try:
+        import torchattacks
+
+        ta_pgd = torchattacks.PGD(model, eps=EPS, alpha=2.5 * EPS / steps, steps=steps, random_start=True)
+        ta_apgd = torchattacks.APGD(model, norm="Linf", eps=EPS, steps=steps, loss="ce", seed=0)
+        ta_auto = torchattacks.AutoAttack(model, norm="Linf", eps=EPS, n_classes=10, seed=0)
+        runs["pgd"]["torchattacks"] = lambda: ta_pgd(x, y)
+        runs["apgd-ce"]["torchattacks"] = lambda: ta_apgd(x, y)
+        runs["autoattack"]["torchattacks"] = lambda: ta_auto(x, y)
+    except ImportError:
+        pass
+    try:
+        from art.attacks.evasion import AutoProjectedGradientDescent, ProjectedGradientDescentPyTorch
+        from art.estimators.classification import PyTorchClassifier
+
+        classifier = PyTorchClassifier(
+            model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10,
+            clip_values=(0.0, 1.0), device_type="gpu" if device.type == "cuda" else "cpu",
+        )  # fmt: skip
+        art_pgd = ProjectedGradientDescentPyTorch(
+            classifier, norm=np.inf, eps=EPS, eps_step=2.5 * EPS / steps, max_iter=steps,
+            batch_size=len(x), verbose=False,
+        )  # fmt: skip
+        art_apgd = AutoProjectedGradientDescent(
+            classifier, norm=np.inf, eps=EPS, eps_step=2 * EPS, max_iter=steps, batch_size=len(x),
+            loss_type="cross_entropy", verbose=False,
+        )  # fmt: skip
+        x_np, y_np = x.cpu().numpy(), y.cpu().numpy()
+        runs["pgd"]["art"] = lambda: art_pgd.generate(x_np, y_np)
+        runs["apgd-ce"]["art"] = lambda: art_apgd.generate(x_np, y_np)
+    except ImportError:
+        pass
+    return runs
+
+
+def compare(model, x, y, steps: int, device: torch.device, repeats: int) -> list[dict]:
+    ours = {
+        "pgd": PGD(norm="linf", eps=EPS, steps=steps),
+        "apgd-ce": APGDCE(norm="linf", eps=EPS, steps=steps),
+        "autoattack": AutoAttack(norm="linf", eps=EPS),
+    }
+    rows = []
+    for name, peer_runs in peers(model, x, y, steps, device).items():
+        attack = ours[name]
+        reps = 1 if name == "autoattack" else repeats
+        gate_time, outcome = timed(lambda attack=attack: attack.perturb(model, x, y), device, reps)
+        row = {"attack": name, "gate_s": gate_time, "gate_robust_acc": outcome.robust.float().mean().item()}
+        for library, run in peer_runs.items():
+            peer_time, x_adv = timed(run, device, reps)
+            row[f"{library}_s"] = peer_time
+            row[f"{library}_robust_acc"] = robust_accuracy(model, x_adv, y)
+            row[f"{library}_time_over_gate"] = peer_time / gate_time
+        rows.append(row)
+    return rows
+
+
+def per_step_cost(model, x, y, device: torch.device, repeats: int) -> dict:
+    """Per-step cost from the slope between two step counts, so fixed costs (start, checks) cancel."""
+    short, long = 10, 50
+    costs = {}
+    for label, run in {
+        "bare": lambda steps: bare_loop(model, x, y, steps),
+        "gate_pgd": lambda steps: PGD(norm="linf", eps=EPS, steps=steps).perturb(model, x, y),
+        "gate_apgd": lambda steps: APGDCE(norm="linf", eps=EPS, steps=steps).perturb(model, x, y),
+    }.items():
+        t_short, _ = timed(lambda run=run: run(short), device, repeats)
+        t_long, _ = timed(lambda run=run: run(long), device, repeats)
+        costs[f"{label}_ms_per_step"] = 1000 * (t_long - t_short) / (long - short)
+    costs["pgd_over_bare"] = costs["gate_pgd_ms_per_step"] / costs["bare_ms_per_step"]
+    costs["apgd_over_bare"] = costs["gate_apgd_ms_per_step"] / costs["bare_ms_per_step"]
+    return costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--samples", type=int, default=297, help="held-out digits to attack (at most 297)")
+    parser.add_argument("--steps", type=int, default=20, help="PGD / APGD iterations")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    x_train, y_train, x_test, y_test = load_digits_split()
+    x, y = x_test[: args.samples].to(device), y_test[: args.samples].to(device)
+    results = {
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)},
+        "samples": len(x), "steps": args.steps, "eps_linf": EPS, "models": {},
+    }  # fmt: skip
+    for kind, adversarial in (("standard", False), ("pgd_trained", True)):
+        model = train(x_train, y_train, adversarial=adversarial).to(device)
+        results["models"][kind] = {
+            "clean_acc": robust_accuracy(model, x, y),
+            "attacks": compare(model, x, y, args.steps, device, args.repeats),
+            "per_step": per_step_cost(model, x, y, device, args.repeats),
+        }
+    text = json.dumps(results, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gate.attacks.apgd import APGD, APGDCE, APGDT, checkpoints
+from gate.attacks.pgd import PGD
+
+from .helpers import (
+    art_classifier,
+    assert_feasible,
+    digits_subset,
+    mean_robust_accuracy,
+    robust_accuracy_of,
+)
+
+
+def test_checkpoints_follow_the_paper():
+    # p = 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 (Croce & Hein 2020, sec. 3.2)
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(1) == [1]
+    assert all(0 < mark <= 7 for mark in checkpoints(7))
+
+
+@pytest.mark.parametrize("attack_class", [APGDCE, APGDT])
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 1.0)])
+def test_apgd_respects_threat_model(digits_split, digits_cnn, attack_class, norm, eps):
+    x, y = digits_subset(digits_split, 60)
+    outcome = attack_class(norm=norm, eps=eps, steps=10).perturb(digits_cnn, x, y)
+    assert_feasible(outcome, x, norm, eps)
+
+
+def test_apgd_t_caps_targets_at_classes_minus_one():
+    attack = APGDT(norm="linf", eps=0.1, n_target_classes=50)
+    assert list(attack._target_ranks(10)) == list(range(2, 11))
+    assert list(APGDT(norm="linf", eps=0.1)._target_ranks(5)) == [2, 3, 4, 5]
+
+
+def test_apgd_beats_pgd_on_robust_model(digits_split, robust_digits_cnn):
+    x, y = digits_subset(digits_split, 200)
+    seeds = range(2)
+
+    def apgd(seed: int) -> float:
+        attack = APGDCE(norm="l2", eps=1.0, steps=20, seed=seed)
+        return attack.perturb(robust_digits_cnn, x, y).robust.float().mean().item()
+
+    def pgd(seed: int) -> float:
+        attack = PGD(norm="l2", eps=1.0, steps=20, seed=seed)
+        return attack.perturb(robust_digits_cnn, x, y).robust.float().mean().item()
+
+    assert mean_robust_accuracy(apgd, seeds) <= mean_robust_accuracy(pgd, seeds)
+
+
+def test_untargeted_dlr_runs(digits_split, digits_mlp):
+    x, y = digits_subset(digits_split, 50)
+    outcome = APGD(norm="linf", eps=0.1, steps=5, loss="dlr").perturb(digits_mlp, x, y)
+    assert_feasible(outcome, x, "linf", 0.1)
+
+
+PEER_CASES = [("linf", 0.2), ("l2", 1.0)]
+SEEDS = range(5)  # one seed's result moves by a few samples; compare means
+
+
+def _ours(model, x, y, norm, eps, steps):
+    def run(seed: int) -> float:
+        return (
+            APGDCE(norm=norm, eps=eps, steps=steps, seed=seed)
+            .perturb(model, x, y)
+            .robust.float()
+            .mean()
+            .item()
+        )
+
+    return run
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(("norm", "eps"), PEER_CASES)
+def test_apgd_at_least_as_strong_as_torchattacks(digits_split, robust_digits_cnn, norm, eps):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = digits_subset(digits_split, 297)
+    model, steps = robust_digits_cnn, 20
+
+    def theirs(seed: int) -> float:
+        torch.manual_seed(seed)
+        peer_norm = "Linf" if norm == "linf" else "L2"
+        peer = torchattacks.APGD(
+            model, norm=peer_norm, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed
+        )
+        return robust_accuracy_of(model, peer(x, y), y)
+
+    ours = _ours(model, x, y, norm, eps, steps)
+    assert mean_robust_accuracy(ours, SEEDS) <= mean_robust_accuracy(theirs, SEEDS) + 1 / len(x)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(("norm", "eps"), PEER_CASES)
+def test_apgd_at_least_as_strong_as_art(digits_split, robust_digits_cnn, norm, eps):
+    pytest.importorskip("art")
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    x, y = digits_subset(digits_split, 297)
+    model, steps = robust_digits_cnn, 20
+    classifier = art_classifier(model)
+
+    def theirs(seed: int) -> float:
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        peer = AutoProjectedGradientDescent(
+            classifier, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=2 * eps, max_iter=steps,
+            nb_random_init=1, batch_size=len(x), loss_type="cross_entropy", verbose=False,
+        )  # fmt: skip
+        return robust_accuracy_of(model, peer.generate(x.numpy(), y.numpy()), y)
+
+    ours = _ours(model, x, y, norm, eps, steps)
+    assert mean_robust_accuracy(ours, SEEDS) <= mean_robust_accuracy(theirs, SEEDS) + 1 / len(x)

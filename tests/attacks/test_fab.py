@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gate.attacks.fab import FAB, project_onto_hyperplane_in_box
+from gate.attacks.threat import perturbation_norm
+
+from .helpers import assert_feasible, digits_subset
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_hyperplane_projection_is_feasible_and_minimal(norm):
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 10, generator=generator)
+    c = torch.randn(6, generator=generator) * 0.3
+    lower, upper = -torch.full((6, 10), 0.5), torch.full((6, 10), 0.5)
+    d = project_onto_hyperplane_in_box(w, c, lower, upper, norm)
+    assert torch.allclose((w * d).sum(1), c, atol=1e-5)
+    assert (d >= lower).all() and (d <= upper).all()
+    size = perturbation_norm(torch.zeros_like(d), d, norm)
+    for _ in range(50):  # no feasible random perturbation of d on the hyperplane is smaller
+        step = torch.randn(6, 10, generator=generator) * 0.05
+        step -= (step * w).sum(1, keepdim=True) / (w * w).sum(1, keepdim=True) * w
+        other = d + step
+        feasible = ((other >= lower) & (other <= upper)).all(1)
+        bigger = perturbation_norm(torch.zeros_like(d), other, norm) >= size - 1e-5
+        assert (bigger | ~feasible).all()
+
+
+def test_hyperplane_projection_without_box_matches_closed_form_l2():
+    w = torch.tensor([[3.0, 4.0]])
+    d = project_onto_hyperplane_in_box(
+        w, torch.tensor([5.0]), -torch.ones(1, 2) * 9, torch.ones(1, 2) * 9, "l2"
+    )
+    assert torch.allclose(d, torch.tensor([[0.6, 0.8]]), atol=1e-5)
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 1.0)])
+def test_fab_t_breaks_standard_model(digits_split, digits_cnn, norm, eps):
+    x, y = digits_subset(digits_split, 60)
+    outcome = FAB(norm=norm, eps=eps, steps=20, n_target_classes=3).perturb(digits_cnn, x, y)
+    assert_feasible(outcome, x, norm, eps)
+    assert outcome.robust.float().mean().item() <= 0.1
+
+
+def test_fab_finds_small_perturbations(digits_split, digits_cnn):
+    """FAB minimises the norm: with a generous eps its broken points still sit close to x."""
+    x, y = digits_subset(digits_split, 40)
+    outcome = FAB(norm="l2", eps=3.0, steps=20, n_target_classes=2).perturb(digits_cnn, x, y)
+    sizes = perturbation_norm(x, outcome.x_adv, "l2")[~outcome.robust]
+    assert sizes.median().item() < 1.0
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 1.0)])
+def test_fab_t_at_least_as_strong_as_torchattacks(digits_split, robust_digits_cnn, norm, eps):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = digits_subset(digits_split, 100)
+    ours = FAB(norm=norm, eps=eps, steps=20, n_target_classes=9).perturb(robust_digits_cnn, x, y)
+    torch.manual_seed(0)
+    peer = torchattacks.FAB(
+        robust_digits_cnn, norm="Linf" if norm == "linf" else "L2", eps=eps, steps=20,
+        multi_targeted=True, n_classes=10, seed=0,
+    )  # fmt: skip
+    with torch.no_grad():
+        theirs = (robust_digits_cnn(peer(x, y)).argmax(1) == y).float().mean().item()
+    assert ours.robust.float().mean().item() <= theirs + 1 / len(x)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gate.attacks.square import Square, l2_update_pattern, square_fraction, square_side, window_mask
+
+from .helpers import assert_feasible, digits_subset
+
+
+def test_p_schedule_halves_as_in_the_paper():
+    assert square_fraction(0.8, 5, 10000) == 0.8
+    assert square_fraction(0.8, 30, 10000) == 0.4
+    assert square_fraction(0.8, 9000, 10000) == pytest.approx(0.8 / 512)
+    assert square_fraction(0.8, 50, 100) == square_fraction(0.8, 5000, 10000)  # rescaled to 10k queries
+    assert square_side(0.8, 8, 8) == 7 and square_side(1e-4, 8, 8) == 1
+
+
+def test_window_and_pattern_shapes():
+    mask = window_mask(torch.tensor([0, 5]), torch.tensor([2, 0]), 3, 8, 8)
+    assert mask.shape == (2, 1, 8, 8) and mask.sum(dim=(1, 2, 3)).tolist() == [9, 9]
+    assert mask[0, 0, 0:3, 2:5].all() and mask[1, 0, 5:8, 0:3].all()
+    pattern = l2_update_pattern(4, torch.device("cpu"), torch.float32)
+    assert pattern.norm().item() == pytest.approx(1.0)
+    assert (pattern[:2] > 0).all() and (pattern[2:] < 0).all()
+
+
+class _ScoreOnly:
+    """A model that refuses gradients, like an ONNX Runtime session wrapped as a callable."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        assert not torch.is_grad_enabled(), "square must query under torch.no_grad()"
+        self.calls += 1
+        return self.model(x).detach()
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 1.0)])
+def test_square_breaks_standard_model_with_scores_only(digits_split, digits_cnn, norm, eps):
+    x, y = digits_subset(digits_split, 100)
+    model = _ScoreOnly(digits_cnn)
+    outcome = Square(norm=norm, eps=eps, steps=300).perturb(model, x, y)
+    assert_feasible(outcome, x, norm, eps)
+    assert outcome.robust.float().mean().item() <= 0.15
+    assert outcome.queries is not None
+    assert outcome.queries.max().item() <= 300 and outcome.queries[outcome.robust].min().item() == 300
+    assert model.calls <= 300 + 2
+
+
+def test_square_rejects_non_images(digits_mlp):
+    with pytest.raises(ValueError, match="images"):
+        Square(norm="linf", eps=0.1, steps=5).perturb(
+            lambda x: digits_mlp(x.view(-1, 1, 8, 8)), torch.rand(3, 64), torch.zeros(3, dtype=torch.long)
+        )
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 1.0)])
+def test_square_at_least_as_strong_as_torchattacks(digits_split, robust_digits_cnn, norm, eps):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = digits_subset(digits_split, 100)
+    ours = Square(norm=norm, eps=eps, steps=300).perturb(robust_digits_cnn, x, y)
+    torch.manual_seed(0)
+    peer = torchattacks.Square(
+        robust_digits_cnn, norm="Linf" if norm == "linf" else "L2", eps=eps, n_queries=300, p_init=0.8, seed=0
+    )
+    with torch.no_grad():
+        theirs = (robust_digits_cnn(peer(x, y)).argmax(1) == y).float().mean().item()
+    assert ours.robust.float().mean().item() <= theirs + 1 / len(x)
