@@ -68,11 +68,20 @@ def zip_names(path: Path) -> list[str] | None:
         ) from error
 
 
+def _starts_like_a_pickle(path: Path) -> bool:
+    # Pickle protocols 2+ (and torch's legacy format) open with the PROTO opcode 0x80.
+    with path.open("rb") as stream:
+        return stream.read(1) == b"\x80"
+
+
 def archive_kind(path: Path) -> str:
-    """Classify a PyTorch file by its content: ``torch.export``, ``torchscript`` or ``pickle``."""
+    """Classify a model file by content: ``torch.export``, ``torchscript``, ``pickle`` or ``onnx``."""
     names = zip_names(path)
     if names is None:
-        return "pickle"
+        # Not a zip: a pickle if it opens like one, otherwise it is parsed (and vetted) as ONNX protobuf.
+        return (
+            "pickle" if _starts_like_a_pickle(path) or path.suffix.lower() in (".pkl", ".pickle") else "onnx"
+        )
     if any(name.split("/")[-1] == "archive_format" for name in names):
         return "torch.export"
     if any("/code/" in name for name in names) and any(name.endswith("/constants.pkl") for name in names):

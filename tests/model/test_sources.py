@@ -178,3 +178,14 @@ def test_missing_weights_file(tmp_path, factories):
     spec = ModelSpec(f"{factories}:make_cnn", weights=tmp_path / "absent.safetensors", input_shape=(1, 8, 8))
     with pytest.raises(ModelError, match="weights file not found"):
         load_model(spec, work_dir=tmp_path)
+
+
+def test_an_onnx_file_without_the_extension_is_recognised_by_content(tmp_path):
+    import onnx
+
+    from .test_onnx_file import linear_model
+
+    path = tmp_path / "model.bin"
+    onnx.save_model(linear_model(), str(path))
+    assert source_kind(ModelSpec(str(path))) == "onnx"
+    assert load_model(ModelSpec(str(path)), work_dir=tmp_path).num_classes == 10
