@@ -114,5 +114,6 @@ def write_policy(path: Path, body: str) -> Path:
     """Write a policy file from an indented literal (tests read better with inline YAML)."""
     import textwrap
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
     return path

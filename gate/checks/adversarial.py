@@ -42,19 +42,19 @@ def build_attack(
     from gate.attacks.registry import ATTACKS
 
     options: dict[str, Any] = {"norm": norm, "eps": epsilon, "bounds": bounds, "seed": seed}
+    targets = max(1, min(9, num_classes - 1))
     if name == "square":
-        options["queries"] = queries or 5000
-        options["restarts"] = restarts
+        options.update(steps=queries or 5000, restarts=restarts)
     elif name == "autoattack":
-        options.update(steps=steps or 100, queries=queries or 5000, n_classes=num_classes)
+        options.update(steps=steps or 100, square_queries=queries or 5000, n_target_classes=targets)
     elif name == "fgsm":
         options["targeted"] = targeted
     else:
         options.update(steps=steps or (20 if name == "pgd" else 100), restarts=restarts)
         if name == "pgd":
             options.update(step_size=step_size, targeted=targeted)
-        if name == "apgd-dlr":
-            options["n_target_classes"] = max(1, min(9, num_classes - 1))
+        if name in ("apgd-dlr", "fab"):
+            options["n_target_classes"] = targets
     return ATTACKS[name](**options)
 
 

@@ -101,7 +101,7 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
         ]
 
     def _sweep(
-        self, spec, context: CheckContext, sub: CheckContext, robust_accuracy, details: dict
+        self, spec, context: CheckContext, robust_accuracy, details: dict
     ) -> list[Finding]:
         sample_size = math.prod(context.data.sample_shape)
         epsilons = sorted(spec.sweep or default_sweep(spec, context.policy.input.range, sample_size))

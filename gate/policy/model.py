@@ -43,9 +43,9 @@ class PolicyDocument(StrictModel):
         default_factory=list, description="Policies to inherit: builtin:NAME or a path relative to this file."
     )
     input: InputSpace | None = None
-    confidence: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+    confidence: Annotated[float, Field(ge=0.5, lt=1)] | None = Field(
         default=None,
-        description="Confidence level of the intervals (default 0.95); null compares point values.",
+        description="Confidence level of the intervals, in [0.5, 1) (default 0.95); null compares point values.",
     )
     samples: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="Maximum evaluation samples."

@@ -250,7 +250,7 @@ BAD_POLICIES = {
     ),
     "confidence 0": (
         "version: 1\nconfidence: 0\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n",
-        (2, 1, "confidence", "greater than 0"),
+        (2, 1, "confidence", "greater than or equal to 0.5"),
     ),
     "bad input range": (
         "version: 1\ninput:\n  range: [1, 0]\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n",
