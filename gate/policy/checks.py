@@ -149,7 +149,7 @@ class ExportParitySpec(CheckSpec):
     primary_metric: ClassVar[str] = "agreement"
 
 
-AttackName = Literal["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square", "autoattack"]
+AttackName = Literal["fgsm", "pgd", "apgd-ce", "apgd-dlr", "fab", "square", "autoattack"]
 
 
 class AdversarialSpec(CheckSpec):
