@@ -1,0 +1,399 @@
+"""Property-based tests: generated data files and broken model files never crash ``gate check``.
+
+Data: NaN/inf pixels, wrong dtypes, empty arrays, mismatched lengths, out-of-range values, object arrays,
+bad labels and masks, missing keys, truncated or random files. Models: truncated ONNX, random bytes named
+.onnx, flipped bytes, a sequence output, outputs of the wrong rank, factories that raise. Each run ends
+with exit 0, 1 or 2 (3 only as a clean ``error`` verdict), never a traceback, and a refusal names the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
+from onnx import TensorProto, helper
+from torch import nn
+
+from gate.cli import main
+from gate.report.model import Report
+
+# Generated inputs per test; docs/reliability.md quotes these numbers.
+DATA_EXAMPLES = 60
+MODEL_EXAMPLES = 25
+SLOW_FACTOR = 10
+
+FUZZ = settings(
+    max_examples=DATA_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+POLICY = """
+    version: 1
+    name: inputs
+    checks:
+      - id: clean-accuracy
+        kind: accuracy
+        min: 0.05
+    """
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+class _Counter:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.numbers = itertools.count()
+
+    def path(self, name: str) -> Path:
+        folder = self.folder / str(next(self.numbers))
+        folder.mkdir()
+        return folder / name
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    from gate.model import export_to_onnx
+
+    folder = tmp_path_factory.mktemp("fuzz-inputs")
+    model = folder / "tiny.onnx"
+    export_to_onnx(_Tiny(), torch.rand(2, 1, 8, 8), model)
+    data = folder / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.random((32, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 10, 32))
+    policy = folder / "policy.yaml"
+    policy.write_text(textwrap.dedent(POLICY).lstrip())
+    return {"model": model, "data": data, "policy": policy, "files": _Counter(folder)}
+
+
+def gate_check(
+    setup: dict, *, model: str | Path | None = None, data: Path | None = None
+) -> tuple[int, str, Path]:
+    report_dir = setup["files"].path("report")
+    args = [
+        "check", "-p", setup["policy"], "-m", model or setup["model"], "-d", data or setup["data"],
+        "-o", report_dir, "--device", "cpu", "--timeout", "60",
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    if currently_in_test_context():
+        event(f"exit {result.exit_code}")
+    return result.exit_code, result.output, report_dir
+
+
+def assert_clean(code: int, output: str, report_dir: Path, culprit: str | Path) -> None:
+    assert "Traceback" not in output and "internal error" not in output, output
+    assert code in (0, 1, 2, 3), output
+    if code == 2:
+        assert str(culprit) in output, output
+    else:  # 0/1, or 3 only as a clean error verdict with the reason in the report
+        report = Report.model_validate_json((report_dir / "report.json").read_text())
+        assert report.exit_code == code
+        if code == 3:
+            assert report.verdict == "error" and all(c.message for c in report.checks if c.status == "error")
+
+
+# --------------------------------------------------------------------- data files
+X_SHAPES = [(1, 8, 8), (64,), (8, 8), (), (1, 8, 8, 1), (3, 8, 8), (1, 4, 4), (0, 8, 8)]
+X_DTYPES = ["float32", "float64", "float16", "int8", "uint8", "bool", "complex64", "object", "<U3"]
+FILLS = ["uniform", "nan", "inf", "-inf", "out_of_range", "huge", "zeros", "negative_zero", "subnormal"]
+Y_KINDS = ["valid", "negative", "too_large", "huge", "float", "object", "bool", "2d", "short", "long"]
+MASKS = [None, "valid", "wrong_shape", "nan", "object", "short"]
+
+
+def _x(n: int, shape: tuple, dtype: str, fill: str, rng: np.random.Generator) -> np.ndarray:
+    if dtype == "object":
+        array = np.empty((n, *shape), dtype=object)
+        array.fill(0.5)
+        return array
+    values = rng.random((n, *shape))
+    values = {
+        "nan": np.where(values < 0.1, np.nan, values),
+        "inf": np.where(values < 0.1, np.inf, values),
+        "-inf": np.where(values < 0.1, -np.inf, values),
+        "out_of_range": values * 3 - 1,
+        "huge": values * 1e300,
+        "zeros": np.zeros_like(values),
+        "negative_zero": -np.zeros_like(values),
+        "subnormal": values * 1e-310,
+    }.get(fill, values)
+    with np.errstate(all="ignore"):
+        return values.astype(dtype)
+
+
+def _y(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    labels = rng.integers(0, 10, n)
+    return {
+        "negative": labels - 20,
+        "too_large": labels + 10,
+        "huge": np.full(n, 2**62, dtype=np.int64),
+        "float": labels.astype(np.float32) + 0.5,
+        "object": labels.astype(object),
+        "bool": labels > 4,
+        "2d": labels.reshape(-1, 1),
+        "short": labels[:-1],
+        "long": np.concatenate([labels, labels[:1]]),
+    }.get(kind, labels)
+
+
+@st.composite
+def data_files(draw: st.DrawFn) -> dict:
+    return {
+        "n": draw(st.integers(0, 24)),
+        # Half the draws keep each part valid, so that the others are reached past the first refusal.
+        "shape": draw(st.sampled_from(X_SHAPES) | st.just((1, 8, 8))),
+        "dtype": draw(st.sampled_from(X_DTYPES) | st.just("float32")),
+        "fill": draw(st.sampled_from(FILLS) | st.just("uniform")),
+        "y": draw(st.sampled_from(Y_KINDS) | st.just("valid")),
+        "mask": draw(st.sampled_from(MASKS) | st.none()),
+        "drop": draw(st.sampled_from([None, None, None, "x", "y"])),
+        "extra_key": draw(st.booleans()),
+        "compressed": draw(st.booleans()),
+        "damage": draw(st.sampled_from([None, None, None, "truncate", "random", "empty", "npy"])),
+        "cut": draw(st.floats(0, 1)),
+        "garbage": draw(st.binary(max_size=64)),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def write_data(path: Path, spec: dict) -> None:
+    rng = np.random.default_rng(spec["seed"])
+    n = spec["n"]
+    arrays = {"x": _x(n, spec["shape"], spec["dtype"], spec["fill"], rng), "y": _y(n, spec["y"], rng)}
+    mask = spec["mask"]
+    if mask is not None:
+        hw = spec["shape"][-2:] if len(spec["shape"]) >= 2 else (8, 8)
+        arrays["mask"] = {
+            "valid": (rng.random((n, *hw)) > 0.5).astype(np.float32),
+            "wrong_shape": np.ones((n, 3), dtype=np.float32),
+            "nan": np.full((n, *hw), np.nan, dtype=np.float32),
+            "object": np.empty((n, *hw), dtype=object),
+            "short": np.ones((max(n - 1, 0), *hw), dtype=np.float32),
+        }[mask]
+    if spec["drop"]:
+        del arrays[spec["drop"]]
+    if spec["extra_key"]:
+        arrays["notes"] = np.arange(3)
+    if spec["damage"] == "npy":
+        np.save(path.with_suffix(".npy"), arrays.get("x", np.zeros(1)), allow_pickle=True)
+        path.with_suffix(".npy").rename(path)
+        return
+    (np.savez_compressed if spec["compressed"] else np.savez)(path, **arrays)
+    content = path.read_bytes()
+    if spec["damage"] == "truncate":
+        path.write_bytes(content[: int(len(content) * spec["cut"])])
+    elif spec["damage"] == "random":
+        path.write_bytes(spec["garbage"])
+    elif spec["damage"] == "empty":
+        path.write_bytes(b"")
+
+
+@settings(FUZZ, max_examples=DATA_EXAMPLES)
+@given(spec=data_files())
+def test_generated_data_files_never_crash(setup: dict, spec: dict) -> None:
+    path = setup["files"].path("data.npz")
+    write_data(path, spec)
+    code, output, report_dir = gate_check(setup, data=path)
+    assert_clean(code, output, report_dir, path)
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=DATA_EXAMPLES * SLOW_FACTOR)
+@given(spec=data_files())
+def test_generated_data_files_never_crash_many(setup: dict, spec: dict) -> None:
+    path = setup["files"].path("data.npz")
+    write_data(path, spec)
+    code, output, report_dir = gate_check(setup, data=path)
+    assert_clean(code, output, report_dir, path)
+
+
+@pytest.mark.parametrize(
+    ("fill", "message"),
+    [("nan", "NaN"), ("inf", "inf"), ("out_of_range", "range")],
+)
+def test_bad_pixels_are_refused_with_the_reason(setup: dict, fill: str, message: str) -> None:
+    path = setup["files"].path("data.npz")
+    spec = {"n": 16, "shape": (1, 8, 8), "dtype": "float32", "fill": fill, "y": "valid", "mask": None}
+    spec.update(drop=None, extra_key=False, compressed=False, damage=None, seed=1)
+    write_data(path, spec)
+    code, output, _ = gate_check(setup, data=path)
+    assert code == 2 and str(path) in output
+    assert message.lower() in output.lower()
+
+
+# --------------------------------------------------------------------- model files
+@settings(FUZZ, max_examples=MODEL_EXAMPLES)
+@given(
+    kind=st.sampled_from(["truncate", "random", "flip", "empty"]),
+    fraction=st.floats(0, 1, exclude_max=True),
+    garbage=st.binary(max_size=256),
+    flips=st.lists(st.integers(0, 10**9), min_size=1, max_size=8),
+)
+def test_broken_onnx_files_never_crash(
+    setup: dict, kind: str, fraction: float, garbage: bytes, flips
+) -> None:
+    content = bytearray(Path(setup["model"]).read_bytes())
+    if kind == "truncate":
+        content = content[: int(len(content) * fraction)]
+    elif kind == "random":
+        content = bytearray(garbage)
+    elif kind == "flip":
+        for position in flips:
+            content[position % len(content)] ^= 0xFF
+    else:
+        content = bytearray()
+    path = setup["files"].path("model.onnx")
+    path.write_bytes(bytes(content))
+    code, output, report_dir = gate_check(setup, model=path)
+    assert_clean(code, output, report_dir, path)
+
+
+def _sequence_output_model(path: Path) -> None:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])
+    seq = helper.make_tensor_sequence_value_info("logits", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"]),
+            helper.make_node("SequenceConstruct", ["flat"], ["logits"]),
+        ],
+        "sequence",
+        [x],
+        [seq],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def _two_outputs_model(path: Path) -> None:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("a", "b")]
+    nodes = [helper.make_node("Flatten", ["input"], ["a"]), helper.make_node("Identity", ["a"], ["b"])]
+    graph = helper.make_graph(nodes, "two", [x], outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def _int_input_model(path: Path) -> None:
+    x = helper.make_tensor_value_info("input", TensorProto.INT64, ["N", 1, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.INT64, None)
+    graph = helper.make_graph([helper.make_node("Flatten", ["input"], ["logits"])], "int", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+class _Reshaped(nn.Module):
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        self.inner = _Tiny()
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x)
+        return {"3d": logits.unsqueeze(-1), "1d": logits.sum(1), "one-class": logits[:, :1]}[self.output]
+
+
+def _torch_model(output: str):
+    def write(path: Path) -> None:
+        from gate.model import export_to_onnx
+
+        export_to_onnx(_Reshaped(output), torch.rand(2, 1, 8, 8), path)
+
+    return write
+
+
+ONNX_BUILDERS = {
+    "sequence-output": _sequence_output_model,
+    "two-outputs": _two_outputs_model,
+    "int-input": _int_input_model,
+    "rank-3-output": _torch_model("3d"),
+    "rank-1-output": _torch_model("1d"),
+    "one-class": _torch_model("one-class"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONNX_BUILDERS))
+def test_onnx_models_with_the_wrong_interface_are_refused(setup: dict, name: str) -> None:
+    path = setup["files"].path(f"{name}.onnx")
+    ONNX_BUILDERS[name](path)
+    code, output, _ = gate_check(setup, model=path)
+    assert code == 2, output
+    assert str(path) in output and "Traceback" not in output
+
+
+FACTORIES = """
+import torch
+from torch import nn
+
+
+class RaisesInForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x):
+        raise RuntimeError("the forward pass is broken")
+
+
+class FeatureMap(nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def raises_in_forward():
+    return RaisesInForward()
+
+
+def raises_when_built():
+    raise ValueError("cannot build")
+
+
+def not_a_module():
+    return "a string"
+
+
+def feature_map():
+    return FeatureMap()
+
+
+not_callable = 42
+"""
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("fuzz_factories:raises_in_forward", "could not export"),
+        ("fuzz_factories:raises_when_built", "raised ValueError"),
+        ("fuzz_factories:not_a_module", "to return a torch.nn.Module"),
+        ("fuzz_factories:feature_map", "logits"),
+        ("fuzz_factories:not_callable", "to be callable"),
+        ("fuzz_factories:missing", "has no attribute"),
+        ("fuzz_no_such_module:factory", "cannot import module"),
+    ],
+)
+def test_broken_factories_are_refused(setup: dict, monkeypatch, reference: str, message: str) -> None:
+    folder = setup["files"].path("factories")
+    folder.mkdir()
+    (folder / "fuzz_factories.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "fuzz_factories", raising=False)
+    code, output, _ = gate_check(setup, model=reference)
+    assert code == 2, output
+    assert message in output and "Traceback" not in output
