@@ -320,7 +320,8 @@ def _check_finite(origin: str, name: str, indices: np.ndarray, values: np.ndarra
     if not finite.all():
         first = int(np.argmin(finite))
         raise DataError(
-            f"{name} must be finite; sample {int(indices[first])} contains NaN or inf "
+            f"{name} must be finite; sample {int(indices[first])} contains NaN or inf or a value beyond "
+            "float32's range "
             f"({int((~finite).sum())} such samples in rows {int(indices[0])}-{int(indices[-1])})",
             path=origin,
         )

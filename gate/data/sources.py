@@ -129,12 +129,11 @@ class ArraySource:
         return self.mask is not None
 
     def read(self, indices: np.ndarray) -> Rows:
-        mask = None if self.mask is None else np.asarray(self.mask[indices], dtype=np.float32)
-        return Rows(
-            x=np.asarray(self.x[indices], dtype=np.float32),
-            y=np.asarray(self.y[indices], dtype=np.int64),
-            mask=mask,
-        )
+        # A float64 beyond float32's range becomes inf here, which the scan refuses as not finite.
+        with np.errstate(over="ignore"):
+            mask = None if self.mask is None else np.asarray(self.mask[indices], dtype=np.float32)
+            x = np.asarray(self.x[indices], dtype=np.float32)
+        return Rows(x=x, y=np.asarray(self.y[indices], dtype=np.int64), mask=mask)
 
     def labels(self, indices: np.ndarray) -> np.ndarray:
         return np.asarray(self.y[indices], dtype=np.int64)
@@ -205,7 +204,8 @@ class DatasetSource:
             )
         if x.dtype.kind != "f":
             raise DataError(f"item {index} has x of dtype {x.dtype}; expected a float type", path=self.origin)
-        return np.asarray(x, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused by the scan
+            return np.asarray(x, dtype=np.float32)
 
     def _mask(self, index: int, mask: np.ndarray) -> np.ndarray:
         if tuple(mask.shape) != self.sample_shape[1:]:
