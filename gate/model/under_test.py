@@ -248,7 +248,8 @@ def _onnx_input_shape(
     if not fits:
         raise ModelError(
             f"input shape mismatch: the ONNX model's input is {_shape_text(('N', *declared))}, "
-            f"but the given input shape is {_shape_text(('N', *wanted))}",
+            f"but {'the given input shape' if spec.input_shape else 'the evaluation data'} is "
+            f"{_shape_text(('N', *wanted))}",
             path=path,
         )
     return tuple(wanted)
