@@ -229,7 +229,8 @@ def build_statement(subjects: list[Subject], predicate: dict[str, Any]) -> dict[
 def parse_statement(document: Any, *, where: str | Path) -> dict[str, Any]:
     """Check that ``document`` is a gate verdict statement with what verification needs; return it.
 
-    Accepts a bare statement or a DSSE envelope whose payload is one (what signing tools write).
+    Accepts a bare statement, a DSSE envelope whose payload is one (what signing tools write), or a
+    Sigstore bundle holding such an envelope.
     """
     document = _unwrap_envelope(document, where)
     if not isinstance(document, dict):
@@ -259,6 +260,9 @@ def parse_statement(document: Any, *, where: str | Path) -> dict[str, Any]:
 
 
 def _unwrap_envelope(document: Any, where: str | Path) -> Any:
+    """A DSSE envelope's payload, also inside a Sigstore bundle (``gh attestation download`` writes those)."""
+    if isinstance(document, dict) and isinstance(document.get("dsseEnvelope"), dict):
+        document = document["dsseEnvelope"]
     if not (isinstance(document, dict) and "payload" in document and "payloadType" in document):
         return document
     import base64

@@ -162,11 +162,16 @@ def test_verify_fails_when_the_attested_verdict_is_not_pass(tmp_path, digits_cnn
     assert "MISMATCH" not in output and "the attested verdict is fail" in output
 
 
-def test_verify_accepts_a_dsse_envelope(passed_run, tmp_path) -> None:
+def test_verify_accepts_a_dsse_envelope_and_a_sigstore_bundle(passed_run, tmp_path) -> None:
     payload = base64.b64encode(passed_run["statement"].read_bytes()).decode()
     envelope = tmp_path / "model.intoto.jsonl"
     envelope.write_text(json.dumps({"payloadType": "application/vnd.in-toto+json", "payload": payload}))
     code, output = invoke("verify", "-a", envelope, "-m", passed_run["model"])
+    assert code == 0, output
+    bundle = tmp_path / "bundle.json"  # a Sigstore bundle, as gh attestation download writes one per line
+    bundle.write_text(json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                                  "dsseEnvelope": json.loads(envelope.read_text())}))  # fmt: skip
+    code, output = invoke("verify", "-a", bundle, "-m", passed_run["model"])
     assert code == 0, output
 
 
