@@ -87,15 +87,18 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
         )  # fmt: skip
         run = run_attack(square, sub, label=f"{spec.id}: black-box", only=robust_index)
         broken = int((~run.tensor("robust")).sum())
-        fraction = broken / len(robust_index)
+        # Judged against all diagnosed samples, like the other diagnostics: a robust-accuracy drop, so a
+        # handful of survivors of a strong white-box attack cannot make one lucky break look like masking.
+        fraction = broken / len(sub.data)
         details["blackbox_broken_fraction"] = fraction
         if fraction <= spec.tolerance:
             return []
         return [
             Finding(
                 code="blackbox_beats_whitebox",
-                message=f"Square ({spec.queries} queries) broke {broken} of {len(robust_index)} samples that "
-                f"{spec.attack} could not: the gradients mislead the white-box attack",
+                message=f"Square ({spec.queries} queries) broke {broken} of the {len(robust_index)} samples that "
+                f"{spec.attack} could not, lowering robust accuracy by {fraction:.3f}: the gradients mislead the "
+                "white-box attack",
                 data={"broken": broken, "whitebox_robust": len(robust_index), "fraction": fraction},
             )
         ]
