@@ -4,7 +4,7 @@ from gate.model.export import ExportInfo, export_to_onnx
 from gate.model.preprocess import Normalize
 from gate.model.spec import ModelSpec, load_model_card, merge_spec
 from gate.model.twin import OnnxTwin, build_twin, supported_ops
-from gate.model.under_test import ModelUnderTest, load_model
+from gate.model.under_test import ModelUnderTest, export_model, load_model
 
 __all__ = [
     "ExportInfo",
@@ -13,6 +13,7 @@ __all__ = [
     "Normalize",
     "OnnxTwin",
     "build_twin",
+    "export_model",
     "export_to_onnx",
     "load_model",
     "load_model_card",

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
 
 from gate.errors import CheckError, ModelError
 from gate.model.export import ExportInfo, export_to_onnx
+from gate.model.files import sha256_of_files
 from gate.model.onnx_file import read_onnx
 from gate.model.preprocess import Normalize, make_normalize, with_preprocessing
 from gate.model.session import CUDA, open_session, torch_device
@@ -364,3 +369,35 @@ def load_model(
     if kind == "onnx":
         return _load_onnx_only(spec, example_input)
     return _load_torch(spec, kind, Path(work_dir), example_input)
+
+
+def export_model(spec: ModelSpec, output: Path) -> ExportInfo:
+    """Export a PyTorch source to ``output`` (``gate export``), proving the file opens in ONNX Runtime.
+
+    The export is the same one ``gate check`` judges. A model too large to inline keeps its weights in
+    ``<output>.data`` beside it, and the digest covers both files.
+    """
+    kind = source_kind(spec)
+    if kind == "onnx":
+        raise ModelError(
+            "this is already an ONNX model; gate export converts PyTorch sources", path=spec.source
+        )
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise ModelError(f"the output must be an .onnx file; found {output.name!r}", path=output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".gate-export-") as work:
+        info = _load_torch(spec, kind, Path(work), None).export_info
+        if info is None:
+            raise ModelError("the export produced no file information", path=spec.source)
+        if not info.external_files:
+            os.replace(info.path, output)
+            return dataclasses.replace(info, path=output, sha256=sha256_of_files([output]))
+        data = output.with_name(f"{output.name}.data")
+        proto = onnx.load(str(info.path))
+        onnx.save_model(
+            proto, str(output), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name
+        )
+        return dataclasses.replace(
+            info, path=output, external_files=(data,), sha256=sha256_of_files([output, data])
+        )
