@@ -142,7 +142,14 @@ def batch_normalization(
 ) -> torch.Tensor:
     if call.attr("training_mode", 0) or call.num_outputs > 1:
         raise call.unsupported("training mode")
-    return F.batch_norm(x, mean, var, scale, bias, training=False, eps=call.attr("epsilon", 1e-5))
+    eps = call.attr("epsilon", 1e-5)
+    if mean.requires_grad or var.requires_grad:
+        # Statistics computed in the graph from the input (batch statistics): F.batch_norm refuses to
+        # differentiate through running statistics, so normalise explicitly.
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        normalised = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps)
+        return normalised * scale.reshape(shape) + bias.reshape(shape)
+    return F.batch_norm(x, mean, var, scale, bias, training=False, eps=eps)
 
 
 def instance_normalization(
