@@ -232,6 +232,12 @@ def test_batch_statistics(gate_run, bad_factories, digits_npz) -> None:
     assert set(check.findings[0].data["samples"]) == {"onnx", "gradient model"}
 
 
+def test_batch_statistics_in_an_onnx_only_model(gate_run, bad_onnx, digits_npz) -> None:
+    check = sanity(gate_run, bad_onnx("BatchStatistics"), digits_npz)
+    assert codes(check) == ["batch_size_dependence"], check.message
+    assert set(check.findings[0].data["samples"]) == {"onnx", "gradient model"}  # the session and its twin
+
+
 def test_batch_statistics_in_the_onnx_session(gate_run, bad_onnx, digits_npz, no_twin) -> None:
     check = sanity(gate_run, bad_onnx("BatchStatistics"), digits_npz)
     assert codes(check) == ["batch_size_dependence"], check.message
