@@ -17,7 +17,8 @@ numbers:
   than ``tolerance`` of the samples (e.g. rounding or ``sign`` inside the model), so gradient attacks
   cannot move.
 
-Metric: the number of findings (``max: 0`` by default), on the first ``diagnostic_samples`` samples.
+Metric: the number of findings (``max: 0`` by default), on the first ``diagnostic_samples`` samples of the
+whole selection (in a sharded run, shard 1 runs it for every shard).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.checks.base import CheckContext, CheckKind, Measurement, deferred_to_first_shard
 from gate.policy.checks import ModelSanitySpec
 from gate.report.model import Finding
 
@@ -81,9 +82,10 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
     spec_type = ModelSanitySpec
 
     def run(self, spec: ModelSanitySpec, context: CheckContext) -> Measurement:
-        subset = context.data.selected[: spec.diagnostic_samples]
-        data = context.data.with_selection(subset)
-        batches = list(data.batches(context.batch_size, context.device))
+        sub = context.diagnostic_context(spec.diagnostic_samples)
+        if sub is None:  # a whole-set diagnostic: shard 1 runs it for every shard
+            return deferred_to_first_shard(context)
+        batches = list(sub.data.batches(context.batch_size, context.device))
         x = torch.cat([batch.x for batch in batches])
         y = torch.cat([batch.y for batch in batches])
         module = context.model.gradient_model

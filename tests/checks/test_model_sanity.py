@@ -265,3 +265,12 @@ def test_without_a_gradient_model_the_session_diagnostics_still_run(
     assert check.status == "pass"
     assert "gradient diagnostics skipped" in check.message
     assert set(check.details["repeat_max_abs_diff"]) == {"onnx"}
+
+
+def test_sharded_runs_diagnose_once_in_shard_one(gate_run, bad_factories, digits_npz) -> None:
+    whole = sanity(gate_run, f"{bad_factories}:softmax", digits_npz)
+    policy = POLICY.format(extra="")
+    first = only_check(gate_run(policy, f"{bad_factories}:softmax", digits_npz, shard=(1, 3)))
+    later = only_check(gate_run(policy, f"{bad_factories}:softmax", digits_npz, shard=(2, 3)))
+    assert (first.n, codes(first)) == (whole.n, codes(whole)) == (128, ["probability_outputs"])
+    assert later.details == {"deferred_to_shard": 1} and later.findings == []
