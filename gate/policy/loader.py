@@ -200,8 +200,11 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
     for policy_file in chain:
         document = policy_file.document
         for key in ("input", "confidence", "samples", "seed"):
-            if key in document.model_fields_set:
-                settings[key] = getattr(document, key)
+            value = getattr(document, key)
+            # null means "all samples" and "point values" for samples and confidence; for input and seed
+            # it means nothing was set, so the inherited or default value stays.
+            if key in document.model_fields_set and (value is not None or key in ("confidence", "samples")):
+                settings[key] = value
         for index, check in enumerate(document.checks):
             checks.pop(check.id, None)  # re-insert so the overriding file's order wins
             checks[check.id] = check
