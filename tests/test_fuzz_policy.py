@@ -353,3 +353,12 @@ def test_alias_bomb_is_refused_quickly(files: _Counter) -> None:
     path.write_bytes(alias_bomb(9, 12))  # 12**9 values once expanded
     code, output = invoke("policy", "validate", path)
     assert code == 2 and "aliases" in output and str(path) in output
+
+
+@pytest.mark.parametrize("key", ["seed", "input", "samples", "confidence"])
+def test_null_settings_found_by_the_fuzzer(files: _Counter, tiny_setup: dict[str, Path], key: str) -> None:
+    """``seed: null`` and ``input: null`` were internal errors (exit 3); null now keeps the default."""
+    path = files.path(".json")
+    path.write_bytes(_serialise({**BASE_POLICY, key: None}, "json"))
+    assert_validate_is_clean(path)
+    assert_check_is_clean(path, tiny_setup, files.path(".report"))
