@@ -38,6 +38,7 @@ from gate.report.model import (
     Summary,
 )
 from gate.resume import STATE_FILE, ResumeState, run_key
+from gate.scale.autobatch import choose_batch_size
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class RunOptions:
     seed: int | None = None
     baseline: Path | None = None
     timeout: float | None = None
-    batch_size: int = 256
+    batch_size: int | str = "auto"
+    """An integer, or ``auto``: the largest that fits the device (``gate.scale.choose_batch_size``)."""
     shard: tuple[int, int] | None = None
     today: dt.date | None = None
     progress: Progress = field(default_factory=lambda: Progress(enabled=False))
@@ -118,6 +120,10 @@ def run_gate(options: RunOptions) -> Report:
     model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)  # type: ignore[arg-type]
     timings["load_model"] = time.monotonic() - tick
     _check_labels(data, model.num_classes, options.data)
+    full_selection = select_indices(data.n_total, samples=samples, seed=seed, shard=None)
+    batch_size = choose_batch_size(options.batch_size, model, device, data.sample_shape, len(full_selection))
+    model.batch_size = batch_size
+    timings["batch_size"] = float(batch_size)
 
     context = CheckContext(
         policy=policy,
@@ -125,11 +131,11 @@ def run_gate(options: RunOptions) -> Report:
         data=data,
         device=device,
         seed=seed,
-        batch_size=options.batch_size,
+        batch_size=batch_size,
         artifacts_dir=options.report_dir / "artifacts",
         progress=options.progress,
         shard=options.shard,
-        full_selection=select_indices(data.n_total, samples=samples, seed=seed, shard=None),
+        full_selection=full_selection,
         resume=ResumeState(
             options.report_dir / STATE_FILE,
             run_key(
@@ -139,7 +145,7 @@ def run_gate(options: RunOptions) -> Report:
                 seed=seed,
                 samples=samples,
                 shard=options.shard,
-                batch_size=options.batch_size,
+                batch_size=batch_size,
             ),
             resume=options.resume,
         ),

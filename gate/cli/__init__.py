@@ -60,6 +60,18 @@ def _ints(text: str | None) -> tuple[int, ...] | None:
         raise UsageError(f"expected a shape such as 3,224,224; found {text!r}") from None
 
 
+def _batch_size(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise UsageError(f"--batch-size expects a positive integer or auto; found {text!r}")
+    return size
+
+
 def _shard(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -183,12 +195,28 @@ def build_model_spec(
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds for the whole run; checks past it end as error.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--batch-size",
+    default="auto",
+    show_default=True,
+    help="Evaluation batch size: a number, or auto (the largest that fits the device).",
+)
 @click.option(
     "--shard", help="Evaluate the K-th of N deterministic shards, e.g. 2/4 (merge with gate merge)."
 )
 @click.option(
     "--resume", is_flag=True, help="Reuse the checks and batches an interrupted run in --report-dir finished."
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run the shards as Ray tasks on this cluster (local: a local instance) and merge them.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    help="With --ray: how many shards (default: the cluster's GPUs, or its CPUs when it has none).",
 )
 def check(
     policy: str,
@@ -198,9 +226,11 @@ def check(
     seed: int | None,
     baseline: Path | None,
     timeout: float | None,
-    batch_size: int,
+    batch_size: str,
     shard: str | None,
     resume: bool,
+    ray_address: str | None,
+    shards: int | None,
     **model_flags: Any,
 ) -> None:
     """Evaluate a model against a policy and write the reports."""
@@ -217,12 +247,21 @@ def check(
         seed=seed,
         baseline=baseline,
         timeout=timeout,
-        batch_size=batch_size,
+        batch_size=_batch_size(batch_size),
         shard=_shard(shard),
         resume=resume,
         progress=console.Progress(),
     )
-    report = run_gate(options)
+    if ray_address is not None:
+        from gate.scale.ray_shards import run_on_ray
+
+        if options.shard is not None:
+            raise UsageError("--ray splits the run itself: give --shards N instead of --shard K/N")
+        report = run_on_ray(options, address=ray_address, shards=shards)
+    elif shards is not None:
+        raise UsageError("--shards needs --ray ADDRESS; to run one shard here, give --shard K/N")
+    else:
+        report = run_gate(options)
     write_reports(report, report_dir)
     print_summary(report, report_dir)
     sys.exit(report.exit_code)
