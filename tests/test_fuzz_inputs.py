@@ -253,16 +253,15 @@ def test_bad_pixels_are_refused_with_the_reason(setup: dict, fill: str, dtype: s
 
 
 # --------------------------------------------------------------------- model files
-@settings(FUZZ, max_examples=MODEL_EXAMPLES)
-@given(
-    kind=st.sampled_from(["truncate", "random", "flip", "empty"]),
-    fraction=st.floats(0, 1, exclude_max=True),
-    garbage=st.binary(max_size=256),
-    flips=st.lists(st.integers(0, 10**9), min_size=1, max_size=8),
-)
-def test_broken_onnx_files_never_crash(
-    setup: dict, kind: str, fraction: float, garbage: bytes, flips
-) -> None:
+BROKEN_ONNX = {
+    "kind": st.sampled_from(["truncate", "random", "flip", "empty"]),
+    "fraction": st.floats(0, 1, exclude_max=True),
+    "garbage": st.binary(max_size=256),
+    "flips": st.lists(st.integers(0, 10**9), min_size=1, max_size=8),
+}
+
+
+def check_broken_onnx(setup: dict, kind: str, fraction: float, garbage: bytes, flips: list[int]) -> None:
     content = bytearray(Path(setup["model"]).read_bytes())
     if kind == "truncate":
         content = content[: int(len(content) * fraction)]
@@ -277,6 +276,23 @@ def test_broken_onnx_files_never_crash(
     path.write_bytes(bytes(content))
     code, output, report_dir = gate_check(setup, model=path)
     assert_clean(code, output, report_dir, path)
+
+
+@settings(FUZZ, max_examples=MODEL_EXAMPLES)
+@given(**BROKEN_ONNX)
+def test_broken_onnx_files_never_crash(
+    setup: dict, kind: str, fraction: float, garbage: bytes, flips
+) -> None:
+    check_broken_onnx(setup, kind, fraction, garbage, flips)
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=MODEL_EXAMPLES * SLOW_FACTOR)
+@given(**BROKEN_ONNX)
+def test_broken_onnx_files_never_crash_many(
+    setup: dict, kind: str, fraction: float, garbage: bytes, flips
+) -> None:
+    check_broken_onnx(setup, kind, fraction, garbage, flips)
 
 
 def _sequence_output_model(path: Path) -> None:
