@@ -45,10 +45,17 @@ def checked_file(path: Path, what: str, *, max_bytes: int | None = None) -> Path
 
 
 def sha256_of_files(paths: Iterable[Path]) -> str:
-    """One SHA-256 over the files in order, each prefixed by its name so that renaming changes the hash."""
+    """The SHA-256 of a model artifact.
+
+    One file: the plain digest of its bytes, so ``sha256sum`` and attestation tools agree with the report.
+    Several (an ONNX file with external data): one digest over the files in order, each prefixed by its
+    name, so renaming or swapping a data file changes it.
+    """
+    files = list(paths)
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0")
+    for path in files:
+        if len(files) > 1:
+            digest.update(path.name.encode() + b"\0")
         with path.open("rb") as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(block)

@@ -48,7 +48,7 @@ def test_factory_with_weights_exports_with_parity(
     assert model.export_info is not None and model.export_info.exporter == exporter
     assert model.onnx_path == tmp_path / "model.onnx"
     assert not (tmp_path / "model.onnx.data").exists()
-    assert model.onnx_sha256 == hashlib.sha256(b"model.onnx\0" + model.onnx_path.read_bytes()).hexdigest()
+    assert model.onnx_sha256 == hashlib.sha256(model.onnx_path.read_bytes()).hexdigest()
     assert (model.provider, model.device, model.num_classes, model.input_shape) == (
         CPU,
         torch.device("cpu"),
