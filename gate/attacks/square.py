@@ -165,6 +165,8 @@ class Square(Attack):
         """Propose one square update per sample, query it, keep it where the margin dropped."""
         height, width = search.x.shape[-2:]
         side = square_side(square_fraction(self.p_init, iteration, self.steps), height, width)
+        if self.norm == "l2":  # the bump needs room: odd sides of at least 3 pixels where the image allows
+            side = min(max(side, 3) | 1, height, width)
         propose = self._propose_linf if self.norm == "linf" else self._propose_l2
         x_new = propose(search, rng, iteration, side).clamp_(*self.bounds)
         still_robust = search.margin_best > 0
@@ -206,8 +208,8 @@ class Square(Attack):
     def _propose_l2(self, search: _Search, rng: SampleRandom, iteration: int, side: int) -> torch.Tensor:
         """Move the perturbation mass of two squares into the first, reshaped as a bump (paper, Alg. 3).
 
-        The norm of the new first square absorbs the mass of both squares plus any unused budget, so
-        the whole perturbation keeps norm ``eps`` (before clipping to the bounds).
+        The new first square absorbs the mass of both squares plus any unused budget; the whole
+        perturbation is then rescaled to norm ``eps``, so clipping at the bounds never leaves budget idle.
         """
         channels, height, width = search.x.shape[1:]
         tag = 8 * iteration
@@ -230,4 +232,5 @@ class Square(Attack):
         new = bump * rng.signs(tag + 5, (channels, 1, 1), delta.dtype) + old
         new = new / (new.square().sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12)
         new = new * (mass_union + per_sample(spare, mass_union)).sqrt()
-        return search.x + torch.where(union, new, delta)
+        delta = torch.where(union, new, delta)
+        return search.x + delta * per_sample(self.eps / (l2_norm(delta) + 1e-12), delta)

@@ -51,10 +51,12 @@ def test_square_breaks_standard_model_with_scores_only(digits_split, digits_cnn,
 
 
 def test_square_rejects_non_images(digits_mlp):
+    flat = torch.rand(3, 64)
+    model = lambda x: digits_mlp(x.view(-1, 1, 8, 8))  # noqa: E731
+    with torch.no_grad():
+        y = model(flat).argmax(1)  # correctly classified, so the attack does run
     with pytest.raises(ValueError, match="images"):
-        Square(norm="linf", eps=0.1, steps=5).perturb(
-            lambda x: digits_mlp(x.view(-1, 1, 8, 8)), torch.rand(3, 64), torch.zeros(3, dtype=torch.long)
-        )
+        Square(norm="linf", eps=0.1, steps=5).perturb(model, flat, y)
 
 
 @pytest.mark.peers
