@@ -8,9 +8,9 @@ read files, and the CLI (``gate attest``, ``gate verify``) does the writing and 
 
 Two digests are kept for the model. The subject carries the plain SHA-256 of each file (what
 ``sha256sum``, ``actions/attest`` ``subject-path`` and ``gh attestation verify`` compute); the predicate
-carries gate's own model digest from the report, one SHA-256 over the ONNX file and its external-data
-files, each prefixed by its file name (``gate.model.files.sha256_of_files``), so a swapped external-data
-file is caught even though it is not the file being verified.
+carries gate's own model digest from the report (``gate.model.files.sha256_of_files``): for a single file
+the same plain SHA-256, for an ONNX file with external data one SHA-256 over the files, each prefixed by
+its name, so a swapped external-data file is caught even though it is not the file being verified.
 """
 
 from __future__ import annotations
@@ -300,7 +300,8 @@ def verify_statement(
     if model.gate_sha256 is not None and model.sha256 in by_digest:
         _compare(
             result,
-            f"model {name} with its external data (gate's digest; it covers file names)",
+            f"model {name} as gate digests it"
+            + (" (with its external data, by file name)" if model.external else ""),
             model.gate_sha256,
             predicate["model"].get("sha256"),
         )

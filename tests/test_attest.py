@@ -271,7 +271,7 @@ def test_external_data_is_hashed_as_gate_hashes_it(tmp_path) -> None:
     data.write_bytes(bytes(weights))
     code, output = invoke("verify", "-a", path, "-m", split)
     assert code == 1
-    assert "MISMATCH  model split.onnx with its external data" in output
+    assert "MISMATCH  model split.onnx as gate digests it (with its external data" in output
     assert "MISMATCH  external data split.onnx.data" in output
 
 
