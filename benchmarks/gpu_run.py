@@ -1,0 +1,112 @@
+"""The GPU check in one go, for a CUDA machine without network: GPU-marked tests and the benchmarks, on CUDA.
+
+Writes into ``$OUT`` (or ``--out``): ``gpu_summary.json`` (each step's command, exit code, seconds and the
+machine), ``gpu_run.log`` (all output), ``gpu_tests.xml`` (JUnit of ``pytest -m gpu``) and one JSON per
+benchmark. Packages the machine lacks (pydantic, ruamel.yaml, captum ...) come from ``.gpu-deps``, made
+here by ``benchmarks/make_gpu_bundle.sh PYTHON_VERSION`` and carried along; gate itself runs from the
+checkout. Every step has its own time limit and the whole run stays under ``--budget`` seconds.
+
+    python3 benchmarks/gpu_run.py            # from the repository root, OUT set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def steps(out: Path) -> list[tuple[str, list[str], float]]:
+    """(name, command, seconds allowed); benchmarks small enough for a few minutes on one GPU."""
+    python = sys.executable
+    return [
+        ("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                       f"--junitxml={out / 'gpu_tests.xml'}"], 150),
+        ("bench_scale", [python, "benchmarks/bench_scale.py", "--device", "cuda", "--sizes", "500", "2000", "8000",
+                         "--shards", "1", "2", "--shard-samples", "2000", "--out", str(out / "bench_scale_cuda.json")], 130),
+        ("bench_attacks", [python, "benchmarks/bench_attacks.py", "--device", "cuda", "--repeats", "2",
+                           "--out", str(out / "bench_attacks_cuda.json")], 100),
+        ("bench_explain", [python, "benchmarks/bench_explain.py", "--device", "cuda", "--repeats", "2",
+                           "--batch-sizes", "256", "1024", "--out", str(out / "bench_explain_cuda.json")], 70),
+    ]  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    """PYTHONPATH with the checkout and the carried packages, so children import gate and its dependencies."""
+    paths = [str(ROOT)]
+    if (ROOT / ".gpu-deps").is_dir():
+        paths.append(str(ROOT / ".gpu-deps"))
+    previous = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, *([previous] if previous else [])])}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def machine(env: dict[str, str]) -> dict:
+    probe = (
+        "import json, torch, onnxruntime, sys; "
+        "print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
+        "'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else None, "
+        "'onnxruntime': onnxruntime.__version__, 'ort_providers': onnxruntime.get_available_providers(), "
+        "'python': sys.version.split()[0]}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    info = json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr[-2000:]}
+    return {**info, "platform": platform.platform(), "cpus": os.cpu_count()}
+
+
+def run_step(command: list[str], seconds: float, env: dict[str, str], log) -> tuple[int, float]:
+    start = time.monotonic()
+    log.write(f"\n===== {' '.join(command)} (limit {seconds:.0f} s)\n")
+    log.flush()
+    try:
+        code = subprocess.run(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=seconds
+        ).returncode
+    except subprocess.TimeoutExpired:
+        code = 124
+    return code, time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
+    parser.add_argument("--budget", type=float, default=360, help="seconds for everything")
+    parser.add_argument("--only", nargs="*", help="run only these steps")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    deadline = time.monotonic() + args.budget
+    summary: dict = {"machine": machine(env), "steps": []}
+    with open(args.out / "gpu_run.log", "w") as log:
+        for name, command, allowed in steps(args.out.resolve()):
+            if args.only and name not in args.only:
+                continue
+            left = deadline - time.monotonic()
+            if left < 20:
+                summary["steps"].append({"name": name, "skipped": "no time left"})
+                continue
+            code, seconds = run_step(command, min(allowed, left), env, log)
+            summary["steps"].append(
+                {"name": name, "command": command[1:], "exit_code": code, "seconds": round(seconds, 1)}
+            )
+            print(f"{name}: exit {code} in {seconds:.0f} s", flush=True)
+            (args.out / "gpu_summary.json").write_text(json.dumps(summary, indent=2))
+    (args.out / "gpu_summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    sys.exit(0 if all(step.get("exit_code") == 0 for step in summary["steps"]) else 1)
+
+
+if __name__ == "__main__":
+    main()
