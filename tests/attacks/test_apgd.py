@@ -59,13 +59,16 @@ def test_untargeted_dlr_runs(digits_split, digits_mlp):
 
 
 PEER_CASES = [("linf", 0.2), ("l2", 1.0)]
-SEEDS = range(5)  # one seed's result moves by a few samples; compare means
+# One run's robust accuracy moves by a few samples with the random start (both libraries alike), so
+# both sides get the same restarts (a point counts as robust only if it survives all) and two seeds.
+SEEDS = range(2)
+RESTARTS = 4
 
 
 def _ours(model, x, y, norm, eps, steps):
     def run(seed: int) -> float:
         return (
-            APGDCE(norm=norm, eps=eps, steps=steps, seed=seed)
+            APGDCE(norm=norm, eps=eps, steps=steps, restarts=RESTARTS, seed=seed)
             .perturb(model, x, y)
             .robust.float()
             .mean()
@@ -86,7 +89,7 @@ def test_apgd_at_least_as_strong_as_torchattacks(digits_split, robust_digits_cnn
         torch.manual_seed(seed)
         peer_norm = "Linf" if norm == "linf" else "L2"
         peer = torchattacks.APGD(
-            model, norm=peer_norm, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed
+            model, norm=peer_norm, eps=eps, steps=steps, n_restarts=RESTARTS, loss="ce", seed=seed
         )
         return robust_accuracy_of(model, peer(x, y), y)
 
@@ -109,7 +112,7 @@ def test_apgd_at_least_as_strong_as_art(digits_split, robust_digits_cnn, norm, e
         torch.manual_seed(seed)
         peer = AutoProjectedGradientDescent(
             classifier, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=2 * eps, max_iter=steps,
-            nb_random_init=1, batch_size=len(x), loss_type="cross_entropy", verbose=False,
+            nb_random_init=RESTARTS, batch_size=len(x), loss_type="cross_entropy", verbose=False,
         )  # fmt: skip
         return robust_accuracy_of(model, peer.generate(x.numpy(), y.numpy()), y)
 
