@@ -89,13 +89,21 @@ class EvalData:
 
 
 def _to_batch(indices: np.ndarray, rows: Rows, device: torch.device) -> Batch:
-    mask = None if rows.mask is None else torch.from_numpy(rows.mask).to(device)
+    mask = None if rows.mask is None else _to_device(rows.mask, device)
     return Batch(
-        index=torch.from_numpy(indices.astype(np.int64, copy=True)).to(device),
-        x=torch.from_numpy(rows.x).to(device),
-        y=torch.from_numpy(rows.y).to(device),
+        index=_to_device(indices.astype(np.int64, copy=True), device),
+        x=_to_device(rows.x, device),
+        y=_to_device(rows.y, device),
         mask=mask,
     )
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """To CUDA through pinned memory without blocking the host (the copy is ordered on the stream that uses it)."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def load_data(
