@@ -5,24 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class DigitsCNN(nn.Module):
-    """Same layout as the conftest CNN, so its state dict loads into this one."""
-
-    def __init__(self, channels: int = 16) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels * 2, 3, padding=1, stride=2),
-            nn.ReLU(),
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels * 2 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+from gate.demo.models import DigitsCNN  # the same layout as the conftest CNN, so its state dict loads
 
 
 class BasicBlock(nn.Module):
