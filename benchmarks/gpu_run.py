@@ -23,12 +23,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def gpu_test_files() -> list[str]:
+    """Only the modules with GPU tests: collecting the rest would import peers the GPU machine lacks."""
+    files = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").rglob("test_*.py")
+        if "mark.gpu" in path.read_text(encoding="utf-8")
+    )
+    return files or ["tests"]
+
+
 def steps(out: Path) -> list[tuple[str, list[str], float]]:
     """(name, command, seconds allowed); benchmarks small enough for a few minutes on one GPU."""
     python = sys.executable
     return [
-        ("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                       f"--junitxml={out / 'gpu_tests.xml'}"], 150),
+        ("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
+                       "--continue-on-collection-errors", f"--junitxml={out / 'gpu_tests.xml'}",
+                       *gpu_test_files()], 150),
         ("bench_scale", [python, "benchmarks/bench_scale.py", "--device", "cuda", "--sizes", "500", "2000", "8000",
                          "--shards", "1", "2", "--shard-samples", "2000", "--out", str(out / "bench_scale_cuda.json")], 130),
         ("bench_attacks", [python, "benchmarks/bench_attacks.py", "--device", "cuda", "--repeats", "2",
@@ -41,8 +52,18 @@ def steps(out: Path) -> list[tuple[str, list[str], float]]:
 def environment() -> dict[str, str]:
     """PYTHONPATH with the checkout and the carried packages, so children import gate and its dependencies."""
     paths = [str(ROOT)]
-    if (ROOT / ".gpu-deps").is_dir():
-        paths.append(str(ROOT / ".gpu-deps"))
+    bundle = ROOT / ".gpu-deps"
+    if bundle.is_dir():
+        made_for = (
+            (bundle / "PYTHON_VERSION").read_text().strip() if (bundle / "PYTHON_VERSION").exists() else ""
+        )
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if made_for == running:
+            paths.append(str(bundle))
+        else:
+            print(
+                f"ignoring .gpu-deps: made for Python {made_for or '?'}, this is {running}", file=sys.stderr
+            )
     previous = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, *([previous] if previous else [])])}
     env["PYTHONUNBUFFERED"] = "1"

@@ -31,6 +31,7 @@ rm -rf "$dest"
 mkdir -p "$dest"
 for wheel in "$wheels"/*.whl; do python -m zipfile -e "$wheel" "$dest"; done
 find "$dest" -name '__pycache__' -prune -exec rm -rf {} +
+echo "$pyver" > "$dest/PYTHON_VERSION"  # gpu_run.py uses the bundle only on this Python
 
 size_mib=$(du -sm "$dest" | cut -f1)
 echo "bundled into $dest (${size_mib} MiB) for Python $pyver: ${specs[*]}"

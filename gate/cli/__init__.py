@@ -197,6 +197,7 @@ def build_model_spec(
 )
 @click.option(
     "--batch-size",
+    metavar="N|auto",
     default="auto",
     show_default=True,
     help="Evaluation batch size: a number, or auto (the largest that fits the device).",
