@@ -40,7 +40,7 @@ def steps(out: Path) -> list[tuple[str, list[str], float]]:
         ("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
                        "--continue-on-collection-errors", f"--junitxml={out / 'gpu_tests.xml'}",
                        *gpu_test_files()], 150),
-        ("bench_scale", [python, "benchmarks/bench_scale.py", "--device", "cuda", "--sizes", "500", "2000", "8000",
+        ("bench_scale", [python, "benchmarks/bench_scale.py", "--device", "auto", "--sizes", "500", "2000", "8000",
                          "--shards", "1", "2", "--shard-samples", "2000", "--out", str(out / "bench_scale_cuda.json")], 130),
         ("bench_attacks", [python, "benchmarks/bench_attacks.py", "--device", "cuda", "--repeats", "2",
                            "--out", str(out / "bench_attacks_cuda.json")], 100),

@@ -1,4 +1,8 @@
-"""On a CUDA device: the measured batch-size search, pinned host-to-device batches and a whole auto-batched run."""
+"""On a CUDA device: the measured batch-size search, pinned host-to-device batches and a whole auto-batched run.
+
+``--device auto`` rather than ``cuda``: torch runs on the GPU, and ONNX Runtime too where onnxruntime-gpu
+works (a CPU-only onnxruntime would make ``cuda`` a usage error).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ CUDA = torch.device("cuda")
 
 
 def test_measured_batch_size_fits_and_runs(tmp_path, digits_cnn_onnx):
-    model = load_model(ModelSpec(source=str(digits_cnn_onnx), device="cuda"), work_dir=tmp_path)
+    model = load_model(ModelSpec(source=str(digits_cnn_onnx), device="auto"), work_dir=tmp_path)
     chosen = choose_batch_size("auto", model, CUDA, (1, 8, 8), samples=100_000)
     assert 8 <= chosen <= 4096 and chosen & (chosen - 1) == 0
     assert choose_batch_size("auto", model, CUDA, (1, 8, 8), samples=300) <= 300
@@ -63,7 +67,7 @@ def test_auto_batch_run_on_cuda_records_its_batch_size(tmp_path, digits_cnn_onnx
     )
     out = tmp_path / "report"
     args = ["check", "-p", str(policy), "-m", str(digits_cnn_onnx), "-d", str(digits_npz), "-o", str(out)]
-    result = CliRunner().invoke(main, [*args, "--device", "cuda"], catch_exceptions=False)
+    result = CliRunner().invoke(main, [*args, "--device", "auto"], catch_exceptions=False)
     assert result.exit_code in (0, 1), result.output
     report = json.loads((out / "report.json").read_text())
     assert report["environment"]["device"].startswith("cuda")
