@@ -1,4 +1,7 @@
-"""gate check --ray: shards as Ray tasks on a local instance, merged into the unsharded decision."""
+"""gate check --ray: shards as Ray tasks on a local instance, merged into the unsharded decision.
+
+A few seconds each (a local instance starts in about 4 s), so not marked slow; skipped without Ray.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +61,6 @@ def ray_instance():
     ray.shutdown()
 
 
-@pytest.mark.slow
 def test_ray_shards_decide_like_an_unsharded_run(ray_instance, tmp_path, digits_cnn_onnx, digits_npz):
     policy = write_policy(tmp_path / "policy.yaml", POLICY)
     common = ("check", "-p", policy, "-m", digits_cnn_onnx, "-d", digits_npz)
@@ -74,7 +76,6 @@ def test_ray_shards_decide_like_an_unsharded_run(ray_instance, tmp_path, digits_
     assert merged["data"]["n"] == 120 and merged["timings"]["shards"] == 2
 
 
-@pytest.mark.slow
 def test_a_shard_error_is_the_runs_error(ray_instance, tmp_path, digits_cnn_onnx):
     policy = write_policy(tmp_path / "policy.yaml", POLICY)
     missing = tmp_path / "nowhere.npz"
