@@ -58,7 +58,9 @@ def test_merged_shards_decide_like_an_unsharded_run(tmp_path, digits_cnn_onnx, d
         invoke(*common, "--report-dir", folder, "--shard", f"{k}/3")
     merged_code = invoke("merge", *shard_dirs, "--report-dir", tmp_path / "merged")
     assert merged_code == full_code
-    assert all(check["status"] != "error" for check in checks_of(tmp_path / "full")), checks_of(tmp_path / "full")
+    assert all(check["status"] != "error" for check in checks_of(tmp_path / "full")), checks_of(
+        tmp_path / "full"
+    )
     assert checks_of(tmp_path / "merged") == checks_of(tmp_path / "full")
     assert sum(json.loads((d / "report.json").read_text())["data"]["n"] for d in shard_dirs) == 200
 

@@ -67,7 +67,7 @@ class AutoAttack(Attack):
         self.stage_names = ("clean", "apgd-ce", "apgd-t", "fab-t", "square")
 
     def _run(self, model, x, y, target, rng: SampleRandom, restart: int) -> RunResult:  # pragma: no cover
-        raise NotImplementedError("AutoAttack composes whole attacks; see perturb")
+        raise TypeError("AutoAttack composes whole attacks in perturb(); its _run is never called")
 
     def perturb(
         self, model: Model, x: torch.Tensor, y: torch.Tensor, *, index: torch.Tensor | None = None

@@ -103,9 +103,7 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
             )
         ]
 
-    def _sweep(
-        self, spec, context: CheckContext, robust_accuracy, details: dict
-    ) -> list[Finding]:
+    def _sweep(self, spec, context: CheckContext, robust_accuracy, details: dict) -> list[Finding]:
         sample_size = math.prod(context.data.sample_shape)
         epsilons = sorted(spec.sweep or default_sweep(spec, context.policy.input.range, sample_size))
         accuracies = [

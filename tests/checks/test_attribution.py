@@ -55,7 +55,9 @@ def test_localisation_without_masks_is_a_clear_error(gate_run, digits_cnn_onnx, 
 
 def test_randomisation_sanity_on_the_source_model(factory_run, standard_weights, digits_npz):
     spec = POLICY.format(method="saliency", metric="randomization_similarity", threshold="max: 0.6")
-    check = only_check(factory_run(spec, "gate.demo.models:digits_cnn", standard_weights, digits_npz, samples=40))
+    check = only_check(
+        factory_run(spec, "gate.demo.models:digits_cnn", standard_weights, digits_npz, samples=40)
+    )
     assert check.status == "pass", check.message
     assert check.value < 0.4
 
