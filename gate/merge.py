@@ -139,14 +139,15 @@ def _merge_check(
     if all(r.details.get("deferred_to_shard") == 1 for r in shard_results[1:]):
         # A whole-set diagnostic: shard 1 evaluated it for every shard.
         return base.model_copy(update={"samples": None})
-    if any(r.samples is None for r in shard_results):
+    records = [r.samples for r in shard_results if r.samples is not None]
+    if len(records) != len(shard_results):
         message = "cannot merge: a shard's result carries no per-sample values (was it run with --shard?)"
         return _located(error_result(spec, message, waiver, settings), base)
-    index = np.concatenate([np.asarray(r.samples.index, dtype=np.int64) for r in shard_results])  # type: ignore[union-attr]
-    values = np.concatenate([np.asarray(r.samples.values, dtype=np.float64) for r in shard_results])  # type: ignore[union-attr]
+    index = np.concatenate([np.asarray(record.index, dtype=np.int64) for record in records])
+    values = np.concatenate([np.asarray(record.values, dtype=np.float64) for record in records])
     order = np.argsort(index, kind="stable")
     values = values[order]
-    if base.samples.proportion:  # type: ignore[union-attr]
+    if records[0].proportion:
         measurement = Measurement.proportion(values > 0.5)
     else:
         measurement = Measurement.mean_of(values)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import ValidationError
@@ -41,6 +42,10 @@ from gate.resume import STATE_FILE, ResumeState, run_key
 from gate.scale.autobatch import choose_batch_size
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
+if TYPE_CHECKING:
+    from gate.data import EvalData
+    from gate.model import ModelSpec
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,7 +54,7 @@ class RunOptions:
     """What to evaluate and how; mirrors ``gate check``'s options."""
 
     policy: str
-    model: object  # gate.model.ModelSpec
+    model: ModelSpec
     data: str
     report_dir: Path
     samples: int | None = None
@@ -97,7 +102,7 @@ def run_gate(options: RunOptions) -> Report:
     seed = options.seed if options.seed is not None else policy.seed
     samples = options.samples if options.samples is not None else policy.samples
     baseline = load_baseline(options.baseline) if options.baseline else {}
-    device = resolve_device(options.model.device)  # type: ignore[attr-defined]
+    device = resolve_device(options.model.device)
     options.report_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(
         options.report_dir / "artifacts", ignore_errors=True
@@ -110,14 +115,14 @@ def run_gate(options: RunOptions) -> Report:
         samples=samples,
         seed=seed,
         shard=options.shard,
-        input_shape=options.model.input_shape,  # type: ignore[attr-defined]
+        input_shape=options.model.input_shape,
     )
     timings["load_data"] = time.monotonic() - tick
     tick = time.monotonic()
     first = next(data.batches(1, "cpu"), None)
     if first is None:
         raise DataError("the evaluation data selected no samples", path=options.data)
-    model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)  # type: ignore[arg-type]
+    model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)
     timings["load_model"] = time.monotonic() - tick
     _check_labels(data, model.num_classes, options.data)
     full_selection = select_indices(data.n_total, samples=samples, seed=seed, shard=None)
@@ -172,7 +177,7 @@ def run_gate(options: RunOptions) -> Report:
             name=policy.name, files=[str(f.path) for f in resolved.files], sha256=resolved.sha256
         ),
         model=ModelInfo(
-            source=options.model.source,  # type: ignore[attr-defined]
+            source=options.model.source,
             sha256=model.onnx_sha256,
             onnx_path=str(model.onnx_path),
             provider=model.provider,
@@ -200,9 +205,9 @@ def run_gate(options: RunOptions) -> Report:
     )
 
 
-def _check_labels(data: object, num_classes: int, source: str) -> None:
+def _check_labels(data: EvalData, num_classes: int, source: str) -> None:
     """Labels must index the model's outputs; otherwise every accuracy number would be meaningless."""
-    max_label = int(data.labels().max())  # type: ignore[attr-defined]
+    max_label = int(data.labels().max())
     if max_label >= num_classes:
         raise DataError(
             f"labels go up to {max_label} but the model has {num_classes} outputs (classes 0..{num_classes - 1})",
