@@ -83,6 +83,8 @@ class Attack(ABC):
     name: ClassVar[str]
     supports_targeted: ClassVar[bool] = True
     counts_queries: ClassVar[bool] = False
+    needs_gradients: ClassVar[bool] = True
+    """False for score-based attacks, which may be given a model without gradients (an ONNX session)."""
 
     def __init__(
         self,

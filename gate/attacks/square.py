@@ -109,6 +109,7 @@ class Square(Attack):
     name: ClassVar[str] = "square"
     supports_targeted: ClassVar[bool] = False
     counts_queries: ClassVar[bool] = True
+    needs_gradients: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -60,7 +60,7 @@ def build_attack(
 
 def attack_model(attack: Attack, context: CheckContext) -> Model:
     """Score-based attacks query the deployed session; white-box ones need the differentiable model."""
-    if attack.counts_queries:
+    if not attack.needs_gradients:
         return context.model.scores
     module = context.model.require_gradient_model()
     return module.to(context.device).eval()
@@ -213,7 +213,7 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             "clean_accuracy": float(clean_correct.float().mean()),
             "attacked_samples": attacked,
             "attack_success_rate": broken / attacked if attacked else 0.0,
-            "gradients_from": "none (score-based)" if attack.name == "square" else context.model.source_kind,
+            "gradients_from": context.model.source_kind if attack.needs_gradients else "none (score-based)",
             "pytorch_onnx_disagreements": run.disagreement_count,
             "disagreeing_samples": run.disagreements,
         }

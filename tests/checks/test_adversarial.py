@@ -41,12 +41,22 @@ def test_standard_model_fails_and_pgd_trained_model_passes(
 
 
 @pytest.mark.parametrize(
-    ("attack", "norm", "epsilon"), [("fgsm", "linf", 0.2), ("apgd-ce", "l2", 1.5), ("square", "linf", 0.2)]
+    ("attack", "norm", "epsilon"),
+    [
+        ("fgsm", "linf", 0.2),
+        ("apgd-ce", "l2", 1.5),
+        ("apgd-dlr", "linf", 0.2),
+        ("fab", "linf", 0.2),
+        ("square", "linf", 0.2),
+        ("autoattack", "linf", 0.2),
+    ],
 )
 def test_each_attack_lowers_robust_accuracy_of_the_standard_model(
     gate_run, digits_cnn_onnx, digits_npz, attack, norm, epsilon
 ):
-    extra = "queries: 300" if attack == "square" else ("steps: 20" if attack == "apgd-ce" else "")
+    extra = {"square": "queries: 300", "autoattack": "steps: 10\n        queries: 100"}.get(attack, "")
+    if attack in ("apgd-ce", "apgd-dlr", "fab"):
+        extra = "steps: 20"
     check = only_check(
         gate_run(policy(attack, norm, epsilon, extra), digits_cnn_onnx, digits_npz, samples=100)
     )
