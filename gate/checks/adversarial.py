@@ -112,14 +112,18 @@ def run_attack(
     result = AttackRun()
     total = len(context.data) if only is None else len(only)
     with context.progress.task(label, total) as progress:
+        _, _, clean_predictions = context.clean_predictions()  # one session pass per run, shared by checks
+        position = 0
         for batch in context.data.batches(context.batch_size, context.device):
             context.check_deadline()
             x, y, index = batch.x, batch.y, batch.index
+            predictions = clean_predictions[position : position + len(batch)].to(x.device)
+            position += len(batch)
             if only is not None:
                 keep = torch.isin(index, only.to(index.device))
                 if not bool(keep.any()):
                     continue
-                x, y, index = x[keep], y[keep], index[keep]
+                x, y, index, predictions = x[keep], y[keep], index[keep], predictions[keep]
             batch_key = f"{label}@{int(index[0])}+{len(index)}"
             saved = context.finished_batch(batch_key)
             if saved is not None:
@@ -127,7 +131,7 @@ def run_attack(
                 progress.advance(len(x))
                 continue
             recorded = len(result.index)
-            clean_correct = context.model.scores(x).argmax(1) == y
+            clean_correct = predictions == y
             x_adv = x.clone()
             attacked = clean_correct.nonzero().squeeze(1)
             if len(attacked):
