@@ -81,7 +81,7 @@ def save_heatmaps(
     factor = max(1, -(-size // max(height, width)))
     paths = []
     for index in range(min(len(images), max_items)):
-        up = np.kron(np.ones((1, factor, factor)), images[index])
+        up = np.kron(images[index], np.ones((1, factor, factor)))
         up_relevance = np.kron(relevance[index], np.ones((factor, factor)))
         up_mask = np.kron(masks[index], np.ones((factor, factor))) if masks is not None else None
         picture = Image.fromarray(overlay(up, up_relevance, up_mask))

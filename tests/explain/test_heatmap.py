@@ -34,3 +34,20 @@ def test_colour_images_without_mask(tmp_path):
     assert len(paths) == 2
     with Image.open(paths[1]) as image:
         assert image.size == (5 * 30, 5 * 20)  # smallest whole factor reaching 128 px on the longer side
+
+
+def test_small_images_are_upscaled_not_tiled(tmp_path):
+    """One bright pixel in the top-left corner stays one bright block in the top-left corner."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from gate.explain import save_heatmaps
+
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 0, 0] = 1.0
+    (path,) = save_heatmaps(tmp_path / "h", x, torch.zeros_like(x), size=64)
+    picture = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+    block = picture.shape[0] // 8
+    assert picture[:block, :block].min() > 200
+    assert picture[block:, :].max() < 50 and picture[:block, block:].max() < 50
