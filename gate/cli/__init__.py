@@ -304,11 +304,6 @@ def report_schema() -> None:
     console.out(json.dumps(Report.model_json_schema(), indent=2))
 
 
-from gate.cli import attest_commands, demo_command, policy_commands  # noqa: E402, F401  (registers the command modules)
-
-__all__ = ["demo_command", "main", "policy_commands"]
-
-
 @main.command()
 @click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -331,3 +326,8 @@ def merge(directories: tuple[Path, ...], report_dir: Path, baseline: Path | None
     write_reports(report, report_dir)
     print_summary(report, report_dir)
     sys.exit(report.exit_code)
+
+
+from gate.cli import attest_commands, demo_command, policy_commands  # noqa: E402  (registers the command modules)
+
+__all__ = ["attest_commands", "demo_command", "main", "policy_commands"]
