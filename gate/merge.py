@@ -21,7 +21,7 @@ from gate.errors import UsageError
 from gate.policy.checks import AnyCheckSpec, CheckSpec
 from gate.policy.model import Policy
 from gate.report.model import CheckResult, DataInfo, Report
-from gate.runner import summarise, verdict_message
+from gate.runner import summarise, verdict_message, waivers_in_state
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
 
@@ -116,10 +116,8 @@ def merge_reports(
             ),
             "duration_s": max(p.report.duration_s for p in partials),
             "timings": {**first.timings, "shards": float(total)},
-            "stale_waivers": [r.id for r in results if r.waiver is not None and r.waiver.state == "stale"],
-            "expired_waivers": [
-                r.id for r in results if r.waiver is not None and r.waiver.state == "expired"
-            ],
+            "stale_waivers": waivers_in_state(results, "stale"),
+            "expired_waivers": waivers_in_state(results, "expired"),
         }
     )
 

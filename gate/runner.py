@@ -44,7 +44,7 @@ from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
 if TYPE_CHECKING:
     from gate.data import EvalData
-    from gate.model import ModelSpec
+    from gate.model import ModelSpec, ModelUnderTest
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +104,8 @@ def run_gate(options: RunOptions) -> Report:
     baseline = load_baseline(options.baseline) if options.baseline else {}
     device = resolve_device(options.model.device)
     options.report_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(
-        options.report_dir / "artifacts", ignore_errors=True
-    )  # gate's own folder: no stale evidence
+    # artifacts/ is gate's own folder: evidence from an earlier run must not be mistaken for this one's.
+    shutil.rmtree(options.report_dir / "artifacts", ignore_errors=True)
 
     tick = time.monotonic()
     data = load_data(
@@ -130,6 +129,14 @@ def run_gate(options: RunOptions) -> Report:
     model.batch_size = batch_size
     timings["batch_size"] = float(batch_size)
 
+    resume = ResumeState(
+        options.report_dir / STATE_FILE,
+        run_key(
+            model_sha256=model.onnx_sha256, policy_sha256=resolved.sha256, data_sha256=data.sha256,
+            seed=seed, samples=samples, shard=options.shard, batch_size=batch_size,
+        ),
+        resume=options.resume,
+    )  # fmt: skip
     context = CheckContext(
         policy=policy,
         model=model,
@@ -141,19 +148,7 @@ def run_gate(options: RunOptions) -> Report:
         progress=options.progress,
         shard=options.shard,
         full_selection=full_selection,
-        resume=ResumeState(
-            options.report_dir / STATE_FILE,
-            run_key(
-                model_sha256=model.onnx_sha256,
-                policy_sha256=resolved.sha256,
-                data_sha256=data.sha256,
-                seed=seed,
-                samples=samples,
-                shard=options.shard,
-                batch_size=batch_size,
-            ),
-            resume=options.resume,
-        ),
+        resume=resume,
     )
     settings = JudgeSettings(
         confidence=policy.confidence,
@@ -166,9 +161,25 @@ def run_gate(options: RunOptions) -> Report:
         _run_check(spec, context, settings, resolved, baseline.get(spec.id), run_deadline)
         for spec in policy.checks
     ]
-    verdict, exit_code = overall_verdict(results)
     for result in results:
         timings[f"check:{result.id}"] = result.duration_s
+    return _assemble_report(options, resolved, model, data, context, results, timings, started_at, start)
+
+
+def _assemble_report(
+    options: RunOptions,
+    resolved: ResolvedPolicy,
+    model: ModelUnderTest,
+    data: EvalData,
+    context: CheckContext,
+    results: list[CheckResult],
+    timings: dict[str, float],
+    started_at: dt.datetime,
+    start: float,
+) -> Report:
+    """Everything the run decided, with the digests and versions an auditor needs."""
+    verdict, exit_code = overall_verdict(results)
+    policy = resolved.policy
     return Report(
         verdict=verdict,
         exit_code=exit_code,
@@ -190,16 +201,16 @@ def run_gate(options: RunOptions) -> Report:
             n=len(data),
             shard=f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
         ),
-        environment=environment(device, model.provider),
-        seed=seed,
+        environment=environment(context.device, model.provider),
+        seed=context.seed,
         confidence=policy.confidence,
         started_at=started_at,
         duration_s=time.monotonic() - start,
         timings=timings,
         summary=summarise(results),
         checks=results,
-        stale_waivers=[r.id for r in results if r.waiver is not None and r.waiver.state == "stale"],
-        expired_waivers=[r.id for r in results if r.waiver is not None and r.waiver.state == "expired"],
+        stale_waivers=waivers_in_state(results, "stale"),
+        expired_waivers=waivers_in_state(results, "expired"),
         resolved_policy=policy.model_dump(mode="json"),
         resumed_entries=context.resume.resumed if context.resume is not None else 0,
     )
@@ -314,6 +325,11 @@ def _hard_deadline(deadline: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def waivers_in_state(results: list[CheckResult], state: str) -> list[str]:
+    """Ids of the checks whose waiver is ``stale`` or ``expired``, for the report's reminders."""
+    return [r.id for r in results if r.waiver is not None and r.waiver.state == state]
 
 
 def summarise(results: list[CheckResult]) -> Summary:
