@@ -14,7 +14,6 @@ sample is corrupted the same way whatever batch it travels in.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import math
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from gate import seeding
 from gate.errors import DataError, GateError
 
 LEVELS = (1, 2, 3, 4, 5)
@@ -129,8 +129,7 @@ def corrupt_batch(
 
 def sample_seed(seed: int, index: int) -> int:
     """A 64-bit seed for one sample, a stable hash of ``(seed, index)`` (independent of numpy/torch versions)."""
-    digest = hashlib.blake2b(f"gate-corruption:{int(seed)}:{int(index)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return seeding.sample_seed(seed, index, stream="corruption")
 
 
 def _lookup(name: str) -> Corruption:

@@ -33,6 +33,12 @@ POLICY = """
         corruption: gaussian_noise
         level: 4
         min: 0.5
+      - id: smoothgrad-stability
+        kind: attribution
+        method: smoothgrad
+        metric: max_sensitivity
+        samples: 4
+        max: 5.0
     """
 
 COMPARED = ("id", "status", "value", "interval", "n", "successes")

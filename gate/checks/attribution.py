@@ -70,7 +70,9 @@ class AttributionCheck(CheckKind[AttributionSpec]):
                 position += len(batch)
                 target = batch.y if spec.target == "label" else predictions
                 values.append(
-                    self._metric(spec, context, gradient_model, options, batch.x, target, batch.mask)
+                    self._metric(
+                        spec, context, gradient_model, options, batch.x, target, batch.mask, batch.index
+                    )
                 )
                 if not artifacts and spec.examples:
                     artifacts = self._heatmaps(spec, context, gradient_model, options, batch, predictions)
@@ -106,11 +108,12 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         x: torch.Tensor,
         target: torch.Tensor,
         mask: torch.Tensor | None,
+        index: torch.Tensor,
     ) -> torch.Tensor:
         score_fn, seed = context.model.scores, context.seed
         if spec.metric == "randomization_similarity":
             result = randomization_similarity(
-                spec.method, x, target, gradient_model=gradient_model, options=options, seed=seed
+                spec.method, x, target, gradient_model=gradient_model, options=options, seed=seed, index=index
             )
             return result.similarity
         if spec.metric == "max_sensitivity":
@@ -118,17 +121,12 @@ class AttributionCheck(CheckKind[AttributionSpec]):
             radius = spec.radius if spec.radius is not None else 0.02 * (high - low)
             return max_sensitivity(
                 spec.method, x, target, gradient_model=gradient_model, score_fn=score_fn,
-                options=options, seed=seed, radius=radius,
+                options=options, seed=seed, radius=radius, index=index,
             )  # fmt: skip
         attribution = attribute(
-            spec.method,
-            x,
-            target,
-            gradient_model=gradient_model,
-            score_fn=score_fn,
-            options=options,
-            seed=seed,
-        )
+            spec.method, x, target, gradient_model=gradient_model, score_fn=score_fn, options=options,
+            seed=seed, index=index,
+        )  # fmt: skip
         if spec.metric in NEEDS_MASK:
             if mask is None:
                 raise CheckError(f"{spec.metric} needs a mask for every sample; a batch came without one")
@@ -144,7 +142,7 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         target = y if spec.target == "label" else predictions[:count]
         attribution = attribute(
             spec.method, x, target, gradient_model=gradient_model, score_fn=context.model.scores,
-            options=options, seed=context.seed,
+            options=options, seed=context.seed, index=batch.index[:count],
         )  # fmt: skip
         labels = [f"y={int(label)} pred={int(p)}" for label, p in zip(y, predictions[:count], strict=True)]
         prefix = context.artifact_path(spec.id, "heatmap")

@@ -18,6 +18,7 @@ def input_x_gradient(
     score_fn: ScoreFn,
     options: AttributionOptions,
     seed: int = 0,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Signed attribution ``x * d S_c / d x`` of the target logit ``S_c``.
 

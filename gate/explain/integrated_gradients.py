@@ -25,6 +25,7 @@ def integrated_gradients(
     score_fn: ScoreFn,
     options: AttributionOptions,
     seed: int = 0,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Integrated gradients of the target logit along the straight path from ``options.baseline`` to ``x``.
 

@@ -18,6 +18,7 @@ def occlusion(
     score_fn: ScoreFn,
     options: AttributionOptions,
     seed: int = 0,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Occlusion sensitivity of the target-class probability.
 

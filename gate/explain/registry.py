@@ -33,6 +33,7 @@ class AttributionFn(Protocol):
         score_fn: ScoreFn,
         options: AttributionOptions,
         seed: int = 0,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -89,6 +90,7 @@ def attribute(
     score_fn: ScoreFn,
     options: AttributionOptions | None = None,
     seed: int = 0,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attribute the target class of each sample of ``x`` with ``method``.
 
@@ -101,6 +103,8 @@ def attribute(
         score_fn: Batch -> logits ``[N, classes]``, called without gradients.
         options: Method settings; defaults to ``AttributionOptions()``.
         seed: Seeds the stochastic methods (smoothgrad, rise); equal seeds give equal results.
+        index: Data set positions of the samples ``[N]``. When given, per-sample noise (smoothgrad) depends
+            only on ``(seed, index)``, so a sample's attribution does not depend on its batch or shard.
 
     Returns:
         Attribution, same shape as ``x`` (detached, on ``x``'s device).
@@ -116,4 +120,5 @@ def attribute(
         score_fn=score_fn,
         options=options if options is not None else AttributionOptions(),
         seed=seed,
+        index=index,
     )

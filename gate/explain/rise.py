@@ -53,6 +53,7 @@ def rise(
     score_fn: ScoreFn,
     options: AttributionOptions,
     seed: int = 0,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Randomized Input Sampling for Explanation of the target-class probability.
 

@@ -18,6 +18,7 @@ def saliency(
     score_fn: ScoreFn,
     options: AttributionOptions,
     seed: int = 0,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Absolute input gradient of the target class score.
 

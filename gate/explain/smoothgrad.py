@@ -7,6 +7,7 @@ from torch import nn
 
 from gate.explain._utils import check_batch, chunks, cpu_generator, require_gradient_model
 from gate.explain.options import AttributionOptions, ScoreFn
+from gate.seeding import sample_generators
 
 
 def smoothgrad(
@@ -17,6 +18,7 @@ def smoothgrad(
     score_fn: ScoreFn,
     options: AttributionOptions,
     seed: int = 0,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean gradient of the target logit over ``options.samples`` copies of ``x`` with Gaussian noise.
 
@@ -36,6 +38,7 @@ def smoothgrad(
         score_fn: Unused (part of the common signature).
         options: Reads ``samples``, ``noise``, ``value_range`` and ``batch_size``.
         seed: Seeds the noise.
+        index: Data set positions ``[N]``; when given, each sample's noise depends only on ``(seed, index)``.
 
     Returns:
         Signed attribution, same shape as ``x``.
@@ -44,14 +47,18 @@ def smoothgrad(
     target = check_batch(x, target)
     low, high = options.value_range
     sigma = options.noise * (high - low)
-    generator = cpu_generator(seed)
     copy_shape = (options.samples, *x.shape[1:])
+    if index is None:
+        # One equal-sized draw per sample, in order: the noise does not depend on how samples are chunked.
+        shared = cpu_generator(seed)
+        generators = [shared] * len(x)
+    else:
+        generators = sample_generators(seed, index, stream="smoothgrad")
     samples_per_call = max(1, options.batch_size // options.samples)
     parts = []
     for part in chunks(len(x), samples_per_call):
         batch = x[part].detach()
-        # One equal-sized draw per sample, in order: the noise does not depend on how samples are chunked.
-        noise = torch.stack([torch.randn(copy_shape, generator=generator) for _ in range(len(batch))]) * sigma
+        noise = torch.stack([torch.randn(copy_shape, generator=g) for g in generators[part]]) * sigma
         noisy = (batch[:, None] + noise.to(device=x.device, dtype=x.dtype)).flatten(0, 1)
         noisy_target = target[part].repeat_interleave(options.samples)
         gradients = torch.empty_like(noisy)

@@ -63,6 +63,7 @@ def randomization_similarity(
     seed: int = 0,
     layers: list[str] | None = None,
     absolute: bool = True,
+    index: torch.Tensor | None = None,
 ) -> RandomizationResult:
     """Cascading model-parameter randomisation test.
 
@@ -109,7 +110,7 @@ def randomization_similarity(
 
     def explain(model: nn.Module) -> torch.Tensor:
         attribution = attribute(
-            method, x, target, gradient_model=model, score_fn=model, options=options, seed=seed
+            method, x, target, gradient_model=model, score_fn=model, options=options, seed=seed, index=index
         )
         return attribution.abs() if absolute else attribution
 

@@ -9,6 +9,7 @@ from gate.errors import CheckError
 from gate.explain._utils import check_batch, cpu_generator
 from gate.explain.options import AttributionOptions, ScoreFn
 from gate.explain.registry import attribute
+from gate.seeding import sample_generators
 
 
 def max_sensitivity(
@@ -22,6 +23,7 @@ def max_sensitivity(
     seed: int = 0,
     radius: float = 0.05,
     perturbations: int = 10,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Largest relative change of the attribution within an L-infinity ball around each input.
 
@@ -44,6 +46,9 @@ def max_sensitivity(
         radius: L-infinity radius of the perturbations, in input units.
         perturbations: Number of random perturbations per sample.
 
+        index: Data set positions ``[N]``; when given, a sample's perturbations (and a stochastic method's
+            noise) depend only on ``(seed, index)``, so sharded runs reproduce unsharded ones.
+
     Returns:
         Max relative change per sample ``[N]`` (large where the attribution is all zeros).
     """
@@ -63,14 +68,20 @@ def max_sensitivity(
             score_fn=score_fn,
             options=options,
             seed=seed,
+            index=index,
         )
 
     reference = explain(x).flatten(1).double()
     norm = reference.norm(dim=1).clamp_min(1e-12)
+    generators = None if index is None else sample_generators(seed, index, stream="max-sensitivity")
     generator = cpu_generator(seed)
     worst = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     for _ in range(perturbations):
-        delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * radius
+        if generators is None:
+            uniform = torch.rand(x.shape, generator=generator)
+        else:  # each sample's perturbations depend on (seed, index) only, not on its batch or shard
+            uniform = torch.stack([torch.rand(x.shape[1:], generator=g) for g in generators])
+        delta = (uniform * 2 - 1) * radius
         perturbed = explain(x + delta.to(x.device, x.dtype)).flatten(1).double()
         worst = torch.maximum(worst, (perturbed - reference).norm(dim=1) / norm)
     return worst.float()
