@@ -73,7 +73,7 @@ def train(x: torch.Tensor, y: torch.Tensor, *, adversarial: bool, epochs: int = 
 
 
 def _rng(count: int, stream: int):
-    from gate.attacks._random import SampleRandom
+    from gate.sample_random import SampleRandom
 
     return SampleRandom(torch.arange(count), (stream,))
 

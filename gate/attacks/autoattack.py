@@ -9,12 +9,12 @@ from typing import ClassVar
 
 import torch
 
-from gate.attacks._random import SampleRandom
 from gate.attacks.apgd import APGDCE, APGDT
 from gate.attacks.base import Attack, AttackOutcome, Model, RunResult, predict, sample_index
 from gate.attacks.fab import FAB
 from gate.attacks.square import Square
 from gate.attacks.threat import Norm
+from gate.sample_random import SampleRandom
 
 NOT_BROKEN = -1
 

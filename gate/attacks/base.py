@@ -9,8 +9,8 @@ from typing import ClassVar
 
 import torch
 
-from gate.attacks._random import SampleRandom
 from gate.attacks.threat import Norm, ThreatModel, l2_norm, per_sample
+from gate.sample_random import SampleRandom
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 """A batch in the input range -> logits ``[N, classes]``; must already be in eval mode."""

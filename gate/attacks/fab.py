@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import torch
 
-from gate.attacks._random import SampleRandom
 from gate.attacks.base import Attack, Model, RunResult, loss_and_grad, predict, where_samples
 from gate.attacks.threat import Norm, per_sample, perturbation_norm
+from gate.sample_random import SampleRandom
 
 _BISECTION_STEPS = 40
 

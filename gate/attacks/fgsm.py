@@ -8,9 +8,9 @@ from typing import ClassVar
 import torch
 
 from gate.attacks import losses
-from gate.attacks._random import SampleRandom
 from gate.attacks.base import Attack, Model, RunResult, loss_and_grad
 from gate.attacks.threat import Norm
+from gate.sample_random import SampleRandom
 
 
 class FGSM(Attack):

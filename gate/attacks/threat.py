@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from gate.attacks._random import SampleRandom
+from gate.sample_random import SampleRandom
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[Norm, ...] = ("linf", "l2")

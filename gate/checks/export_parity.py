@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from gate.attacks._random import SampleRandom
 from gate.checks.base import CheckContext, CheckKind, Measurement
 from gate.policy.checks import AdversarialSpec, ExportParitySpec, GradientMaskingSpec
 from gate.policy.model import Policy
+from gate.sample_random import SampleRandom
 
 NOISE_STREAM = 0x5EED_0001
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gate.attacks._random import SampleRandom
 from gate.attacks.threat import ThreatModel, perturbation_norm
+from gate.sample_random import SampleRandom
 
 
 def test_perturbation_norm_per_sample():

@@ -1,4 +1,7 @@
-"""Counter-based random numbers keyed by sample index, so a sample's noise never depends on its batch.
+"""Counter-based random numbers on the device, keyed by sample index, so a sample's noise never depends on its batch.
+
+Used by the attacks (random starts, Square's proposals) and by export parity's noise; gate/seeding.py
+holds the CPU-generator counterpart for code that draws with torch's own generators.
 
 A ``torch.Generator`` hands out one stream per batch: the noise a sample receives then depends on its
 position and on which other samples share the batch, and a sharded evaluation would not reproduce an
