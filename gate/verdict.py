@@ -94,6 +94,7 @@ def judge(
         status = "waived"
     else:
         status = "warn" if spec.severity == "warn" else "fail"
+    to_decide = _samples_to_decide(spec, measurement, interval)
     result = CheckResult(
         id=spec.id,
         kind=spec.kind,
@@ -107,8 +108,8 @@ def judge(
         successes=measurement.successes,
         threshold=ThresholdModel(min=spec.min, max=spec.max, max_drop=spec.max_drop),
         waiver=waiver_state,
-        message=_message(spec, measurement, interval, reasons, waiver_state),
-        samples_to_decide=_samples_to_decide(spec, measurement, interval),
+        message=_message(spec, measurement, interval, reasons, waiver_state, to_decide),
+        samples_to_decide=to_decide,
         regression=regression,
         findings=measurement.findings,
         details=measurement.details,
@@ -252,6 +253,7 @@ def _message(
     interval: Interval | None,
     reasons: list[str],
     waiver: WaiverState | None,
+    to_decide: int | None = None,
 ) -> str:
     value = f"{spec.metric_name} = {measurement.value:.4g}"
     if interval is not None:
@@ -262,6 +264,8 @@ def _message(
         value += f" (n={measurement.n})"
     verdict = "; ".join(reasons) if reasons else "meets the policy"
     text = f"{value}: {verdict}"
+    if to_decide is not None:
+        text += f" (the interval straddles the threshold; about {to_decide} samples would decide it)"
     if measurement.message:
         text += f". {measurement.message}"
     if waiver is not None:
