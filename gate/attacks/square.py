@@ -200,9 +200,12 @@ class Square(Attack):
     def _propose_linf(self, search: _Search, rng: SampleRandom, iteration: int, side: int) -> torch.Tensor:
         """Set one square of every channel to a random corner ``x +- eps`` (paper, Alg. 2)."""
         channels, height, width = search.x.shape[1:]
-        tag = 4 * iteration
-        top, left = self._positions(rng, tag, side, height, width)
-        signs = rng.signs(tag + 2, (channels, 1, 1), search.x.dtype)
+        # One draw per sample and iteration for position and signs: the random numbers cost as much as
+        # the model's forward pass on small images, so they are drawn together.
+        draw = rng.uniform(4 * iteration, (2 + channels,))
+        top = (draw[:, 0] * (height - side + 1)).long().clamp_(max=height - side)
+        left = (draw[:, 1] * (width - side + 1)).long().clamp_(max=width - side)
+        signs = torch.where(draw[:, 2:] < 0.5, -1.0, 1.0).to(search.x.dtype).view(-1, channels, 1, 1)
         window = window_mask(top, left, side, height, width)
         return torch.where(window, search.x + self.eps * signs, search.x_best)
 
