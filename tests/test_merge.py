@@ -8,51 +8,32 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import write_policy
+from sharding import SHARDABLE_CHECKS, checks_of
 
 from gate.cli import main
 
-POLICY = """
+POLICY = (
+    """
     version: 1
     name: sharded
     samples: 200
     seed: 3
-    checks:
-      - id: accuracy
-        kind: accuracy
-        min: 0.9
-      - id: parity
-        kind: export_parity
-        min: 0.9
-      - id: fgsm
-        kind: adversarial
-        attack: fgsm
-        epsilon: 0.1
-        min: 0.0
-      - id: noise
-        kind: corruption
-        corruption: gaussian_noise
-        level: 4
-        min: 0.5
-      - id: smoothgrad-stability
+    checks:"""
+    + SHARDABLE_CHECKS
+    + """      - id: smoothgrad-stability
         kind: attribution
         method: smoothgrad
         metric: max_sensitivity
         samples: 4
         max: 5.0
     """
-
-COMPARED = ("id", "status", "value", "interval", "n", "successes")
+)
 
 
 def invoke(*args: str | Path) -> int:
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     assert "Traceback" not in result.output
     return result.exit_code
-
-
-def checks_of(report_dir: Path) -> list[dict]:
-    report = json.loads((report_dir / "report.json").read_text())
-    return [{key: check[key] for key in COMPARED} for check in report["checks"]]
 
 
 def test_merged_shards_decide_like_an_unsharded_run(tmp_path, digits_cnn_onnx, digits_npz):

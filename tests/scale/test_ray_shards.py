@@ -13,40 +13,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import write_policy
+from sharding import SHARDABLE_CHECKS, checks_of
 
 from gate.cli import main
 from gate.scale.ray_shards import default_shards
 
-POLICY = """
+POLICY = (
+    """
     version: 1
     name: ray-sharded
     samples: 120
     seed: 5
-    checks:
-      - id: accuracy
-        kind: accuracy
-        min: 0.9
-      - id: parity
-        kind: export_parity
-        min: 0.9
-      - id: fgsm
-        kind: adversarial
-        attack: fgsm
-        epsilon: 0.1
-        min: 0.0
-      - id: noise
-        kind: corruption
-        corruption: gaussian_noise
-        level: 4
-        min: 0.5
-    """
-
-COMPARED = ("id", "status", "value", "interval", "n", "successes")
-
-
-def checks_of(report_dir: Path) -> list[dict]:
-    report = json.loads((report_dir / "report.json").read_text())
-    return [{key: check[key] for key in COMPARED} for check in report["checks"]]
+    checks:"""
+    + SHARDABLE_CHECKS
+)
 
 
 def invoke(*args: str | Path):
