@@ -11,17 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from report.builders import report_around
 
 from gate.report.html import CONTENT_SECURITY_POLICY, HtmlFormat, render_value
 from gate.report.model import (
     CheckResult,
-    DataInfo,
-    Environment,
     Finding,
     IntervalModel,
     Location,
-    ModelInfo,
-    PolicyInfo,
     Report,
     Summary,
     ThresholdModel,
@@ -42,28 +39,13 @@ def write_png(path: Path, seed: int = 0) -> None:
 def make_report(
     checks: list[CheckResult], verdict: str = "fail", message: str = "1 blocking check failed"
 ) -> Report:
-    return Report(
+    return report_around(
+        checks,
         verdict=verdict,
-        exit_code={"pass": 0, "fail": 1, "error": 3}[verdict],
         message=message,
-        policy=PolicyInfo(name="release", files=["/repo/gate-policy.yaml"], sha256="ab" * 32),
-        model=ModelInfo(source="model.onnx", sha256="cd" * 32),
-        data=DataInfo(source="digits.npz", n=500),
-        environment=Environment(
-            gate="0.1.0",
-            python="3.11",
-            torch="2.4",
-            onnx="1.16",
-            onnxruntime="1.18",
-            platform="linux",
-            device="cpu",
-        ),
-        seed=0,
-        confidence=0.95,
-        started_at=dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc),
+        policy_file="/repo/gate-policy.yaml",
         duration_s=12.5,
         summary=Summary(passed=1, failed=1, waived=1),
-        checks=checks,
     )
 
 

@@ -8,19 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
+from report.builders import report_around
 
 from gate import __version__
 from gate.policy.checks import ALL_CHECK_SPECS, kind_of
 from gate.report.model import (
     CheckResult,
-    DataInfo,
-    Environment,
     IntervalModel,
     Location,
-    ModelInfo,
-    PolicyInfo,
     Report,
-    Summary,
     ThresholdModel,
     WaiverState,
 )
@@ -56,28 +52,7 @@ def check_result(status: str, **changes: object) -> CheckResult:
 
 
 def make_report(checks: list[CheckResult]) -> Report:
-    return Report(
-        verdict="fail",
-        exit_code=1,
-        policy=PolicyInfo(name="release", files=["policies/release.yaml"], sha256="ab" * 32),
-        model=ModelInfo(source="model.onnx", sha256="cd" * 32),
-        data=DataInfo(source="digits.npz", n=500),
-        environment=Environment(
-            gate=__version__,
-            python="3.11",
-            torch="2.4",
-            onnx="1.16",
-            onnxruntime="1.18",
-            platform="linux",
-            device="cpu",
-        ),
-        seed=0,
-        confidence=0.95,
-        started_at=dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc),
-        duration_s=1.0,
-        summary=Summary(),
-        checks=checks,
-    )
+    return report_around(checks)
 
 
 def every_status_report() -> Report:
