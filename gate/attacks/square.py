@@ -31,6 +31,7 @@ _SCHEDULE = (
     (8000, 256),
 )
 _COMPACT_EVERY = 25  # drop broken samples from the working batch every so many iterations (a host sync)
+_BLOCK_TAG = 1 << 20  # random-stream tags of the proposal blocks, clear of the initial point's tags
 
 
 def square_fraction(p_init: float, iteration: int, budget: int) -> float:
@@ -147,29 +148,42 @@ class Square(Attack):
         queries = torch.ones_like(ids)
         search = _Search(ids, x, y, x_init, self._margin(model, x_init, y), queries)
         x_out, queries_out = x_init.clone(), queries.clone()
+        per_iteration = self._draws_per_iteration(x.shape[1])
+        draws = torch.empty(0)
         for iteration in range(1, self.steps):
-            if iteration % _COMPACT_EVERY == 0:
+            offset = iteration % _COMPACT_EVERY
+            if offset == 0:
                 self._write_back(search, x_out, queries_out)
                 search = search.keep(search.margin_best > 0)
                 if search.ids.numel() == 0:
                     return RunResult(x_out, queries_out)
-            self._iterate(model, search, rng.subset(search.ids), iteration)
+            if offset == 0 or iteration == 1:
+                # The random numbers of a block of iterations in one draw: on small images drawing them
+                # one iteration at a time costs about as much as the model's forward pass.
+                block = iteration // _COMPACT_EVERY
+                draws = rng.subset(search.ids).uniform(_BLOCK_TAG + block, (_COMPACT_EVERY, per_iteration))
+            self._iterate(model, search, draws[:, offset], iteration)
         self._write_back(search, x_out, queries_out)
         return RunResult(x_out, queries_out)
+
+    def _draws_per_iteration(self, channels: int) -> int:
+        """Uniform numbers one proposal needs: a window position and a sign per channel (l2: two windows
+        and a transposition flag as well)."""
+        return 2 + channels if self.norm == "linf" else 5 + channels
 
     @staticmethod
     def _write_back(search: _Search, x_out: torch.Tensor, queries_out: torch.Tensor) -> None:
         x_out[search.ids] = search.x_best
         queries_out[search.ids] = search.queries
 
-    def _iterate(self, model: Model, search: _Search, rng: SampleRandom, iteration: int) -> None:
+    def _iterate(self, model: Model, search: _Search, draw: torch.Tensor, iteration: int) -> None:
         """Propose one square update per sample, query it, keep it where the margin dropped."""
         height, width = search.x.shape[-2:]
         side = square_side(square_fraction(self.p_init, iteration, self.steps), height, width)
         if self.norm == "l2":  # the bump needs room: odd sides of at least 3 pixels where the image allows
             side = min(max(side, 3) | 1, height, width)
         propose = self._propose_linf if self.norm == "linf" else self._propose_l2
-        x_new = propose(search, rng, iteration, side).clamp_(*self.bounds)
+        x_new = propose(search, draw, side).clamp_(*self.bounds)
         still_robust = search.margin_best > 0
         margin = self._margin(model, x_new, search.y)
         improved = (margin < search.margin_best) & still_robust
@@ -177,8 +191,15 @@ class Square(Attack):
         search.margin_best = torch.where(improved, margin, search.margin_best)
         search.queries += still_robust.to(search.queries.dtype)
 
-    def _positions(self, rng: SampleRandom, tag: int, side: int, height: int, width: int):
-        return rng.integers(tag, height - side + 1), rng.integers(tag + 1, width - side + 1)
+    @staticmethod
+    def _position(draw: torch.Tensor, side: int, size: int) -> torch.Tensor:
+        """A window start in ``[0, size - side]`` from uniform numbers in ``[0, 1)``."""
+        return (draw * (size - side + 1)).long().clamp_(max=size - side)
+
+    @staticmethod
+    def _signs(draw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``-1`` / ``+1`` per channel from uniform numbers, shaped ``[N, C, 1, 1]``."""
+        return torch.where(draw < 0.5, -1.0, 1.0).to(dtype)[:, :, None, None]
 
     def _initial_point(self, x: torch.Tensor, rng: SampleRandom) -> torch.Tensor:
         """Linf: vertical stripes of +-eps; l2: a grid of unit bumps with random signs, scaled to eps."""
@@ -197,35 +218,31 @@ class Square(Attack):
         delta = delta * per_sample(self.eps / (l2_norm(delta) + 1e-12), delta)
         return (x + delta).clamp_(*self.bounds)
 
-    def _propose_linf(self, search: _Search, rng: SampleRandom, iteration: int, side: int) -> torch.Tensor:
+    def _propose_linf(self, search: _Search, draw: torch.Tensor, side: int) -> torch.Tensor:
         """Set one square of every channel to a random corner ``x +- eps`` (paper, Alg. 2)."""
-        channels, height, width = search.x.shape[1:]
-        # One draw per sample and iteration for position and signs: the random numbers cost as much as
-        # the model's forward pass on small images, so they are drawn together.
-        draw = rng.uniform(4 * iteration, (2 + channels,))
-        top = (draw[:, 0] * (height - side + 1)).long().clamp_(max=height - side)
-        left = (draw[:, 1] * (width - side + 1)).long().clamp_(max=width - side)
-        signs = torch.where(draw[:, 2:] < 0.5, -1.0, 1.0).to(search.x.dtype).view(-1, channels, 1, 1)
+        height, width = search.x.shape[-2:]
+        top, left = self._position(draw[:, 0], side, height), self._position(draw[:, 1], side, width)
         window = window_mask(top, left, side, height, width)
-        return torch.where(window, search.x + self.eps * signs, search.x_best)
+        return torch.where(
+            window, search.x + self.eps * self._signs(draw[:, 2:], search.x.dtype), search.x_best
+        )
 
-    def _propose_l2(self, search: _Search, rng: SampleRandom, iteration: int, side: int) -> torch.Tensor:
+    def _propose_l2(self, search: _Search, draw: torch.Tensor, side: int) -> torch.Tensor:
         """Move the perturbation mass of two squares into the first, reshaped as a bump (paper, Alg. 3).
 
         The new first square absorbs the mass of both squares plus any unused budget; the whole
         perturbation is then rescaled to norm ``eps``, so clipping at the bounds never leaves budget idle.
         """
         channels, height, width = search.x.shape[1:]
-        tag = 8 * iteration
-        top, left = self._positions(rng, tag, side, height, width)
-        top2, left2 = self._positions(rng, tag + 2, side, height, width)
+        top, left = self._position(draw[:, 0], side, height), self._position(draw[:, 1], side, width)
+        top2, left2 = self._position(draw[:, 2], side, height), self._position(draw[:, 3], side, width)
         first = window_mask(top, left, side, height, width)
         union = first | window_mask(top2, left2, side, height, width)
         delta = search.x_best - search.x
         mass_union = (delta * union).square().sum(dim=(2, 3), keepdim=True)
         spare = (self.eps**2 - l2_norm(delta).square()).clamp_(min=0) / channels
         pattern = l2_update_pattern(side, delta.device, delta.dtype)
-        transposed = rng.uniform(tag + 4, (1,))[:, 0] < 0.5
+        transposed = draw[:, 4] < 0.5
         bump = torch.where(
             per_sample(transposed, delta),
             place_pattern(pattern.T, top, left, height, width),
@@ -233,7 +250,7 @@ class Square(Attack):
         )
         old = delta * first
         old = old / (old.square().sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12)
-        new = bump * rng.signs(tag + 5, (channels, 1, 1), delta.dtype) + old
+        new = bump * self._signs(draw[:, 5:], delta.dtype) + old
         new = new / (new.square().sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12)
         new = new * (mass_union + per_sample(spare, mass_union)).sqrt()
         delta = torch.where(union, new, delta)

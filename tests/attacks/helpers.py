@@ -52,3 +52,16 @@ def art_classifier(model: torch.nn.Module):
         clip_values=(0.0, 1.0),
         device_type="cpu",
     )
+
+
+class BatchRecorder(torch.nn.Module):
+    """Wraps a model and records the batch size of every forward pass: which points an attack still works on."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        return self.model(x)

@@ -6,7 +6,7 @@ import torch
 from gate.attacks.fab import FAB, project_onto_hyperplane_in_box
 from gate.attacks.threat import perturbation_norm
 
-from .helpers import assert_feasible, digits_subset
+from .helpers import BatchRecorder, assert_feasible, digits_subset
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -34,6 +34,29 @@ def test_hyperplane_projection_without_box_matches_closed_form_l2():
         w, torch.tensor([5.0]), -torch.ones(1, 2) * 9, torch.ones(1, 2) * 9, "l2"
     )
     assert torch.allclose(d, torch.tensor([[0.6, 0.8]]), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_hyperplane_projection_is_exact_and_leaves_zero_weights_alone(norm):
+    generator = torch.Generator().manual_seed(1)
+    w = torch.randn(50, 1, 8, 8, dtype=torch.float64, generator=generator)
+    w[:, :, :2] = 0  # coordinates the hyperplane does not depend on
+    x = torch.rand(50, 1, 8, 8, dtype=torch.float64, generator=generator)
+    c = torch.randn(50, dtype=torch.float64, generator=generator) * 0.5
+    d = project_onto_hyperplane_in_box(w, c, -x, 1 - x, norm)
+    torch.testing.assert_close((w * d).flatten(1).sum(1), c, atol=1e-12, rtol=0)
+    assert (d[:, :, :2] == 0).all()
+    assert ((x + d) >= 0).all() and ((x + d) <= 1).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_hyperplane_out_of_reach_gives_the_box_corner_towards_it(norm):
+    w = torch.tensor([[1.0, -2.0, 0.0]])
+    lower, upper = torch.tensor([[-0.1, -0.2, -0.3]]), torch.tensor([[0.4, 0.5, 0.6]])
+    d = project_onto_hyperplane_in_box(w, torch.tensor([100.0]), lower, upper, norm)
+    torch.testing.assert_close(d, torch.tensor([[0.4, -0.2, 0.0]]))
+    d = project_onto_hyperplane_in_box(w, torch.tensor([-100.0]), lower, upper, norm)
+    torch.testing.assert_close(d, torch.tensor([[-0.1, 0.5, 0.0]]))
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 1.0)])
@@ -66,3 +89,19 @@ def test_fab_t_at_least_as_strong_as_torchattacks(digits_split, robust_digits_cn
     with torch.no_grad():
         theirs = (robust_digits_cnn(peer(x, y)).argmax(1) == y).float().mean().item()
     assert ours.robust.float().mean().item() <= theirs + 1 / len(x)
+
+
+def test_fab_drops_points_once_broken_within_eps(digits_split, digits_cnn):
+    # A smaller perturbation would not change the verdict, so points broken within eps leave the batch
+    # at the next compaction (every 10 steps): the rest of the run works on the survivors only.
+    x, y = digits_subset(digits_split, 120)
+    recorder = BatchRecorder(digits_cnn)
+    outcome = FAB(norm="linf", eps=0.1, steps=50, n_target_classes=1).perturb(recorder, x, y)
+    assert_feasible(outcome, x, "linf", 0.1)
+    still_robust = int(outcome.robust.sum())
+    assert 10 < still_robust < 100
+    late = recorder.batch_sizes[1 + 2 * 20 : -1]  # two forwards a step; after step 20, before verification
+    assert max(late) <= still_robust + 5
+    broken = ~outcome.robust
+    with torch.no_grad():
+        assert (digits_cnn(outcome.x_adv[broken]).argmax(1) != y[broken]).all()
