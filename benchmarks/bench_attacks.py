@@ -79,9 +79,11 @@ def _rng(count: int, stream: int):
     return SampleRandom(torch.arange(count), (stream,))
 
 
-def timed(run: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
-    """Median wall time of ``run`` over ``repeats`` (after one warm-up) and its last result."""
-    result = run()
+def timed(
+    run: Callable[[], torch.Tensor], device: torch.device, repeats: int, warm_up: bool = True
+) -> tuple[float, torch.Tensor]:
+    """Median wall time of ``run`` over ``repeats`` (after one warm-up, if asked) and its last result."""
+    result = run() if warm_up else None
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -194,11 +196,12 @@ def compare(model, x, y, steps: int, device: torch.device, repeats: int) -> list
     rows = []
     for name, peer_runs in peers(model, x, y, steps, device).items():
         attack = ours[name]
-        reps = 1 if name == "autoattack" else repeats
-        gate_time, outcome = timed(lambda attack=attack: attack.perturb(model, x, y), device, reps)
+        # AutoAttack runs once, unwarmed: it takes seconds, and PGD and APGD have warmed up the model.
+        reps, warm = (1, False) if name == "autoattack" else (repeats, True)
+        gate_time, outcome = timed(lambda attack=attack: attack.perturb(model, x, y), device, reps, warm)
         row = {"attack": name, "gate_s": gate_time, "gate_robust_acc": outcome.robust.float().mean().item()}
         for library, run in peer_runs.items():
-            peer_time, x_adv = timed(run, device, reps)
+            peer_time, x_adv = timed(run, device, reps, warm)
             row[f"{library}_s"] = peer_time
             row[f"{library}_robust_acc"] = robust_accuracy(model, x_adv, y)
             row[f"{library}_time_over_gate"] = peer_time / gate_time

@@ -14,8 +14,10 @@ set -euo pipefail
 pyver=${1:?usage: make_gpu_bundle.sh PYTHON_VERSION [DEST], e.g. 3.12}
 dest=${2:-.gpu-deps}
 limit_mib=60
-# Pure-python or small compiled packages; typing-extensions because pydantic needs a recent one.
-names=(pydantic pydantic-core annotated-types typing-inspection typing-extensions ruamel.yaml safetensors captum)
+# Pure-python or small compiled packages; typing-extensions because pydantic needs a recent one. The
+# peers the attack benchmark compares with come along too (ART's AutoAttack needs multiprocess and dill).
+names=(pydantic pydantic-core annotated-types typing-inspection typing-extensions ruamel.yaml safetensors captum
+       torchattacks adversarial-robustness-toolbox multiprocess dill)
 
 version_of() { python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
 specs=()
