@@ -187,26 +187,29 @@ def art_autoattack(classifier, batch_size: int):
                          batch_size=batch_size, targeted=False)  # fmt: skip
 
 
-def compare(model, x, y, steps: int, device: torch.device, repeats: int) -> list[dict]:
+def compare(model, x, y, steps: int, device: torch.device, repeats: int, rows: list[dict], save) -> None:
+    """Append one row per attack to ``rows``, calling ``save`` after each run so a cut-off run keeps them."""
     ours = {
         "pgd": PGD(norm="linf", eps=EPS, steps=steps),
         "apgd-ce": APGDCE(norm="linf", eps=EPS, steps=steps),
         "autoattack": AutoAttack(norm="linf", eps=EPS),
     }
-    rows = []
     for name, peer_runs in peers(model, x, y, steps, device).items():
         attack = ours[name]
         # AutoAttack runs once, unwarmed: it takes seconds, and PGD and APGD have warmed up the model.
         reps, warm = (1, False) if name == "autoattack" else (repeats, True)
         gate_time, outcome = timed(lambda attack=attack: attack.perturb(model, x, y), device, reps, warm)
         row = {"attack": name, "gate_s": gate_time, "gate_robust_acc": outcome.robust.float().mean().item()}
+        rows.append(row)
+        print(f"  {name}: gate {gate_time:.3f} s", flush=True)
+        save()
         for library, run in peer_runs.items():
             peer_time, x_adv = timed(run, device, reps, warm)
             row[f"{library}_s"] = peer_time
             row[f"{library}_robust_acc"] = robust_accuracy(model, x_adv, y)
             row[f"{library}_time_over_gate"] = peer_time / gate_time
-        rows.append(row)
-    return rows
+            print(f"  {name}: {library} {peer_time:.3f} s", flush=True)
+            save()
 
 
 def per_step_cost(model, x, y, device: torch.device, repeats: int) -> dict:
@@ -250,17 +253,21 @@ def main() -> None:
                     "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)},
         "samples": len(x), "steps": args.steps, "eps_linf": EPS, "models": {},
     }  # fmt: skip
+
+    def save() -> None:
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+
     for kind, adversarial in (("standard", False), ("pgd_trained", True)):
         model = train(x_train, y_train, adversarial=adversarial).to(device)
-        results["models"][kind] = {
-            "clean_acc": robust_accuracy(model, x, y),
-            "attacks": compare(model, x, y, args.steps, device, args.repeats),
-            "per_step": per_step_cost(model, x, y, device, args.repeats),
-        }
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+        print(kind, flush=True)
+        entry: dict = {"clean_acc": robust_accuracy(model, x, y), "attacks": []}
+        results["models"][kind] = entry
+        entry["per_step"] = per_step_cost(model, x, y, device, args.repeats)
+        save()
+        compare(model, x, y, args.steps, device, args.repeats, entry["attacks"], save)
+    save()
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

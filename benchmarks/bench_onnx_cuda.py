@@ -112,7 +112,7 @@ def main() -> None:
             on_gpu.batch_size = on_cpu.batch_size = args.attack_samples
             x = torch.rand(args.attack_samples, *SHAPE, device=device)
             y = torch_gpu(x).argmax(dim=1)
-            attack = Square(norm="linf", eps=8 / 255, steps=args.queries)
+            attack = Square(norm="linf", eps=0.05, steps=args.queries)
             for name in ("io_binding", "cuda_via_host", "torch_cuda"):
                 seconds, outcome = timed(lambda name=name: attack.perturb(paths[name], x, y), 1)
                 results["square"][name] = {

@@ -27,7 +27,13 @@ def _session_options() -> ort.SessionOptions:
     return options
 
 
-def _open(path: Path, providers: list[str]) -> ort.InferenceSession:
+# Full float32 on the GPU. ORT's CUDA provider, like torch's cuDNN convolutions, uses TF32 tensor cores
+# by default on Ampere and later, which rounds inputs to 10 mantissa bits: logits then move by about
+# 1e-3, the twin and the session disagree, and parity is judged on rounding rather than on the export.
+CUDA_OPTIONS = {"use_tf32": "0"}
+
+
+def _open(path: Path, providers: list[str | tuple[str, dict[str, str]]]) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), _session_options(), providers=providers)
     except Exception as error:
@@ -47,7 +53,7 @@ def _try_cuda(path: Path) -> ort.InferenceSession | None:
     # the probe runs with ORT's default logger at fatal-only so that a CPU machine stays quiet.
     ort.set_default_logger_severity(_ORT_FATAL_ONLY)
     try:
-        session = _open(path, [CUDA, CPU])
+        session = _open(path, [(CUDA, CUDA_OPTIONS), CPU])
     finally:
         ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
     if session.get_providers()[0] != CUDA:
@@ -77,9 +83,22 @@ def open_session(path: Path, device: Device) -> ort.InferenceSession:
 def torch_device(device: Device, provider: str) -> torch.device:
     """Where the torch modules run: on the GPU when torch can use it and the user did not ask for the CPU."""
     if device != "cpu" and torch.cuda.is_available():
+        full_float32_on_gpu()
         return torch.device("cuda")
     if provider == CUDA and device == "cuda":
         logger.info(
             "ONNX Runtime runs on CUDA but this torch build has no CUDA; torch modules stay on the CPU"
         )
     return torch.device("cpu")
+
+
+def full_float32_on_gpu() -> None:
+    """Turn TF32 off for torch's matrix products and convolutions (see ``CUDA_OPTIONS``): gate measures
+    the model, so the PyTorch twin computes in the same full float32 as the ONNX Runtime session."""
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):  # torch >= 2.9
+        cudnn_conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False

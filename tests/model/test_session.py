@@ -8,7 +8,8 @@ import pytest
 
 from gate.errors import ModelError
 from gate.model import ModelSpec, load_model
-from gate.model.session import CPU, CUDA, open_session
+from gate.model import session as session_module
+from gate.model.session import CPU, CUDA, full_float32_on_gpu, open_session
 
 from .test_onnx_file import linear_model
 
@@ -54,6 +55,7 @@ def test_cuda_session_scores_match_the_cpu(linear_onnx, tmp_path):
 
     model = load_model(ModelSpec(str(linear_onnx), device="cuda"), work_dir=tmp_path)
     assert model.provider == CUDA
+    assert model._session.get_provider_options()[CUDA]["use_tf32"] == "0"
     x = torch.rand(64, 1, 8, 8)
     cpu = load_model(ModelSpec(str(linear_onnx), device="cpu"), work_dir=tmp_path)
     torch.testing.assert_close(model.scores(x), cpu.scores(x), atol=1e-4, rtol=1e-4)
@@ -61,3 +63,35 @@ def test_cuda_session_scores_match_the_cpu(linear_onnx, tmp_path):
         xc = x.cuda()
         assert model.scores(xc).device == xc.device
         torch.testing.assert_close(model.scores(xc).cpu(), cpu.scores(x), atol=1e-4, rtol=1e-4)
+
+
+def test_cuda_sessions_are_opened_in_full_float32(linear_onnx, monkeypatch):
+    # TF32 would move logits by ~1e-3 and make the twin and the session disagree; the CUDA provider is
+    # asked for full float32. A stand-in session records what ONNX Runtime was asked for.
+    asked = []
+
+    class RecordingSession:
+        def __init__(self, path, options, providers):
+            asked.append(providers)
+
+        def get_providers(self):
+            return [CUDA, CPU]
+
+    monkeypatch.setattr(session_module, "_cuda_failed", False)
+    monkeypatch.setattr(session_module.ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(session_module.ort, "InferenceSession", RecordingSession)
+    open_session(linear_onnx, "cuda")
+    assert asked == [[(CUDA, {"use_tf32": "0"}), CPU]]
+
+
+def test_torch_gpu_math_is_set_to_full_float32():
+    import torch
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = (conv.fp32_precision, matmul.fp32_precision)
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        full_float32_on_gpu()
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
