@@ -221,19 +221,54 @@ def per_step_cost(model, x, y, device: torch.device, repeats: int) -> dict:
     """
     short, long = 10, 50
     costs: dict = {"eps": OVERHEAD_EPS}
-    for label, run in {
+    runs = {
         "bare": lambda steps: bare_loop(model, x, y, steps),
         "gate_pgd": lambda steps: PGD(norm="linf", eps=OVERHEAD_EPS, steps=steps).perturb(model, x, y),
         "gate_apgd": lambda steps: APGDCE(norm="linf", eps=OVERHEAD_EPS, steps=steps).perturb(model, x, y),
-    }.items():
-        t_short, _ = timed(lambda run=run: run(short), device, repeats)
-        t_long, outcome = timed(lambda run=run: run(long), device, repeats)
-        costs[f"{label}_ms_per_step"] = 1000 * (t_long - t_short) / (long - short)
-        if label == "gate_apgd":
-            costs["robust_fraction"] = outcome.robust.float().mean().item()
+    }
+    # Interleaved, so drift in the machine's speed (clocks, other load) hits all three alike.
+    times: dict[tuple[str, int], list[float]] = {(label, n): [] for label in runs for n in (short, long)}
+    for run in runs.values():
+        run(short)  # warm-up
+    for _ in range(max(repeats, 3)):
+        for label, run in runs.items():
+            for n in (short, long):
+                seconds, outcome = timed(lambda run=run, n=n: run(n), device, 1, warm_up=False)
+                times[label, n].append(seconds)
+                if label == "gate_apgd" and n == long:
+                    costs["robust_fraction"] = outcome.robust.float().mean().item()
+    for label in runs:
+        slope = statistics.median(times[label, long]) - statistics.median(times[label, short])
+        costs[f"{label}_ms_per_step"] = 1000 * slope / (long - short)
     costs["pgd_over_bare"] = costs["gate_pgd_ms_per_step"] / costs["bare_ms_per_step"]
     costs["apgd_over_bare"] = costs["gate_apgd_ms_per_step"] / costs["bare_ms_per_step"]
     return costs
+
+
+def wide_cnn(width: int) -> nn.Module:
+    """A CIFAR-shaped CNN wide enough to keep a GPU busy, for the per-step overhead where the digits CNN
+    is too small: on a GPU its steps are bound by kernel launches, not by the model."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Conv2d(2 * width, 2 * width, 3, padding=1, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 10),
+    )  # fmt: skip
+
+
+def wide_per_step(device: torch.device, samples: int, width: int, repeats: int) -> dict:
+    """Per-step cost on ``wide_cnn`` (random weights, labels = its own predictions, random images)."""
+    torch.manual_seed(0)
+    model = wide_cnn(width).to(device).eval()
+    x = torch.rand(samples, 3, 32, 32, device=device)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    return {
+        "model": f"wide_cnn(width={width})",
+        "samples": samples,
+        **per_step_cost(model, x, y, device, repeats),
+    }
 
 
 def main() -> None:
@@ -243,6 +278,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="PGD / APGD iterations")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--wide-only", action="store_true", help="only the per-step cost on the wide CNN")
+    parser.add_argument("--wide-width", type=int, default=64)
+    parser.add_argument("--wide-samples", type=int, default=512)
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -258,7 +296,10 @@ def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(results, indent=2) + "\n")
 
-    for kind, adversarial in (("standard", False), ("pgd_trained", True)):
+    results["wide_per_step"] = wide_per_step(device, args.wide_samples, args.wide_width, args.repeats)
+    print("wide CNN per step:", json.dumps(results["wide_per_step"]), flush=True)
+    save()
+    for kind, adversarial in () if args.wide_only else (("standard", False), ("pgd_trained", True)):
         model = train(x_train, y_train, adversarial=adversarial).to(device)
         print(kind, flush=True)
         entry: dict = {"clean_acc": robust_accuracy(model, x, y), "attacks": []}

@@ -84,14 +84,19 @@ def test_cuda_sessions_are_opened_in_full_float32(linear_onnx, monkeypatch):
     assert asked == [[(CUDA, {"use_tf32": "0"}), CPU]]
 
 
-def test_torch_gpu_math_is_set_to_full_float32():
+def test_torch_gpu_math_is_set_to_full_float32_and_export_still_works(tmp_path):
     import torch
 
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    before = (conv.fp32_precision, matmul.fp32_precision)
+    from gate.model import export_to_onnx
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     try:
-        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
         full_float32_on_gpu()
-        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        # The exporter reads these switches; on the H200 a half-set state made every export fail.
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 3)).eval()
+        export_to_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "model.onnx")
+        assert (tmp_path / "model.onnx").is_file()
     finally:
-        conv.fp32_precision, matmul.fp32_precision = before
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
