@@ -5,9 +5,10 @@ holds the CPU-generator counterpart for code that draws with torch's own generat
 
 A ``torch.Generator`` hands out one stream per batch: the noise a sample receives then depends on its
 position and on which other samples share the batch, and a sharded evaluation would not reproduce an
-unsharded one. Here every number is a hash of ``(sample index, stream, element)`` (the murmur3 32-bit
-finaliser, applied twice), computed with integer tensor ops on the input's device: no host round trip,
-and the same values on CPU and CUDA.
+unsharded one. Here every number is a hash of ``(sample index, stream, element)``: the index is mixed
+with the murmur3 32-bit finaliser, the stream and tag on the host, and the elements follow SplitMix's
+construction (a Weyl sequence, avalanched). All of it is integer tensor ops on the input's device: no
+host round trip, and the same values on CPU and CUDA.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ _GOLDEN32 = 0x9E3779B9
 
 
 def _mul32(h: torch.Tensor, constant: int) -> torch.Tensor:
-    """``(h * constant) mod 2**32`` for 32-bit values held in int64, split in halves so nothing overflows."""
-    low = (h & 0xFFFF) * constant
-    high = (((h >> 16) * constant) & 0xFFFF) << 16
+    """``(h * constant) mod 2**32`` for 32-bit values held in int64, with the constant split in 16-bit
+    halves so that no product overflows."""
+    low = h * (constant & 0xFFFF)
+    high = ((h * (constant >> 16)) & 0xFFFF) << 16
     return (low + high) & _MASK32
 
 
@@ -37,6 +39,23 @@ def _mix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
+def _mix32_int(h: int) -> int:
+    """:func:`_mix32` on a Python integer: streams are mixed on the host, costing no device operations."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _MASK32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _MASK32
+    return h ^ (h >> 16)
+
+
+def stream_key(stream: Sequence[int]) -> int:
+    """A 32-bit key for a stream ``(seed, target rank, restart, ...)``, mixed part by part."""
+    key = 0x5BD1E995
+    for part in stream:
+        key = _mix32_int(key ^ ((int(part) * _GOLDEN32) & _MASK32))
+    return key
+
+
 class SampleRandom:
     """Independent, reproducible random streams for a batch of samples identified by ``index``.
 
@@ -46,10 +65,9 @@ class SampleRandom:
 
     def __init__(self, index: torch.Tensor, stream: Sequence[int]) -> None:
         index = index.to(torch.int64)
-        state = _mix32(index & _MASK32) ^ _mix32(((index >> 32) & _MASK32) ^ 0x5BD1E995)
-        for part in stream:
-            state = _mix32(state ^ ((int(part) * _GOLDEN32) & _MASK32))
-        self.state = state
+        # Two device mixes per sample (low and high 32 bits of the index); the stream is mixed on the host.
+        state = _mix32((index & _MASK32) ^ stream_key(stream))
+        self.state = _mix32(state ^ ((index >> 32) & _MASK32))
         self.device = index.device
 
     def __len__(self) -> int:
@@ -63,10 +81,12 @@ class SampleRandom:
         return child
 
     def _bits(self, tag: int, shape: Sequence[int]) -> torch.Tensor:
+        # A Weyl sequence per (sample, tag), started at the sample's state xor the (host-mixed) tag and
+        # stepped by the golden ratio, then avalanched: SplitMix's construction, a few dozen device ops.
         count = math.prod(shape)
-        tagged = _mix32(self.state ^ ((int(tag) * 0x27D4EB2F + 0x165667B1) & _MASK32))
+        start = self.state ^ _mix32_int((int(tag) * 0x27D4EB2F + 0x165667B1) & _MASK32)
         counter = _mul32(torch.arange(count, device=self.device, dtype=torch.int64), _GOLDEN32)
-        bits = _mix32(_mix32((tagged[:, None] + counter[None, :]) & _MASK32) ^ tagged[:, None])
+        bits = _mix32((start[:, None] + counter[None, :]) & _MASK32)
         return bits.view(len(self), *shape)
 
     def uniform(self, tag: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:

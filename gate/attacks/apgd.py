@@ -5,6 +5,7 @@ stalls, so it needs no step-size tuning. APGD-CE uses cross-entropy; APGD-T the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal
 
@@ -97,9 +98,10 @@ class APGD(Attack):
         state = self._initial_state(model, x, y, rng, loss_fn)
         x_out = x.clone()
         ids = torch.arange(x.shape[0], device=x.device)
+        project = self.threat.projector(x)
         previous_mark = 0
         for iteration in range(1, self.steps + 1):
-            self._step(model, x, y, state, loss_fn, momentum=1.0 if iteration == 1 else MOMENTUM)
+            self._step(model, x, y, state, loss_fn, 1.0 if iteration == 1 else MOMENTUM, project)
             if iteration in self.checkpoints:
                 self._checkpoint(state, interval=iteration - previous_mark)
                 previous_mark = iteration
@@ -114,6 +116,7 @@ class APGD(Attack):
                     if ids.numel() == 0:
                         return RunResult(x_out)
                     loss_fn = self._loss_fn(y, target)
+                    project = self.threat.projector(x)
         x_out[ids] = where_samples(state.found, state.x_found, state.x_best)
         return RunResult(x_out)
 
@@ -133,14 +136,21 @@ class APGD(Attack):
         )  # fmt: skip
 
     def _step(
-        self, model: Model, x: torch.Tensor, y: torch.Tensor, state: _State, loss_fn, momentum: float
+        self,
+        model: Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        state: _State,
+        loss_fn,
+        momentum: float,
+        project: Callable[[torch.Tensor], torch.Tensor],
     ) -> None:
         """One momentum step (paper eq. 2), then bookkeeping of the best and of the first adversarial point."""
         step = per_sample(state.step, x)
-        z = self.threat.project(state.x_adv + step * self.threat.steepest_direction(state.grad), x)
+        z = project(state.x_adv + step * self.threat.steepest_direction(state.grad))
         moved = state.x_adv + momentum * (z - state.x_adv) + (1.0 - momentum) * (state.x_adv - state.x_prev)
         state.x_prev = state.x_adv
-        state.x_adv = self.threat.project(moved, x)
+        state.x_adv = project(moved)
         loss, logits, grad = loss_and_grad(model, state.x_adv, loss_fn)
         misclassified = logits.argmax(dim=1) != y
         state.x_found = where_samples(misclassified & ~state.found, state.x_adv, state.x_found)

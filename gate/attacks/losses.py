@@ -13,6 +13,15 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | 
     return -functional.cross_entropy(logits, target, reduction="none")
 
 
+def total_cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`cross_entropy` summed over the batch, in one reduction (for steps on the gradient alone)."""
+    if target is None:
+        return functional.cross_entropy(logits, y, reduction="sum")
+    return -functional.cross_entropy(logits, target, reduction="sum")
+
+
 def _best_other(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The largest logit among the classes other than ``y``."""
     return logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 import torch
 
 from gate.attacks import losses
-from gate.attacks.base import Attack, Model, RunResult, loss_and_grad, where_samples
+from gate.attacks.base import Attack, Model, RunResult, logits_and_grad, where_samples
 from gate.attacks.threat import Norm
 from gate.sample_random import SampleRandom
 
@@ -59,16 +59,18 @@ class PGD(Attack):
         rng: SampleRandom,
         restart: int,
     ) -> RunResult:
-        loss_fn = losses.cross_entropy if self.loss == "ce" else losses.dlr
+        if self.loss == "ce":
+            total_loss = lambda z: losses.total_cross_entropy(z, y, target)  # noqa: E731
+        else:
+            total_loss = lambda z: losses.dlr(z, y, target).sum()  # noqa: E731
         x_adv = self.threat.random_start(x, rng, tag=0) if self.random_start else x.clone()
         x_found = x_adv.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        project = self.threat.projector(x)
         for _ in range(self.steps):
-            _, logits, grad = loss_and_grad(model, x_adv, lambda z: loss_fn(z, y, target))
+            logits, grad = logits_and_grad(model, x_adv, total_loss)
             misclassified = logits.argmax(dim=1) != y
-            x_found = where_samples(misclassified & ~found, x_adv, x_found)
+            x_found = where_samples(misclassified, x_adv, x_found)  # the latest misclassified iterate
             found |= misclassified
-            x_adv = self.threat.project(
-                x_adv.add_(self.threat.steepest_direction(grad), alpha=self.step_size), x
-            )
+            x_adv = project(x_adv.add_(self.threat.steepest_direction(grad), alpha=self.step_size))
         return RunResult(where_samples(found, x_found, x_adv))

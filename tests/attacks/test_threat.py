@@ -31,6 +31,14 @@ def test_projection_lands_in_ball_and_bounds(norm, eps):
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 0.5)])
+def test_projector_with_precomputed_limits_equals_project(norm, eps):
+    threat = ThreatModel(norm=norm, eps=eps, bounds=(0.0, 1.0))
+    x = torch.rand(16, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    far = x + 3 * torch.randn(16, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(threat.projector(x)(far), threat.project(far, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 0.5)])
 def test_random_start_is_feasible(norm, eps):
     threat = ThreatModel(norm=norm, eps=eps)
     x = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
