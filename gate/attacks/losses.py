@@ -43,6 +43,11 @@ def dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = Non
     return -(true_logit - target_logit) / scale
 
 
+def total_dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`dlr` summed over the batch."""
+    return dlr(logits, y, target).sum()
+
+
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``z_y - max_{j != y} z_j``: positive while the sample is still classified correctly."""
     return logits.gather(1, y[:, None])[:, 0] - _best_other(logits, y)

@@ -13,6 +13,7 @@ from gate.attacks.threat import Norm
 from gate.sample_random import SampleRandom
 
 Loss = Literal["ce", "dlr"]
+_COMPACT_EVERY = 5  # steps between dropping points already broken (a host sync)
 
 
 class PGD(Attack):
@@ -59,18 +60,31 @@ class PGD(Attack):
         rng: SampleRandom,
         restart: int,
     ) -> RunResult:
-        if self.loss == "ce":
-            total_loss = lambda z: losses.total_cross_entropy(z, y, target)  # noqa: E731
-        else:
-            total_loss = lambda z: losses.dlr(z, y, target).sum()  # noqa: E731
+        total_loss = losses.total_cross_entropy if self.loss == "ce" else losses.total_dlr
         x_adv = self.threat.random_start(x, rng, tag=0) if self.random_start else x.clone()
         x_found = x_adv.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        x_out = x_adv.clone()
+        ids = torch.arange(x.shape[0], device=x.device)
         project = self.threat.projector(x)
-        for _ in range(self.steps):
-            logits, grad = logits_and_grad(model, x_adv, total_loss)
+        for step in range(self.steps):
+            if step and step % _COMPACT_EVERY == 0 and found.any():
+                # A point misclassified once is broken whatever later steps do: it leaves the batch with
+                # its adversarial iterate (one host sync every few steps).
+                x_out[ids[found]] = x_found[found]
+                keep = ~found
+                ids, x, y, x_adv, x_found = ids[keep], x[keep], y[keep], x_adv[keep], x_found[keep]
+                target = None if target is None else target[keep]
+                found = found[keep]
+                if ids.numel() == 0:
+                    return RunResult(x_out)
+                project = self.threat.projector(x)
+            logits, grad = logits_and_grad(
+                model, x_adv, lambda z, y=y, target=target: total_loss(z, y, target)
+            )
             misclassified = logits.argmax(dim=1) != y
             x_found = where_samples(misclassified, x_adv, x_found)  # the latest misclassified iterate
             found |= misclassified
             x_adv = project(x_adv.add_(self.threat.steepest_direction(grad), alpha=self.step_size))
-        return RunResult(where_samples(found, x_found, x_adv))
+        x_out[ids] = where_samples(found, x_found, x_adv)
+        return RunResult(x_out)
