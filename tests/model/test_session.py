@@ -95,7 +95,9 @@ def test_torch_gpu_math_is_set_to_full_float32_and_export_still_works(tmp_path):
         full_float32_on_gpu()
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
         # The exporter reads these switches; on the H200 a half-set state made every export fail.
-        model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 3)).eval()
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 3)
+        ).eval()
         export_to_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "model.onnx")
         assert (tmp_path / "model.onnx").is_file()
     finally:
