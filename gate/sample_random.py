@@ -97,12 +97,6 @@ class SampleRandom:
         """Random ``-1`` / ``+1`` of shape ``[N, *shape]``."""
         return ((self._bits(tag, shape) >> 31) * 2 - 1).to(dtype)
 
-    def integers(self, tag: int, high: torch.Tensor | int, shape: Sequence[int] = ()) -> torch.Tensor:
-        """Integers uniform in ``[0, high)`` of shape ``[N, *shape]`` (``high`` may be per sample)."""
-        u = self.uniform(tag, shape or (1,), torch.float64)
-        values = (u * high).floor().to(torch.int64)
-        return values if shape else values[:, 0]
-
     def normal(self, tag: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal numbers of shape ``[N, *shape]`` (Box-Muller on two uniform streams)."""
         u1 = self.uniform(2 * tag + 1, shape, torch.float64) + 2.0**-25

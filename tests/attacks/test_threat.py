@@ -63,5 +63,18 @@ def test_random_numbers_look_uniform():
     n = rng.normal(1, (100,))
     assert abs(n.mean().item()) < 0.02 and abs(n.std().item() - 1) < 0.02
     assert set(rng.signs(2, (10,)).unique().tolist()) == {-1.0, 1.0}
-    k = rng.integers(3, 5, (50,))
-    assert set(k.unique().tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_random_streams_are_uncorrelated_across_tags_samples_and_elements():
+    # Element streams are Weyl sequences started at (sample state xor tag key): neighbouring tags,
+    # neighbouring sample indices and neighbouring elements must not be correlated.
+    rng = SampleRandom(torch.arange(2000), (0, 2, 0))
+    u = rng.uniform(0, (200,)) - 0.5
+    v = rng.uniform(1, (200,)) - 0.5
+
+    def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a * b).mean() / (a.std() * b.std()))
+
+    assert abs(correlation(u, v)) < 0.01  # tag 0 vs tag 1, same samples
+    assert abs(correlation(u[:-1], u[1:])) < 0.01  # sample i vs sample i + 1
+    assert abs(correlation(u[:, :-1], u[:, 1:])) < 0.01  # element k vs k + 1
