@@ -65,3 +65,18 @@ class BatchRecorder(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.batch_sizes.append(x.shape[0])
         return self.model(x)
+
+
+def run_recorded(attack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[int], int]:
+    """Run ``attack`` through a :class:`BatchRecorder`; check the outcome is feasible, that some but not
+    all points survive, and that every point reported broken is adversarial. Returns the batch sizes of
+    the model's forward passes and the number of points still robust."""
+    recorder = BatchRecorder(model)
+    outcome = attack.perturb(recorder, x, y)
+    assert_feasible(outcome, x, attack.norm, attack.eps)
+    still_robust = int(outcome.robust.sum())
+    assert 10 < still_robust < len(x) - 10
+    broken = ~outcome.robust
+    with torch.no_grad():
+        assert (model(outcome.x_adv[broken]).argmax(1) != y[broken]).all()
+    return recorder.batch_sizes, still_robust
