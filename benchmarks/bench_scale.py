@@ -86,10 +86,8 @@ def synthetic(count: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray
     return x, y
 
 
-def build_model(shape: tuple[int, ...], path: Path, steps: int = 300) -> float:
-    """Train the CNN for ``steps`` Adam steps on fresh synthetic data and export it; returns its accuracy."""
-    from gate.model import export_to_onnx
-
+def train_model(shape: tuple[int, ...], steps: int = 300) -> tuple[nn.Module, float]:
+    """The CNN trained for ``steps`` Adam steps on fresh synthetic data, and its held-out accuracy."""
     torch.manual_seed(0)
     model = make_model(shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -104,6 +102,14 @@ def build_model(shape: tuple[int, ...], path: Path, steps: int = 300) -> float:
     held_x, held_y = (torch.from_numpy(a) for a in synthetic(1000, shape, seed=7))
     with torch.no_grad():
         accuracy = float((model(held_x).argmax(1) == held_y).float().mean())
+    return model, accuracy
+
+
+def build_model(shape: tuple[int, ...], path: Path, steps: int = 300) -> float:
+    """Train the CNN (:func:`train_model`) and export it to ``path``; returns its accuracy."""
+    from gate.model import export_to_onnx
+
+    model, accuracy = train_model(shape, steps)
     export_to_onnx(model, torch.zeros(1, *shape), path)
     return accuracy
 
