@@ -59,6 +59,33 @@ def window_mask(top: torch.Tensor, left: torch.Tensor, side: int, height: int, w
     return (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]
 
 
+class WindowTable:
+    """Square windows of one side length, looked up instead of computed: per iteration, two multiplies
+    turn uniform numbers into window positions and two gathers and an ``and`` give the masks (computing
+    them from ``arange`` comparisons takes a dozen operations, which on a GPU are a dozen launches)."""
+
+    def __init__(self, side: int, height: int, width: int, device: torch.device) -> None:
+        self.side = side
+        self.counts = torch.tensor([height - side + 1, width - side + 1], device=device, dtype=torch.float32)
+        # One row per start position, plus a copy of the last: ``u * count`` may round up to ``count``.
+        self.rows = self._table(height - side + 1, side, height, device)
+        self.cols = self._table(width - side + 1, side, width, device)
+
+    @staticmethod
+    def _table(count: int, side: int, size: int, device: torch.device) -> torch.Tensor:
+        starts = torch.arange(count + 1, device=device).clamp_(max=count - 1)[:, None]
+        cells = torch.arange(size, device=device)[None, :]
+        return (cells >= starts) & (cells < starts + side)
+
+    def positions(self, draw: torch.Tensor) -> torch.Tensor:
+        """``[N, 2]`` window starts (top, left) from ``[N, 2]`` uniform numbers in ``[0, 1)``."""
+        return (draw * self.counts).long()
+
+    def mask(self, positions: torch.Tensor) -> torch.Tensor:
+        """Boolean ``[N, 1, H, W]`` masks of the windows starting at ``positions``."""
+        return self.rows[positions[:, 0]][:, None, :, None] & self.cols[positions[:, 1]][:, None, None, :]
+
+
 def centred_bump(rows: int, cols: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Nested rectangles around the centre with weight ``1 / (k + 1)**2`` for ring ``k`` (paper, sec. 3.2)."""
     r = torch.arange(rows, device=device, dtype=dtype)
@@ -150,6 +177,7 @@ class Square(Attack):
         x_out, queries_out = x_init.clone(), queries.clone()
         per_iteration = self._draws_per_iteration(x.shape[1])
         draws = torch.empty(0)
+        tables: dict[int, WindowTable] = {}
         for iteration in range(1, self.steps):
             offset = iteration % _COMPACT_EVERY
             if offset == 0:
@@ -162,7 +190,7 @@ class Square(Attack):
                 # one iteration at a time costs about as much as the model's forward pass.
                 block = iteration // _COMPACT_EVERY
                 draws = rng.subset(search.ids).uniform(_BLOCK_TAG + block, (_COMPACT_EVERY, per_iteration))
-            self._iterate(model, search, draws[:, offset], iteration)
+            self._iterate(model, search, draws[:, offset], iteration, tables)
         self._write_back(search, x_out, queries_out)
         return RunResult(x_out, queries_out)
 
@@ -176,25 +204,29 @@ class Square(Attack):
         x_out[search.ids] = search.x_best
         queries_out[search.ids] = search.queries
 
-    def _iterate(self, model: Model, search: _Search, draw: torch.Tensor, iteration: int) -> None:
+    def _iterate(
+        self,
+        model: Model,
+        search: _Search,
+        draw: torch.Tensor,
+        iteration: int,
+        tables: dict[int, WindowTable],
+    ) -> None:
         """Propose one square update per sample, query it, keep it where the margin dropped."""
         height, width = search.x.shape[-2:]
         side = square_side(square_fraction(self.p_init, iteration, self.steps), height, width)
         if self.norm == "l2":  # the bump needs room: odd sides of at least 3 pixels where the image allows
             side = min(max(side, 3) | 1, height, width)
+        if side not in tables:
+            tables[side] = WindowTable(side, height, width, search.x.device)
         propose = self._propose_linf if self.norm == "linf" else self._propose_l2
-        x_new = propose(search, draw, side).clamp_(*self.bounds)
+        x_new = propose(search, draw, tables[side]).clamp_(*self.bounds)
         still_robust = search.margin_best > 0
         margin = self._margin(model, x_new, search.y)
         improved = (margin < search.margin_best) & still_robust
         search.x_best = where_samples(improved, x_new, search.x_best)
         search.margin_best = torch.where(improved, margin, search.margin_best)
         search.queries += still_robust.to(search.queries.dtype)
-
-    @staticmethod
-    def _position(draw: torch.Tensor, side: int, size: int) -> torch.Tensor:
-        """A window start in ``[0, size - side]`` from uniform numbers in ``[0, 1)``."""
-        return (draw * (size - side + 1)).long().clamp_(max=size - side)
 
     @staticmethod
     def _signs(draw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -218,26 +250,25 @@ class Square(Attack):
         delta = delta * per_sample(self.eps / (l2_norm(delta) + 1e-12), delta)
         return (x + delta).clamp_(*self.bounds)
 
-    def _propose_linf(self, search: _Search, draw: torch.Tensor, side: int) -> torch.Tensor:
+    def _propose_linf(self, search: _Search, draw: torch.Tensor, windows: WindowTable) -> torch.Tensor:
         """Set one square of every channel to a random corner ``x +- eps`` (paper, Alg. 2)."""
-        height, width = search.x.shape[-2:]
-        top, left = self._position(draw[:, 0], side, height), self._position(draw[:, 1], side, width)
-        window = window_mask(top, left, side, height, width)
+        window = windows.mask(windows.positions(draw[:, :2]))
         return torch.where(
             window, search.x + self.eps * self._signs(draw[:, 2:], search.x.dtype), search.x_best
         )
 
-    def _propose_l2(self, search: _Search, draw: torch.Tensor, side: int) -> torch.Tensor:
+    def _propose_l2(self, search: _Search, draw: torch.Tensor, windows: WindowTable) -> torch.Tensor:
         """Move the perturbation mass of two squares into the first, reshaped as a bump (paper, Alg. 3).
 
         The new first square absorbs the mass of both squares plus any unused budget; the whole
         perturbation is then rescaled to norm ``eps``, so clipping at the bounds never leaves budget idle.
         """
         channels, height, width = search.x.shape[1:]
-        top, left = self._position(draw[:, 0], side, height), self._position(draw[:, 1], side, width)
-        top2, left2 = self._position(draw[:, 2], side, height), self._position(draw[:, 3], side, width)
-        first = window_mask(top, left, side, height, width)
-        union = first | window_mask(top2, left2, side, height, width)
+        side = windows.side
+        start, start2 = windows.positions(draw[:, 0:2]), windows.positions(draw[:, 2:4])
+        top, left = start[:, 0], start[:, 1]
+        first = windows.mask(start)
+        union = first | windows.mask(start2)
         delta = search.x_best - search.x
         mass_union = (delta * union).square().sum(dim=(2, 3), keepdim=True)
         spare = (self.eps**2 - l2_norm(delta).square()).clamp_(min=0) / channels

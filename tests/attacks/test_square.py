@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gate.attacks.square import Square, l2_update_pattern, square_fraction, square_side, window_mask
+from gate.attacks.square import (
+    Square,
+    WindowTable,
+    l2_update_pattern,
+    square_fraction,
+    square_side,
+    window_mask,
+)
 
 from .helpers import assert_feasible, digits_subset
 
@@ -23,6 +30,19 @@ def test_window_and_pattern_shapes():
     pattern = l2_update_pattern(4, torch.device("cpu"), torch.float32)
     assert pattern.norm().item() == pytest.approx(1.0)
     assert (pattern[:2] > 0).all() and (pattern[2:] < 0).all()
+
+
+@pytest.mark.parametrize(("side", "height", "width"), [(1, 8, 8), (3, 8, 8), (5, 32, 24), (8, 8, 8)])
+def test_window_table_gives_the_computed_windows(side, height, width):
+    table = WindowTable(side, height, width, torch.device("cpu"))
+    draw = torch.rand(500, 2, generator=torch.Generator().manual_seed(side))
+    draw[:2] = torch.tensor([[0.0, 0.0], [1 - 2**-24, 1 - 2**-24]])  # the ends of [0, 1)
+    start = table.positions(draw)
+    top = (draw[:, 0] * (height - side + 1)).long().clamp(max=height - side)
+    left = (draw[:, 1] * (width - side + 1)).long().clamp(max=width - side)
+    expected = window_mask(top, left, side, height, width)
+    assert torch.equal(table.mask(start), expected)
+    assert (expected.sum(dim=(1, 2, 3)) == side * side).all()
 
 
 class _ScoreOnly:
