@@ -36,25 +36,27 @@ def project_onto_hyperplane_in_box(
     direction = (w.sign() if norm == "linf" else w) * per_sample(c.sign(), w)
     flat = direction.flatten(1)
     # How far each coordinate may move in its direction before it leaves the box.
-    room = torch.where(flat > 0, upper.flatten(1), -lower.flatten(1)).clamp(min=0)
+    room = torch.where(flat > 0, upper.flatten(1), -lower.flatten(1)).clamp_(min=0)
     weight = w.abs().flatten(1)
-    speed = flat.abs()  # how fast d_i grows with lam: 1 (linf) or |w_i| (l2)
-    slope = weight * speed
-    saturates_at = torch.where(speed > 0, room / speed.clamp(min=1e-30), torch.inf)
     saturated = weight * room  # a coordinate's contribution once it is at the box
+    if norm == "linf":  # d_i grows like lam: it reaches the box at lam = room_i, at rate |w_i|
+        slope, saturates_at = weight, room * (weight > 0)
+    else:  # d_i grows like lam * |w_i|: it reaches the box at lam = room_i / |w_i|, at rate w_i**2
+        slope = weight.square()
+        saturates_at = torch.where(weight > 0, room / weight.clamp(min=1e-30), 0.0)
+    # Coordinates that do not move (w_i = 0) saturate at 0 with slope 0: first in the order, adding nothing.
     t, order = saturates_at.sort(dim=1)
     b = slope.gather(1, order)
     saturated = saturated.gather(1, order)
     done_before = saturated.cumsum(dim=1) - saturated
-    slope_from = b.flip(1).cumsum(dim=1).flip(1)  # sum of b_j over coordinates not yet saturated
-    reached = done_before + torch.where(slope_from > 0, t * slope_from, 0.0)  # f(t_k)
+    slope_from = b.sum(dim=1, keepdim=True) - (b.cumsum(dim=1) - b)  # coordinates not yet saturated
+    reached = done_before + t * slope_from  # f(t_k)
     target = c.abs()[:, None]
-    k = (reached < target).sum(dim=1, keepdim=True).clamp(max=flat.shape[1] - 1)
+    k = (reached < target).sum(dim=1, keepdim=True).clamp_(max=flat.shape[1] - 1)
     lam = ((target - done_before.gather(1, k)) / slope_from.gather(1, k).clamp(min=1e-30))[:, 0]
-    # Unreachable: every moving coordinate at its bound (the largest finite t).
-    corner = torch.where(torch.isfinite(t), t, 0.0).amax(dim=1)
-    lam = torch.where(reached[:, -1] < target[:, 0], corner, lam)
-    lam = torch.minimum(lam.clamp(min=0), corner)
+    # Unreachable: every moving coordinate at its bound (the largest t).
+    corner = t[:, -1]
+    lam = torch.where(reached[:, -1] < target[:, 0], corner, lam.clamp_(min=0).minimum(corner))
     return torch.minimum(torch.maximum(per_sample(lam, w) * direction, lower), upper)
 
 
