@@ -105,7 +105,7 @@ class APGD(Attack):
             if iteration in self.checkpoints:
                 self._checkpoint(state, interval=iteration - previous_mark)
                 previous_mark = iteration
-                # A point misclassified once keeps its first adversarial point whatever follows, so it
+                # A point misclassified once keeps an adversarial point whatever follows, so it
                 # leaves the batch here (a host sync per checkpoint, about ten a run).
                 found = state.found
                 if iteration < self.steps and found.any():
@@ -145,17 +145,18 @@ class APGD(Attack):
         momentum: float,
         project: Callable[[torch.Tensor], torch.Tensor],
     ) -> None:
-        """One momentum step (paper eq. 2), then bookkeeping of the best and of the first adversarial point."""
+        """One momentum step (paper eq. 2), then bookkeeping of the best and of the latest adversarial point."""
         step = per_sample(state.step, x)
         z = project(state.x_adv + step * self.threat.steepest_direction(state.grad))
-        moved = state.x_adv + momentum * (z - state.x_adv) + (1.0 - momentum) * (state.x_adv - state.x_prev)
+        # x + m (z - x) + (1 - m) (x - x_prev), as one interpolation between 2x - x_prev and z.
+        moved = torch.lerp(state.x_adv * 2 - state.x_prev, z, momentum)
         state.x_prev = state.x_adv
         state.x_adv = project(moved)
         loss, logits, grad = loss_and_grad(model, state.x_adv, loss_fn)
         misclassified = logits.argmax(dim=1) != y
-        state.x_found = where_samples(misclassified & ~state.found, state.x_adv, state.x_found)
+        state.x_found = where_samples(misclassified, state.x_adv, state.x_found)  # the latest adversarial
         state.found |= misclassified
-        state.increases += (loss > state.loss).to(loss.dtype)
+        state.increases += loss > state.loss
         state.loss = loss
         state.grad = grad
         improved = loss > state.loss_best
