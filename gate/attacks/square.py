@@ -176,7 +176,7 @@ class Square(Attack):
         search = _Search(ids, x, y, x_init, self._margin(model, x_init, y), queries)
         x_out, queries_out = x_init.clone(), queries.clone()
         per_iteration = self._draws_per_iteration(x.shape[1])
-        draws = torch.empty(0)
+        draws = signs = torch.empty(0)
         tables: dict[int, WindowTable] = {}
         for iteration in range(1, self.steps):
             offset = iteration % _COMPACT_EVERY
@@ -190,7 +190,8 @@ class Square(Attack):
                 # one iteration at a time costs about as much as the model's forward pass.
                 block = iteration // _COMPACT_EVERY
                 draws = rng.subset(search.ids).uniform(_BLOCK_TAG + block, (_COMPACT_EVERY, per_iteration))
-            self._iterate(model, search, draws[:, offset], iteration, tables)
+                signs = self._signs(draws[..., per_iteration - x.shape[1] :], x.dtype)
+            self._iterate(model, search, draws[:, offset], signs[:, offset], iteration, tables)
         self._write_back(search, x_out, queries_out)
         return RunResult(x_out, queries_out)
 
@@ -209,6 +210,7 @@ class Square(Attack):
         model: Model,
         search: _Search,
         draw: torch.Tensor,
+        signs: torch.Tensor,
         iteration: int,
         tables: dict[int, WindowTable],
     ) -> None:
@@ -220,18 +222,19 @@ class Square(Attack):
         if side not in tables:
             tables[side] = WindowTable(side, height, width, search.x.device)
         propose = self._propose_linf if self.norm == "linf" else self._propose_l2
-        x_new = propose(search, draw, tables[side]).clamp_(*self.bounds)
+        x_new = propose(search, draw, signs[:, :, None, None], tables[side]).clamp_(*self.bounds)
         still_robust = search.margin_best > 0
         margin = self._margin(model, x_new, search.y)
         improved = (margin < search.margin_best) & still_robust
         search.x_best = where_samples(improved, x_new, search.x_best)
         search.margin_best = torch.where(improved, margin, search.margin_best)
-        search.queries += still_robust.to(search.queries.dtype)
+        search.queries += still_robust
 
-    @staticmethod
-    def _signs(draw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``-1`` / ``+1`` per channel from uniform numbers, shaped ``[N, C, 1, 1]``."""
-        return torch.where(draw < 0.5, -1.0, 1.0).to(dtype)[:, :, None, None]
+    def _signs(self, draw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The signed step per channel from uniform numbers: ``-eps`` / ``+eps`` for linf (the corners of
+        the ball), ``-1`` / ``+1`` for l2; drawn for a whole block of iterations at once."""
+        scale = self.eps if self.norm == "linf" else 1.0
+        return torch.where(draw < 0.5, -scale, scale).to(dtype)
 
     def _initial_point(self, x: torch.Tensor, rng: SampleRandom) -> torch.Tensor:
         """Linf: vertical stripes of +-eps; l2: a grid of unit bumps with random signs, scaled to eps."""
@@ -250,14 +253,16 @@ class Square(Attack):
         delta = delta * per_sample(self.eps / (l2_norm(delta) + 1e-12), delta)
         return (x + delta).clamp_(*self.bounds)
 
-    def _propose_linf(self, search: _Search, draw: torch.Tensor, windows: WindowTable) -> torch.Tensor:
+    def _propose_linf(
+        self, search: _Search, draw: torch.Tensor, signs: torch.Tensor, windows: WindowTable
+    ) -> torch.Tensor:
         """Set one square of every channel to a random corner ``x +- eps`` (paper, Alg. 2)."""
         window = windows.mask(windows.positions(draw[:, :2]))
-        return torch.where(
-            window, search.x + self.eps * self._signs(draw[:, 2:], search.x.dtype), search.x_best
-        )
+        return torch.where(window, search.x + signs, search.x_best)
 
-    def _propose_l2(self, search: _Search, draw: torch.Tensor, windows: WindowTable) -> torch.Tensor:
+    def _propose_l2(
+        self, search: _Search, draw: torch.Tensor, signs: torch.Tensor, windows: WindowTable
+    ) -> torch.Tensor:
         """Move the perturbation mass of two squares into the first, reshaped as a bump (paper, Alg. 3).
 
         The new first square absorbs the mass of both squares plus any unused budget; the whole
@@ -281,7 +286,7 @@ class Square(Attack):
         )
         old = delta * first
         old = old / (old.square().sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12)
-        new = bump * self._signs(draw[:, 5:], delta.dtype) + old
+        new = bump * signs + old
         new = new / (new.square().sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12)
         new = new * (mass_union + per_sample(spare, mass_union)).sqrt()
         delta = torch.where(union, new, delta)
