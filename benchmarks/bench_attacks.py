@@ -21,26 +21,10 @@ import torch
 from torch import nn
 
 from gate.attacks import APGDCE, PGD, AutoAttack
+from gate.demo.models import DigitsCNN
 
 EPS = 0.2  # linf, on inputs in [0, 1]
 OVERHEAD_EPS = 0.01  # per-step overhead is measured where (almost) nothing breaks
-
-
-class DigitsCNN(nn.Module):
-    """The small CNN of the test fixtures, redefined so the benchmark stands alone."""
-
-    def __init__(self, channels: int = 16) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels * 2, 3, padding=1, stride=2),
-            nn.ReLU(),
-        )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * 32, 64), nn.ReLU(), nn.Linear(64, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def load_digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -114,9 +98,7 @@ def scored(model: nn.Module, x_adv: torch.Tensor | np.ndarray, y: torch.Tensor) 
 
 
 def robust_accuracy(model: nn.Module, x_adv: torch.Tensor | np.ndarray, y: torch.Tensor) -> float:
-    x_adv = torch.as_tensor(x_adv, device=y.device)
-    with torch.no_grad():
-        return (model(x_adv).argmax(1) == y).float().mean().item()
+    return scored(model, x_adv, y).float().mean().item()
 
 
 def peers(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, device: torch.device):

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_attacks import timed
 from bench_scale import synthetic, train_model
 
 from gate.attacks import Square
@@ -38,19 +37,6 @@ from gate.model import ModelSpec, export_to_onnx, load_model
 from gate.model.session import CUDA
 
 SHAPE = (3, 32, 32)
-
-
-def timed(run: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
-    """Median seconds of ``run`` over ``repeats`` after a warm-up, with the GPU synchronised around each."""
-    result = run()
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = run()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def main() -> None:
@@ -97,7 +83,7 @@ def main() -> None:
                 outputs = {}
                 for name, run in paths.items():
                     repeats = max(3, args.repeats // 4) if name == "cpu_session" else args.repeats
-                    seconds, outputs[name] = timed(lambda run=run, x=x: run(x), repeats)
+                    seconds, outputs[name] = timed(lambda run=run, x=x: run(x), device, repeats)
                     row[f"{name}_ms"] = 1000 * seconds
                 row["host_over_binding"] = row["cuda_via_host_ms"] / row["io_binding_ms"]
                 row["binding_over_torch"] = row["io_binding_ms"] / row["torch_cuda_ms"]
@@ -115,7 +101,7 @@ def main() -> None:
             x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
             attack = Square(norm="linf", eps=args.eps, steps=args.queries)
             for name in ("io_binding", "cuda_via_host", "torch_cuda"):
-                seconds, outcome = timed(lambda name=name: attack.perturb(paths[name], x, y), 1)
+                seconds, outcome = timed(lambda name=name: attack.perturb(paths[name], x, y), device, 1)
                 results["square"][name] = {
                     "seconds": seconds, "robust_accuracy": outcome.robust.float().mean().item(),
                     "queries_per_second": float(outcome.queries.sum()) / seconds,

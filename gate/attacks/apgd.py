@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 
 from gate.attacks import losses
-from gate.attacks.base import Attack, Model, RunResult, loss_and_grad, where_samples
+from gate.attacks.base import Attack, Model, RunResult, SampleRows, keep_rows, loss_and_grad, where_samples
 from gate.attacks.threat import Norm, per_sample
 from gate.sample_random import SampleRandom
 
@@ -32,7 +32,7 @@ def checkpoints(steps: int) -> list[int]:
 
 
 @dataclass
-class _State:
+class _State(SampleRows):
     """The per-sample search state carried across iterations."""
 
     x_adv: torch.Tensor
@@ -48,10 +48,6 @@ class _State:
     increases: torch.Tensor
     loss_best_at_checkpoint: torch.Tensor
     reduced_at_checkpoint: torch.Tensor
-
-    def keep(self, mask: torch.Tensor) -> _State:
-        """The state of the samples selected by ``mask``."""
-        return _State(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
 
 
 class APGD(Attack):
@@ -111,8 +107,8 @@ class APGD(Attack):
                 if iteration < self.steps and found.any():
                     x_out[ids[found]] = state.x_found[found]
                     keep = ~found
-                    ids, x, y, state = ids[keep], x[keep], y[keep], state.keep(keep)
-                    target = None if target is None else target[keep]
+                    ids, x, y, target = keep_rows(keep, ids, x, y, target)
+                    state = state.keep(keep)
                     if ids.numel() == 0:
                         return RunResult(x_out)
                     loss_fn = self._loss_fn(y, target)

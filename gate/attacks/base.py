@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, fields
+from typing import ClassVar, TypeVar
 
 import torch
 
@@ -189,6 +189,22 @@ class Attack(ABC):
                 if queries is not None and run.queries is not None:
                     queries[active] += run.queries
         return AttackOutcome(x_adv, robust, queries)
+
+
+def keep_rows(mask: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Each tensor narrowed to the samples selected by ``mask`` (``None`` stays ``None``): how the attacks
+    drop points that no longer need work from their working batch."""
+    return tuple(None if t is None else t[mask] for t in tensors)
+
+
+_Rows = TypeVar("_Rows", bound="SampleRows")
+
+
+class SampleRows:
+    """Mixin for a dataclass whose fields are all per-sample tensors: :meth:`keep` narrows every field."""
+
+    def keep(self: _Rows, mask: torch.Tensor) -> _Rows:
+        return type(self)(*keep_rows(mask, *(getattr(self, f.name) for f in fields(self))))  # type: ignore[arg-type]
 
 
 def where_samples(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

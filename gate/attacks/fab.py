@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import torch
 
-from gate.attacks.base import Attack, Model, RunResult, loss_and_grad, predict, where_samples
+from gate.attacks.base import Attack, Model, RunResult, keep_rows, loss_and_grad, predict, where_samples
 from gate.attacks.threat import Norm, per_sample, perturbation_norm
 from gate.sample_random import SampleRandom
 
@@ -139,11 +139,9 @@ class FAB(Attack):
                 done = best_size <= limit
                 if done.any():
                     x_out[ids[done]] = x_best[done]
-                    keep = ~done
-                    ids, x, x_cur, y, x_best, best_size = (
-                        t[keep] for t in (ids, x, x_cur, y, x_best, best_size)
+                    ids, x, x_cur, y, x_best, best_size, target = keep_rows(
+                        ~done, ids, x, x_cur, y, x_best, best_size, target
                     )
-                    target = None if target is None else target[keep]
                     if ids.numel() == 0:
                         return RunResult(x_out)
             x_next = self._step(model, x, x_cur, y, target)

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 import torch
 
 from gate.attacks import losses
-from gate.attacks.base import Attack, Model, RunResult, logits_and_grad, where_samples
+from gate.attacks.base import Attack, Model, RunResult, keep_rows, logits_and_grad, where_samples
 from gate.attacks.threat import Norm
 from gate.sample_random import SampleRandom
 
@@ -72,10 +72,9 @@ class PGD(Attack):
                 # A point misclassified once is broken whatever later steps do: it leaves the batch with
                 # its adversarial iterate (one host sync every few steps).
                 x_out[ids[found]] = x_found[found]
-                keep = ~found
-                ids, x, y, x_adv, x_found = ids[keep], x[keep], y[keep], x_adv[keep], x_found[keep]
-                target = None if target is None else target[keep]
-                found = found[keep]
+                ids, x, y, x_adv, x_found, found, target = keep_rows(
+                    ~found, ids, x, y, x_adv, x_found, found, target
+                )
                 if ids.numel() == 0:
                     return RunResult(x_out)
                 project = self.threat.projector(x)

@@ -8,13 +8,13 @@ Runtime session wrapped to take and return tensors). Inputs must be images ``[N,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from gate.attacks import losses
-from gate.attacks.base import Attack, Model, RunResult, where_samples
+from gate.attacks.base import Attack, Model, RunResult, SampleRows, where_samples
 from gate.attacks.threat import Norm, l2_norm, per_sample
 from gate.sample_random import SampleRandom
 
@@ -117,7 +117,7 @@ def place_pattern(pattern: torch.Tensor, top: torch.Tensor, left: torch.Tensor, 
 
 
 @dataclass
-class _Search:
+class _Search(SampleRows):
     """The working batch of samples still being attacked, compacted from time to time."""
 
     ids: torch.Tensor
@@ -126,9 +126,6 @@ class _Search:
     x_best: torch.Tensor
     margin_best: torch.Tensor
     queries: torch.Tensor
-
-    def keep(self, mask: torch.Tensor) -> _Search:
-        return _Search(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
 
 
 class Square(Attack):
