@@ -23,11 +23,14 @@ _GOLDEN32 = 0x9E3779B9
 
 
 def _mul32(h: torch.Tensor, constant: int) -> torch.Tensor:
-    """``(h * constant) mod 2**32`` for 32-bit values held in int64, with the constant split in 16-bit
-    halves so that no product overflows."""
-    low = h * (constant & 0xFFFF)
-    high = ((h * (constant >> 16)) & 0xFFFF) << 16
-    return (low + high) & _MASK32
+    """``(h * constant) mod 2**32`` for 32-bit values held in int64, in one multiply that cannot overflow.
+
+    A constant of 2**31 or more is used as ``constant - 2**32``, congruent modulo 2**32 and below 2**31
+    in size, so the product of a value below 2**32 stays inside int64 (signed overflow is undefined in
+    the kernels); the mask then keeps the low 32 bits of its two's complement.
+    """
+    signed = constant - (1 << 32) if constant >= 1 << 31 else constant
+    return (h * signed) & _MASK32
 
 
 def _mix32(h: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,16 @@ from typing import ClassVar, Literal
 import torch
 
 from gate.attacks import losses
-from gate.attacks.base import Attack, Model, RunResult, SampleRows, keep_rows, loss_and_grad, where_samples
+from gate.attacks.base import (
+    Attack,
+    Model,
+    RunResult,
+    SampleRows,
+    keep_rows,
+    loss_and_grad,
+    rows_left,
+    where_samples,
+)
 from gate.attacks.threat import Norm, per_sample
 from gate.sample_random import SampleRandom
 
@@ -103,17 +112,16 @@ class APGD(Attack):
                 previous_mark = iteration
                 # A point misclassified once keeps an adversarial point whatever follows, so it
                 # leaves the batch here (a host sync per checkpoint, about ten a run).
-                found = state.found
-                if iteration < self.steps and found.any():
-                    x_out[ids[found]] = state.x_found[found]
-                    keep = ~found
-                    ids, x, y, target = keep_rows(keep, ids, x, y, target)
-                    state = state.keep(keep)
+                rows = rows_left(state.found) if iteration < self.steps else None
+                if rows is not None:
+                    x_out.index_copy_(0, ids, where_samples(state.found, state.x_found, state.x_best))
+                    ids, x, y, target = keep_rows(rows, ids, x, y, target)
+                    state = state.keep(rows)
                     if ids.numel() == 0:
                         return RunResult(x_out)
                     loss_fn = self._loss_fn(y, target)
                     project = self.threat.projector(x)
-        x_out[ids] = where_samples(state.found, state.x_found, state.x_best)
+        x_out.index_copy_(0, ids, where_samples(state.found, state.x_found, state.x_best))
         return RunResult(x_out)
 
     def _initial_state(

@@ -191,10 +191,20 @@ class Attack(ABC):
         return AttackOutcome(x_adv, robust, queries)
 
 
-def keep_rows(mask: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """Each tensor narrowed to the samples selected by ``mask`` (``None`` stays ``None``): how the attacks
-    drop points that no longer need work from their working batch."""
-    return tuple(None if t is None else t[mask] for t in tensors)
+def rows_left(done: torch.Tensor) -> torch.Tensor | None:
+    """Positions of the rows not ``done``, or ``None`` when no row is done and there is nothing to drop.
+
+    The attacks' one host sync when they narrow their working batch: boolean-mask indexing would sync once
+    per narrowed tensor, and an ``any()`` check once more.
+    """
+    rows = (~done).nonzero().squeeze(1)
+    return None if rows.numel() == done.numel() else rows
+
+
+def keep_rows(rows: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Each tensor narrowed to ``rows`` (an index tensor from :func:`rows_left`; ``None`` stays ``None``):
+    how the attacks drop points that no longer need work from their working batch, without a host sync."""
+    return tuple(None if t is None else t.index_select(0, rows) for t in tensors)
 
 
 _Rows = TypeVar("_Rows", bound="SampleRows")
@@ -203,8 +213,8 @@ _Rows = TypeVar("_Rows", bound="SampleRows")
 class SampleRows:
     """Mixin for a dataclass whose fields are all per-sample tensors: :meth:`keep` narrows every field."""
 
-    def keep(self: _Rows, mask: torch.Tensor) -> _Rows:
-        return type(self)(*keep_rows(mask, *(getattr(self, f.name) for f in fields(self))))  # type: ignore[arg-type]
+    def keep(self: _Rows, rows: torch.Tensor) -> _Rows:
+        return type(self)(*keep_rows(rows, *(getattr(self, f.name) for f in fields(self))))  # type: ignore[arg-type]
 
 
 def where_samples(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,16 @@ from typing import ClassVar
 
 import torch
 
-from gate.attacks.base import Attack, Model, RunResult, keep_rows, loss_and_grad, predict, where_samples
+from gate.attacks.base import (
+    Attack,
+    Model,
+    RunResult,
+    keep_rows,
+    loss_and_grad,
+    predict,
+    rows_left,
+    where_samples,
+)
 from gate.attacks.threat import Norm, per_sample, perturbation_norm
 from gate.sample_random import SampleRandom
 
@@ -137,10 +146,11 @@ class FAB(Attack):
                 # Points already broken within eps are done: a smaller perturbation would not change the
                 # verdict, so they leave the batch (one host sync every few steps).
                 done = best_size <= limit
-                if done.any():
-                    x_out[ids[done]] = x_best[done]
+                rows = rows_left(done)
+                if rows is not None:
+                    x_out.index_copy_(0, ids, where_samples(done, x_best, x))
                     ids, x, x_cur, y, x_best, best_size, target = keep_rows(
-                        ~done, ids, x, x_cur, y, x_best, best_size, target
+                        rows, ids, x, x_cur, y, x_best, best_size, target
                     )
                     if ids.numel() == 0:
                         return RunResult(x_out)
@@ -152,5 +162,5 @@ class FAB(Attack):
             best_size = torch.where(better, size, best_size)
             pulled_back = (1 - self.backward_step) * x + self.backward_step * x_next
             x_cur = where_samples(adversarial, pulled_back, x_next)
-        x_out[ids] = where_samples(best_size <= limit, x_best, x)
+        x_out.index_copy_(0, ids, where_samples(best_size <= limit, x_best, x))
         return RunResult(x_out)

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 import torch
 
 from gate.attacks import losses
-from gate.attacks.base import Attack, Model, RunResult, keep_rows, logits_and_grad, where_samples
+from gate.attacks.base import Attack, Model, RunResult, keep_rows, logits_and_grad, rows_left, where_samples
 from gate.attacks.threat import Norm
 from gate.sample_random import SampleRandom
 
@@ -68,12 +68,14 @@ class PGD(Attack):
         ids = torch.arange(x.shape[0], device=x.device)
         project = self.threat.projector(x)
         for step in range(self.steps):
-            if step and step % _COMPACT_EVERY == 0 and found.any():
+            rows = rows_left(found) if step and step % _COMPACT_EVERY == 0 else None
+            if rows is not None:
                 # A point misclassified once is broken whatever later steps do: it leaves the batch with
-                # its adversarial iterate (one host sync every few steps).
-                x_out[ids[found]] = x_found[found]
+                # its adversarial iterate (one host sync every few steps). Rows still working are written
+                # too, and written again when they leave.
+                x_out.index_copy_(0, ids, where_samples(found, x_found, x_adv))
                 ids, x, y, x_adv, x_found, found, target = keep_rows(
-                    ~found, ids, x, y, x_adv, x_found, found, target
+                    rows, ids, x, y, x_adv, x_found, found, target
                 )
                 if ids.numel() == 0:
                     return RunResult(x_out)
@@ -85,5 +87,5 @@ class PGD(Attack):
             x_found = where_samples(misclassified, x_adv, x_found)  # the latest misclassified iterate
             found |= misclassified
             x_adv = project(x_adv.add_(self.threat.steepest_direction(grad), alpha=self.step_size))
-        x_out[ids] = where_samples(found, x_found, x_adv)
+        x_out.index_copy_(0, ids, where_samples(found, x_found, x_adv))
         return RunResult(x_out)

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from gate.attacks import losses
-from gate.attacks.base import Attack, Model, RunResult, SampleRows, where_samples
+from gate.attacks.base import Attack, Model, RunResult, SampleRows, rows_left, where_samples
 from gate.attacks.threat import Norm, l2_norm, per_sample
 from gate.sample_random import SampleRandom
 
@@ -178,10 +178,12 @@ class Square(Attack):
         for iteration in range(1, self.steps):
             offset = iteration % _COMPACT_EVERY
             if offset == 0:
-                self._write_back(search, x_out, queries_out)
-                search = search.keep(search.margin_best > 0)
-                if search.ids.numel() == 0:
-                    return RunResult(x_out, queries_out)
+                rows = rows_left(~(search.margin_best > 0))  # a NaN margin leaves too
+                if rows is not None:
+                    self._write_back(search, x_out, queries_out)
+                    search = search.keep(rows)
+                    if search.ids.numel() == 0:
+                        return RunResult(x_out, queries_out)
             if offset == 0 or iteration == 1:
                 # The random numbers of a block of iterations in one draw: on small images drawing them
                 # one iteration at a time costs about as much as the model's forward pass.
@@ -199,8 +201,8 @@ class Square(Attack):
 
     @staticmethod
     def _write_back(search: _Search, x_out: torch.Tensor, queries_out: torch.Tensor) -> None:
-        x_out[search.ids] = search.x_best
-        queries_out[search.ids] = search.queries
+        x_out.index_copy_(0, search.ids, search.x_best)
+        queries_out.index_copy_(0, search.ids, search.queries)
 
     def _iterate(
         self,

@@ -134,15 +134,17 @@ def run_attack(
             clean_correct = predictions == y
             x_adv = x.clone()
             attacked = clean_correct.nonzero().squeeze(1)
+            outcome = None
             if len(attacked):
                 outcome = attack.perturb(model, x[attacked], y[attacked], index=index[attacked])
                 x_adv[attacked] = outcome.x_adv
                 _check_budget(attack, x, x_adv, bounds)
-                deployed_correct = context.model.scores(x_adv[attacked]).argmax(1) == y[attacked]
+            adversarial_prediction = context.model.scores(x_adv).argmax(1)  # the deployed model decides
+            if outcome is not None:
+                deployed_correct = adversarial_prediction[attacked] == y[attacked]
                 _record_disagreements(
                     result, index[attacked], outcome.robust, deployed_correct, context, x_adv[attacked]
                 )
-            adversarial_prediction = context.model.scores(x_adv).argmax(1)
             robust = clean_correct & (adversarial_prediction == y)
             broken = clean_correct & ~robust
             result.index.append(index)

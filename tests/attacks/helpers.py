@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from gate.attacks.base import AttackOutcome
 from gate.attacks.threat import Norm, perturbation_norm
@@ -80,3 +81,35 @@ def run_recorded(attack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     with torch.no_grad():
         assert (model(outcome.x_adv[broken]).argmax(1) != y[broken]).all()
     return recorder.batch_sizes, still_robust
+
+
+_SYNCING = frozenset({
+    torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default, torch.ops.aten.masked_select.default,
+})  # fmt: skip
+_INDEXING = frozenset(
+    {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default}
+)
+
+
+class HostSyncCounter(TorchDispatchMode):
+    """Counts the operations that make the host wait for a CUDA device, on any device: so a test on the
+    CPU catches a synchronisation added to an attack's loop. Reading a value (``item()``, ``bool(t)``),
+    ``nonzero`` and boolean-mask indexing all need the device's result before the host can go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in _SYNCING or (
+            func in _INDEXING and any(i is not None and i.dtype == torch.bool for i in args[1])
+        ):
+            self.syncs += 1
+        return func(*args, **(kwargs or {}))
+
+
+def host_syncs(attack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """How many times ``attack.perturb`` would wait for the device."""
+    with HostSyncCounter() as counter:
+        attack.perturb(model, x, y)
+    return counter.syncs

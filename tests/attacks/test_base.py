@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gate.attacks import fab, pgd, square
 from gate.attacks.base import AttackOutcome
 from gate.attacks.registry import ATTACKS, make_attack
 
-from .helpers import assert_feasible, digits_subset
+from .helpers import assert_feasible, digits_subset, host_syncs
 
 EPS = {"linf": 0.15, "l2": 0.8}
 FAST_OPTIONS = {
@@ -113,6 +114,35 @@ def test_all_broken_batch_returns_early(digits_split, digits_mlp):
     wrong = (y + 1) % 10
     outcome = build("pgd", "linf").perturb(digits_mlp, x, wrong)
     assert not outcome.robust.any()
+
+
+def _compactions(steps: int, every: int) -> int:
+    return (steps - 1) // every
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "runs_and_compactions"),
+    [
+        ("pgd", {"steps": 40}, 1 + _compactions(40, pgd._COMPACT_EVERY)),
+        ("fab", {"steps": 30, "n_target_classes": 2}, 2 * (1 + _compactions(30, fab._COMPACT_EVERY))),
+        ("square", {"steps": 120}, 1 + _compactions(120, square._COMPACT_EVERY)),
+        ("fgsm", {}, 1),
+    ],
+)
+def test_host_waits_once_per_run_and_compaction_not_per_step(digits_split, digits_cnn, name, options,
+                                                             runs_and_compactions):  # fmt: skip
+    # On a GPU every sync stalls the launch queue; the loop must run on without reading device values,
+    # and narrowing the batch costs one sync however many tensors it narrows.
+    x, y = digits_subset(digits_split, 100)
+    attack = make_attack(name, norm="linf", eps=0.15, **options)
+    assert host_syncs(attack, digits_cnn, x, y) <= runs_and_compactions
+
+
+def test_apgd_waits_only_at_its_checkpoints(digits_split, digits_cnn):
+    x, y = digits_subset(digits_split, 100)
+    attack = make_attack("apgd-ce", norm="linf", eps=0.15, steps=40)
+    checkpoints_before_the_end = sum(1 for mark in attack.checkpoints if mark < attack.steps)
+    assert host_syncs(attack, digits_cnn, x, y) <= 1 + checkpoints_before_the_end < 40 // 3
 
 
 @pytest.mark.gpu

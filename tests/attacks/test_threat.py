@@ -6,6 +6,21 @@ import torch
 from gate.attacks.threat import ThreatModel, perturbation_norm
 from gate.sample_random import SampleRandom
 
+# SampleRandom(tensor([0, 1, 2**31 + 5, 2**40 + 3]), (7, 1, 2)), as released.
+PINNED_STATES = [4292172532, 3300709306, 212737141, 4050042070]
+PINNED_SIGNS = [
+    [-1.0, -1.0, 1.0, -1.0],
+    [1.0, 1.0, -1.0, -1.0],
+    [-1.0, -1.0, -1.0, 1.0],
+    [1.0, -1.0, 1.0, -1.0],
+]
+PINNED_UNIFORM = [
+    [0.8958750367164612, 0.2036271095275879, 0.11745059490203857],
+    [0.7077827453613281, 0.8738448023796082, 0.34425896406173706],
+    [0.06536293029785156, 0.06535464525222778, 0.6803240776062012],
+    [0.04607433080673218, 0.8760094046592712, 0.8638570308685303],
+]
+
 
 def test_perturbation_norm_per_sample():
     x = torch.zeros(2, 1, 2, 2)
@@ -78,3 +93,12 @@ def test_random_streams_are_uncorrelated_across_tags_samples_and_elements():
     assert abs(correlation(u, v)) < 0.01  # tag 0 vs tag 1, same samples
     assert abs(correlation(u[:-1], u[1:])) < 0.01  # sample i vs sample i + 1
     assert abs(correlation(u[:, :-1], u[:, 1:])) < 0.01  # element k vs k + 1
+
+
+def test_random_streams_are_pinned():
+    # The numbers are part of gate's results: a sharded run merged from shards made by another release
+    # only equals an unsharded run if the streams never change. Indices past 2**32 use the high bits.
+    rng = SampleRandom(torch.tensor([0, 1, 2**31 + 5, 2**40 + 3]), (7, 1, 2))
+    assert rng.state.tolist() == PINNED_STATES
+    assert rng.signs(9, (4,)).tolist() == PINNED_SIGNS
+    torch.testing.assert_close(rng.uniform(3, (3,)), torch.tensor(PINNED_UNIFORM), rtol=0, atol=0)
