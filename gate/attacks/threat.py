@@ -61,11 +61,11 @@ class ThreatModel:
 
     def projector(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``project(., x)`` for a fixed ``x``, its limits computed once: an attack projects every step,
-        and for linf the projection is then two element-wise operations instead of five."""
+        and for linf the projection is then one element-wise operation instead of five."""
         if self.norm != "linf":
             return lambda x_adv: self.project(x_adv, x)
         lower, upper = self.box(x)
-        return lambda x_adv: torch.minimum(torch.maximum(x_adv, lower), upper)
+        return lambda x_adv: torch.clamp(x_adv, lower, upper)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The point of the feasible set for ``x`` nearest to ``x_adv`` (exact for linf; for l2 the ball
@@ -90,7 +90,9 @@ class ThreatModel:
         uniformly in ``[0, eps]`` (``l2_inside``), or on the sphere of radius ``eps`` (APGD's start)."""
         shape = x.shape[1:]
         if self.norm == "linf":
-            return self.project(x + (rng.uniform(tag, shape, x.dtype) * 2 - 1) * self.eps, x)
+            # |noise| <= eps and rounding is monotonic, so x + noise is inside the ball: only the bounds clip.
+            low, high = self.bounds
+            return (x + (rng.uniform(tag, shape, x.dtype) * 2 - 1) * self.eps).clamp_(low, high)
         noise = rng.normal(tag, shape, x.dtype)
         radius = rng.uniform(tag + 7919, (1,), x.dtype)[:, 0] if l2_inside else 1.0
         noise = noise * per_sample(self.eps * radius / (l2_norm(noise) + _TINY), noise)
