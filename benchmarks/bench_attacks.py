@@ -248,7 +248,11 @@ def per_step_cost(model, x, y, device: torch.device, repeats: int, eps: float = 
     machine other work only ever adds time, and the median of a few runs still swings by half.
     """
     short, long = 10, 50
-    costs: dict = {"eps": eps}
+    # Only the points the model gets right: gate skips the others, and the bare loop would not.
+    with torch.no_grad():
+        correct = model(x).argmax(dim=1) == y
+    x, y = x[correct], y[correct]
+    costs: dict = {"eps": eps, "samples": len(x)}
     runs = {
         "bare": lambda steps: bare_loop(model, x, y, steps),
         "gate_pgd": lambda steps: PGD(norm="linf", eps=eps, steps=steps).perturb(model, x, y),

@@ -151,7 +151,7 @@ class APGD(Attack):
     ) -> None:
         """One momentum step (paper eq. 2), then bookkeeping of the best and of the latest adversarial point."""
         step = per_sample(state.step, x)
-        z = project(state.x_adv + step * self.threat.steepest_direction(state.grad))
+        z = project(torch.addcmul(state.x_adv, step, self.threat.steepest_direction(state.grad)))
         # x + m (z - x) + (1 - m) (x - x_prev), as one interpolation between 2x - x_prev and z.
         moved = torch.lerp(state.x_adv * 2 - state.x_prev, z, momentum)
         state.x_prev = state.x_adv

@@ -57,7 +57,8 @@ def loss_and_grad(
     with torch.enable_grad():
         logits = model(x_leaf)
         loss = loss_fn(logits)
-        (grad,) = torch.autograd.grad(loss.sum(), x_leaf)
+        # Ones as the output gradient: the gradient of the sum, without a sum and its backward.
+        (grad,) = torch.autograd.grad(loss, x_leaf, grad_outputs=torch.ones_like(loss))
     return loss.detach(), logits.detach(), grad
 
 
