@@ -253,6 +253,8 @@ def per_step_cost(model, x, y, device: torch.device, repeats: int, eps: float = 
         correct = model(x).argmax(dim=1) == y
     x, y = x[correct], y[correct]
     costs: dict = {"eps": eps, "samples": len(x)}
+    if len(x) == 0:
+        return {**costs, "skipped": "the model classifies none of the points correctly"}
     runs = {
         "bare": lambda steps: bare_loop(model, x, y, steps),
         "gate_pgd": lambda steps: PGD(norm="linf", eps=eps, steps=steps).perturb(model, x, y),
