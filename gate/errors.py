@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_PASS, EXIT_FAIL, EXIT_INVALID, EXIT_ERROR = 0, 1, 2, 3
+"""The exit codes: pass, fail, invalid input (a user mistake), error (the gate could not decide)."""
+
 
 class GateError(Exception):
     """Base class of every error gate raises on purpose; the CLI turns it into a message and an exit code."""

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from gate.checks.base import Measurement
+from gate.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
 from gate.policy.checks import CheckSpec
 from gate.policy.model import Waiver
 from gate.report.model import (
@@ -36,8 +37,6 @@ from gate.stats import (
     samples_to_decide_mean,
     samples_to_decide_proportion,
 )
-
-EXIT_PASS, EXIT_FAIL, EXIT_INVALID, EXIT_ERROR = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from typing import Any
 import click
 
 from gate import __version__, console
-from gate.errors import GateError, UsageError
-from gate.verdict import EXIT_ERROR
+from gate.errors import EXIT_ERROR, GateError, UsageError
 
 
 class GateGroup(click.Group):

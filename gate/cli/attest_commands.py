@@ -24,8 +24,8 @@ from gate.attest import (
     verify_statement,
 )
 from gate.cli import main
+from gate.errors import EXIT_FAIL, EXIT_PASS
 from gate.report.model import Report
-from gate.verdict import EXIT_FAIL, EXIT_PASS
 
 MAX_STATEMENT_BYTES = 10 * 1024**2
 

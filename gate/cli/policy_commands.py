@@ -10,8 +10,7 @@ import click
 
 from gate import console
 from gate.cli import main
-from gate.errors import GateError, UsageError
-from gate.verdict import EXIT_INVALID
+from gate.errors import EXIT_INVALID, GateError, UsageError
 
 
 @main.group()
@@ -87,9 +86,9 @@ def policy_explain(file: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
 def policy_diff(old: str, new: str, as_json: bool) -> None:
     """Compare two policy versions; exit 1 if anything got looser (2 if a file is invalid)."""
+    from gate.errors import EXIT_FAIL
     from gate.policy import load_policy
     from gate.policy.diff import diff_policies, is_looser
-    from gate.verdict import EXIT_FAIL
 
     changes = diff_policies(load_policy(old).policy, load_policy(new).policy)
     if as_json:
