@@ -358,20 +358,29 @@ def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(results, indent=2) + "\n")
 
+    # The cheap rows first, AutoAttack (a minute a model on a GPU) last: a run cut off by its time limit
+    # keeps what it measured (every row is saved as it finishes).
+    models: dict[str, nn.Module] = {}
+    for kind, adversarial in () if args.wide_only else (("standard", False), ("pgd_trained", True)):
+        model = models[kind] = train(x_train, y_train, adversarial=adversarial, device=device)
+        print(kind, flush=True)
+        entry: dict = {"clean_acc": robust_accuracy(model, x, y), "attacks": []}
+        results["models"][kind] = entry
+        entry["per_step"] = per_step_cost(model, x, y, device, args.repeats)
+        save()
+        compare(
+            model, x, y, args.steps, device, args.repeats, entry["attacks"], save, attacks=("pgd", "apgd-ce")
+        )
     if args.wide_samples > 0:
         results["wide_per_step"] = wide_per_step(device, args.wide_samples, args.wide_width, args.repeats)
         print("wide CNN per step:", json.dumps(results["wide_per_step"]), flush=True)
         save()
     if args.cifar_width > 0 and not args.wide_only:
         cifar_shaped(args, device, results, save)
-    for kind, adversarial in () if args.wide_only else (("standard", False), ("pgd_trained", True)):
-        model = train(x_train, y_train, adversarial=adversarial).to(device)
+    for kind, model in models.items():
         print(kind, flush=True)
-        entry: dict = {"clean_acc": robust_accuracy(model, x, y), "attacks": []}
-        results["models"][kind] = entry
-        entry["per_step"] = per_step_cost(model, x, y, device, args.repeats)
-        save()
-        compare(model, x, y, args.steps, device, args.repeats, entry["attacks"], save)
+        compare(model, x, y, args.steps, device, args.repeats, results["models"][kind]["attacks"], save,
+                attacks=("autoattack",))  # fmt: skip
     save()
     print(json.dumps(results, indent=2))
 

@@ -42,7 +42,7 @@ def steps(out: Path) -> list[tuple[str, list[str], float]]:
                        *gpu_test_files()], 120),
         ("bench_onnx_cuda", [python, "benchmarks/bench_onnx_cuda.py", "--out", str(out / "bench_onnx_cuda.json")], 50),
         ("bench_attacks", [python, "benchmarks/bench_attacks.py", "--device", "cuda", "--repeats", "2",
-                           "--out", str(out / "bench_attacks_cuda.json")], 240),
+                           "--out", str(out / "bench_attacks_cuda.json")], 300),
         ("bench_scale", [python, "benchmarks/bench_scale.py", "--device", "auto", "--sizes", "500", "2000", "8000",
                          "--shards", "1", "2", "--shard-samples", "2000", "--out", str(out / "bench_scale_cuda.json")], 110),
         ("bench_explain", [python, "benchmarks/bench_explain.py", "--device", "cuda", "--repeats", "2",
