@@ -45,6 +45,11 @@ def steps(out: Path) -> list[tuple[str, list[str], float]]:
                            "--out", str(out / "bench_attacks_cuda.json")], 300),
         ("bench_scale", [python, "benchmarks/bench_scale.py", "--device", "auto", "--sizes", "500", "2000", "8000",
                          "--shards", "1", "2", "--shard-samples", "2000", "--out", str(out / "bench_scale_cuda.json")], 110),
+        # Shard speed-up on the machine's CPU cores (16 on the lent GPU machines), one thread per shard:
+        # the development machine's 2 shared vCPUs cannot show it.
+        ("bench_shards_cpu", [python, "benchmarks/bench_scale.py", "--device", "cpu", "--sizes", "500",
+                              "--shards", "1", "2", "4", "8", "--shard-samples", "8000", "--threads", "1",
+                              "--out", str(out / "bench_shards_cpu.json")], 150),
         ("bench_explain", [python, "benchmarks/bench_explain.py", "--device", "cuda", "--repeats", "2",
                            "--batch-sizes", "256", "1024", "--out", str(out / "bench_explain_cuda.json")], 50),
     ]  # fmt: skip
