@@ -1,7 +1,9 @@
-"""Time gate's attacks against torchattacks and ART on the same digits CNN, samples and budget.
+"""Time gate's attacks against torchattacks and ART on the same model, samples and budget.
 
-Reports, side by side, wall time, time ratio and robust accuracy, plus gate's per-step cost against a
-bare forward+backward loop of the same model at the same batch size (the target is within 1.15x).
+Two digits CNNs (standard and PGD-trained, 8x8, eps 0.2) with PGD, APGD-CE and AutoAttack, and a
+CIFAR-shaped CNN (3x32x32 digits, eps 2/255) with PGD and APGD-CE. Reports, side by side, wall time, time
+ratio and robust accuracy, plus gate's per-step cost against a bare forward+backward loop of the same
+model on the same points (the target is within 1.15x).
 
     python benchmarks/bench_attacks.py --device cpu --samples 297 --out bench.json
 """
