@@ -120,15 +120,15 @@ def _compactions(steps: int, every: int) -> int:
     return (steps - 1) // every
 
 
-@pytest.mark.parametrize(
-    ("name", "options", "runs_and_compactions"),
-    [
-        ("pgd", {"steps": 40}, 1 + _compactions(40, pgd._COMPACT_EVERY)),
-        ("fab", {"steps": 30, "n_target_classes": 2}, 2 * (1 + _compactions(30, fab._COMPACT_EVERY))),
-        ("square", {"steps": 120}, 1 + _compactions(120, square._COMPACT_EVERY)),
-        ("fgsm", {}, 1),
-    ],
-)
+SYNC_CASES = [
+    ("pgd", {"steps": 40}, 1 + _compactions(40, pgd._COMPACT_EVERY)),
+    ("fab", {"steps": 30, "n_target_classes": 2}, 2 * (1 + _compactions(30, fab._COMPACT_EVERY))),
+    ("square", {"steps": 120}, 1 + _compactions(120, square._COMPACT_EVERY)),
+    ("fgsm", {}, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "runs_and_compactions"), SYNC_CASES)
 def test_host_waits_once_per_run_and_compaction_not_per_step(digits_split, digits_cnn, name, options,
                                                              runs_and_compactions):  # fmt: skip
     # On a GPU every sync stalls the launch queue; the loop must run on without reading device values,
@@ -161,3 +161,30 @@ def test_runs_on_cuda(digits_split, digits_cnn, name):
     cpu = build(name, "linf").perturb(digits_cnn, x, y, index=index)
     # Same random numbers on both devices; the models' float rounding may differ in the last bits.
     assert (cuda.robust.cpu() == cpu.robust).float().mean().item() >= 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "options", "runs_and_compactions"), SYNC_CASES)
+def test_cuda_synchronisations_are_the_ones_counted_on_cpu(digits_split, digits_cnn, name, options,
+                                                           runs_and_compactions):  # fmt: skip
+    # CUDA's own sync detector: catches a wait the CPU count cannot see (a copy to the host, say).
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    import copy
+    import warnings
+
+    model = copy.deepcopy(digits_cnn).cuda()
+    x, y = digits_subset(digits_split, 100)
+    x, y = x.cuda(), y.cuda()
+    attack = make_attack(name, norm="linf", eps=0.15, **options)
+    attack.perturb(model, x, y)  # warm-up: first-call set-up (cuDNN, allocator) is not the attack's
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attack.perturb(model, x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= runs_and_compactions, syncs
