@@ -66,7 +66,10 @@ class WindowTable:
 
     def __init__(self, side: int, height: int, width: int, device: torch.device) -> None:
         self.side = side
-        self.counts = torch.tensor([height - side + 1, width - side + 1], device=device, dtype=torch.float32)
+        # (rows, cols) made on the device: copying a host list there would make the host wait. Both are
+        # small integers, so ``h + (w - h) * [0, 1]`` is exact.
+        rows, cols = height - side + 1, width - side + 1
+        self.counts = torch.arange(2, device=device, dtype=torch.float32).mul_(cols - rows).add_(rows)
         # One row per start position, plus a copy of the last: ``u * count`` may round up to ``count``.
         self.rows = self._table(height - side + 1, side, height, device)
         self.cols = self._table(width - side + 1, side, width, device)
@@ -92,7 +95,8 @@ def centred_bump(rows: int, cols: int, device: torch.device, dtype: torch.dtype)
     c = torch.arange(cols, device=device, dtype=dtype)
     ring = torch.maximum((r - (rows - 1) / 2).abs()[:, None], (c - (cols - 1) / 2).abs()[None, :]).floor()
     max_ring = int(max(rows, cols) // 2) + 1
-    weights = torch.tensor([1.0 / (k + 1) ** 2 for k in range(max_ring)], device=device, dtype=dtype)
+    # 1 / (k + 1)**2 in float64, as Python computes it, made on the device (no host copy, no wait).
+    weights = (1.0 / (torch.arange(max_ring, device=device, dtype=torch.float64) + 1) ** 2).to(dtype)
     tail_sums = weights.flip(0).cumsum(0).flip(0)  # a pixel in ring k lies in every rectangle j >= k
     return tail_sums[ring.long()]
 
