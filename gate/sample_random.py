@@ -93,8 +93,13 @@ class SampleRandom:
         return bits.view(len(self), *shape)
 
     def uniform(self, tag: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Uniform numbers in ``[0, 1)`` of shape ``[N, *shape]``."""
-        return ((self._bits(tag, shape) >> 8).to(dtype)) * (2.0**-24)
+        """Uniform numbers in ``[0, 1)`` of shape ``[N, *shape]`` (``[0, 1]`` once rounded to half precision).
+
+        The 24-bit integers are scaled in float32 or wider: float16 cannot hold them (its largest finite
+        value is 65504), so scaling in float16 would give infinities.
+        """
+        wide = dtype if dtype.itemsize >= 4 else torch.float32
+        return ((self._bits(tag, shape) >> 8).to(wide) * (2.0**-24)).to(dtype)
 
     def signs(self, tag: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Random ``-1`` / ``+1`` of shape ``[N, *shape]``."""

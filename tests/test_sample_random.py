@@ -78,3 +78,13 @@ def test_32_bit_products_are_exact_modulo_2_32():
     ]
     for constant in (3, 0x7FFFFFFF, 0x80000000, 0x85EBCA6B, 0xC2B2AE35, 0x9E3779B9, 0xFFFFFFFF):
         assert _mul32(torch.tensor(values), constant).tolist() == [(v * constant) % 2**32 for v in values]
+
+
+def test_uniform_numbers_in_half_precision_are_finite_and_in_range():
+    # float16 cannot hold the 24-bit integers the numbers are made from; they are scaled in float32.
+    rng = SampleRandom(torch.arange(200), (0,))
+    for dtype in (torch.float16, torch.bfloat16):
+        u = rng.uniform(0, (100,), dtype)
+        assert u.dtype == dtype and torch.isfinite(u).all()
+        assert u.min() >= 0 and u.max() <= 1 and abs(u.float().mean().item() - 0.5) < 0.01
+        torch.testing.assert_close(u, rng.uniform(0, (100,)).to(dtype), rtol=0, atol=0)
