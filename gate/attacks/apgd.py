@@ -150,8 +150,14 @@ class APGD(Attack):
         project: Callable[[torch.Tensor], torch.Tensor],
     ) -> None:
         """One momentum step (paper eq. 2), then bookkeeping of the best and of the latest adversarial point."""
-        step = per_sample(state.step, x)
-        z = project(torch.addcmul(state.x_adv, step, self.threat.steepest_direction(state.grad)))
+        step, direction = per_sample(state.step, x), self.threat.steepest_direction(state.grad)
+        # For linf the direction is +-1, so the product is exact and one addcmul gives x + step * direction
+        # bit for bit; for l2 the fused rounding would differ, and a seed's results must not change.
+        z = project(
+            torch.addcmul(state.x_adv, step, direction)
+            if self.norm == "linf"
+            else state.x_adv + step * direction
+        )
         # x + m (z - x) + (1 - m) (x - x_prev), as one interpolation between 2x - x_prev and z.
         moved = torch.lerp(state.x_adv * 2 - state.x_prev, z, momentum)
         state.x_prev = state.x_adv
