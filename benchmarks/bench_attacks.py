@@ -251,8 +251,7 @@ def per_step_cost(model, x, y, device: torch.device, repeats: int, eps: float = 
     """
     short, long = 10, 50
     # Only the points the model gets right: gate skips the others, and the bare loop would not.
-    with torch.no_grad():
-        correct = model(x).argmax(dim=1) == y
+    correct = scored(model, x, y)
     x, y = x[correct], y[correct]
     costs: dict = {"eps": eps, "samples": len(x)}
     if len(x) == 0:
