@@ -141,3 +141,45 @@ def samples_to_decide_mean(value: float, half_width: float, n: int, threshold: f
     if gap == 0 or n <= 0:
         return None
     return math.ceil(n * (half_width / gap) ** 2) + 1
+
+
+@dataclass(frozen=True)
+class PairedSignTest:
+    """Two procedures run on the same samples, each over several runs: who succeeds more often, per sample.
+
+    ``theirs_ahead`` counts the samples the other procedure succeeded on more often, ``ours_ahead`` the
+    reverse; ``p_value`` is the one-sided exact sign test of "ours succeeds less often" (small means
+    ours is weaker). Samples on which both succeed equally often carry no evidence and are left out.
+    """
+
+    samples: int
+    ours_mean: float
+    theirs_mean: float
+    ours_ahead: int
+    theirs_ahead: int
+    p_value: float
+
+
+def paired_sign_test(ours: np.ndarray, theirs: np.ndarray) -> PairedSignTest:
+    """Sign test on per-sample success rates (Dixon & Mood 1946): ``ours`` and ``theirs`` are boolean
+    ``[runs, samples]`` arrays (e.g. "the attack broke this point in this seed's run").
+
+    Pairing on samples removes what a comparison of means keeps: the spread between easy and hard points.
+    What is left is each point's own run-to-run noise, which the sign test makes no assumption about.
+    """
+    ours, theirs = np.asarray(ours, dtype=bool), np.asarray(theirs, dtype=bool)
+    if ours.ndim != 2 or theirs.ndim != 2 or ours.shape[1] != theirs.shape[1] or ours.shape[1] == 0:
+        raise ValueError(
+            f"expected two [runs, samples] arrays over the same samples, got {ours.shape} and {theirs.shape}"
+        )
+    difference = theirs.mean(axis=0) - ours.mean(axis=0)
+    theirs_ahead, ours_ahead = int((difference > 0).sum()), int((difference < 0).sum())
+    p_value = float(scipy_stats.binom.sf(theirs_ahead - 1, theirs_ahead + ours_ahead, 0.5))
+    return PairedSignTest(
+        samples=ours.shape[1],
+        ours_mean=float(ours.sum(axis=1).mean()),
+        theirs_mean=float(theirs.sum(axis=1).mean()),
+        ours_ahead=ours_ahead,
+        theirs_ahead=theirs_ahead,
+        p_value=min(1.0, p_value),
+    )

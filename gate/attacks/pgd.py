@@ -17,7 +17,15 @@ _COMPACT_EVERY = 5  # steps between dropping points already broken (a host sync)
 
 
 class PGD(Attack):
-    """PGD with a uniform random start in the ball and step size ``2.5 * eps / steps`` by default.
+    """PGD with step size ``2.5 * eps / steps`` by default. The first run starts at the clean point and
+    every further restart at a uniform random point in the ball (``random_start=False``: all at the clean
+    point).
+
+    Why the first run starts clean: on adversarially trained models a random start costs a 20-step attack
+    points, since the steps spent walking back from it are not spent climbing; measured per point over
+    five PGD-trained digits CNNs, clean-start PGD-20 broke 1 to 4 more of 297 points than the same attack
+    from a random start, in all ten cases (docs/attacks.md). Restarts keep the random starts that get past
+    a gradient that is uninformative at the data point itself.
 
     Besides the last iterate, any iterate that was already misclassified is kept, so a point broken
     mid-way is not lost to a later step. ``targeted=True`` runs it once per target class (the classes
@@ -61,7 +69,7 @@ class PGD(Attack):
         restart: int,
     ) -> RunResult:
         total_loss = losses.total_cross_entropy if self.loss == "ce" else losses.total_dlr
-        x_adv = self.threat.random_start(x, rng, tag=0) if self.random_start else x.clone()
+        x_adv = self.threat.random_start(x, rng, tag=0) if self.random_start and restart else x.clone()
         x_found = x_adv.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         x_out = x_adv.clone()

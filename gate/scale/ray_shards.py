@@ -36,7 +36,7 @@ def _import_ray() -> Any:
     except ImportError:
         raise UsageError(
             "--ray needs Ray, which is not installed",
-            hint='pip install "gate[ray]" (or pip install "ray[default]>=2.9")',
+            hint='pip install "gate-ml[ray]" (or pip install "ray[default]>=2.9")',
         ) from None
     return ray
 

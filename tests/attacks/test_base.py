@@ -14,7 +14,7 @@ from .helpers import assert_feasible, digits_subset, host_syncs
 EPS = {"linf": 0.15, "l2": 0.8}
 FAST_OPTIONS = {
     "fgsm": {},
-    "pgd": {"steps": 5},
+    "pgd": {"steps": 5, "restarts": 2},  # the second restart is the one that starts at random
     "apgd-ce": {"steps": 5},
     "apgd-dlr": {"steps": 3, "n_target_classes": 2},
     "fab": {"steps": 4, "n_target_classes": 2},
@@ -68,11 +68,22 @@ def test_same_seed_same_output_and_index_makes_batches_irrelevant(digits_split, 
     assert torch.equal(part.robust, first.robust[shard])
 
 
-def test_different_seeds_differ(digits_split, digits_cnn):
+def test_different_seeds_differ(digits_split, robust_digits_cnn):
     x, y = digits_subset(digits_split, 20)
-    a = build("pgd", "linf", seed=0).perturb(digits_cnn, x, y).x_adv
-    b = build("pgd", "linf", seed=1).perturb(digits_cnn, x, y).x_adv
+    a = build("pgd", "linf", seed=0).perturb(robust_digits_cnn, x, y).x_adv
+    b = build("pgd", "linf", seed=1).perturb(robust_digits_cnn, x, y).x_adv
     assert not torch.equal(a, b)
+
+
+def test_pgd_starts_clean_then_at_random(digits_split, robust_digits_cnn):
+    x, y = digits_subset(digits_split, 40)
+    one_run = [
+        pgd.PGD(norm="linf", eps=EPS["linf"], steps=5, seed=seed).perturb(robust_digits_cnn, x, y)
+        for seed in (0, 1)
+    ]
+    assert torch.equal(one_run[0].x_adv, one_run[1].x_adv)  # one run from the clean point: no randomness
+    clean = pgd.PGD(norm="linf", eps=EPS["linf"], steps=5, random_start=False)
+    assert torch.equal(clean.perturb(robust_digits_cnn, x, y).x_adv, one_run[0].x_adv)
 
 
 def test_input_is_left_untouched(digits_split, digits_mlp):

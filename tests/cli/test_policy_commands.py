@@ -145,12 +145,13 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert target.read_text().startswith("# yaml-language-server")
 
 
-def test_init_defaults_to_gate_policy_yaml_in_the_working_directory(tmp_path: Path) -> None:
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(main, ["policy", "init"])
-        assert result.exit_code == 0
-        assert Path("gate-policy.yaml").is_file()
+def test_init_defaults_to_gate_policy_yaml_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["policy", "init"])
+    assert result.exit_code == 0
+    assert (tmp_path / "gate-policy.yaml").is_file()
 
 
 def test_report_schema_is_the_report_models_schema() -> None:

@@ -75,7 +75,7 @@ def test_ray_missing_is_a_usage_error(tmp_path, digits_cnn_onnx, digits_npz, mon
     monkeypatch.setattr(builtins, "__import__", no_ray)
     policy = write_policy(tmp_path / "policy.yaml", POLICY)
     result = invoke("check", "-p", policy, "-m", digits_cnn_onnx, "-d", digits_npz, "--ray", "local")
-    assert result.exit_code == 2 and "needs Ray" in result.output and "gate[ray]" in result.output
+    assert result.exit_code == 2 and "needs Ray" in result.output and "gate-ml[ray]" in result.output
 
 
 @pytest.mark.parametrize(
