@@ -59,7 +59,11 @@ def dump(document: dict[str, Any], as_json: bool) -> str:
     if as_json:
         return json.dumps(document)
     stream = io.StringIO()
-    YAML(typ="safe", pure=True).dump(document, stream)
+    yaml = YAML(typ="safe", pure=True)
+    # Block style, as people write policies. In flow style ruamel emits "{description: ?0}" unquoted,
+    # which no YAML reader (its own included) parses: a bug of the emitter, not of gate's loader.
+    yaml.default_flow_style = False
+    yaml.dump(document, stream)
     return stream.getvalue()
 
 
