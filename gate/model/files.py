@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -100,43 +98,3 @@ def archive_kind(path: Path) -> str:
         "found a zip archive with none of their markers",
         path=path,
     )
-
-
-def _pt2_pickled_members(archive: zipfile.ZipFile) -> list[str]:
-    """Members of a ``.pt2`` archive that ``torch.export.load`` would unpickle with arbitrary code allowed."""
-    import torch
-
-    found: list[str] = []
-    for name in archive.namelist():
-        if name.endswith(("_weights_config.json", "_constants_config.json")):
-            config = json.loads(archive.read(name)).get("config", {})
-            for key, meta in config.items():
-                plain = str(meta.get("path_name", "")).startswith(("weight_", "tensor_"))
-                if meta.get("use_pickle") or not plain:
-                    found.append(f"{name}:{key}")
-        elif name.endswith(".pt"):
-            try:
-                torch.load(io.BytesIO(archive.read(name)), weights_only=True, map_location="cpu")
-            except Exception:
-                found.append(name)
-        elif name.endswith((".so", ".cpp", ".cubin", ".dll")):
-            found.append(name)
-    return found
-
-
-def check_pt2_is_plain(path: Path) -> None:
-    """Refuse a ``.pt2`` whose loading would unpickle objects or link compiled code (arbitrary code)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = _pt2_pickled_members(archive)
-    except (zipfile.BadZipFile, json.JSONDecodeError, AttributeError) as error:
-        raise ModelError(
-            f"expected a torch.export archive, found an unreadable one: {error}", path=path
-        ) from error
-    if members:
-        raise ModelError(
-            "this torch.export archive holds pickled objects or compiled code "
-            f"({', '.join(members[:5])}); loading it could execute arbitrary code",
-            path=path,
-            hint="pass --trust-pickle only if you trust where this file comes from",
-        )

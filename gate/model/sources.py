@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -16,8 +17,9 @@ import torch
 from torch import nn
 
 from gate.errors import ModelError
-from gate.model.files import archive_kind, check_pt2_is_plain, checked_file
+from gate.model.files import archive_kind, checked_file
 from gate.model.spec import FACTORY_PATTERN, ModelSpec
+from gate.model.untrusted import nothing_may_run
 
 PICKLE_HINT = "pass --trust-pickle only if you trust where this file comes from, or save a state dict instead"
 
@@ -164,10 +166,15 @@ def _load_pickle(path: Path, trust_pickle: bool) -> nn.Module:
 
 
 def _load_exported_program(path: Path, trust_pickle: bool) -> TorchSource:
-    if not trust_pickle:
-        check_pt2_is_plain(path)
+    guard = contextlib.nullcontext() if trust_pickle else nothing_may_run(path, "torch.export archive")
     try:
-        program = torch.export.load(str(path))
+        with guard, warnings.catch_warnings():
+            # torch warns about the old layout; gate's answer is the load's outcome, not a warning.
+            warnings.filterwarnings("ignore", message="This version of file is deprecated")
+            program = torch.export.load(str(path))
+            module = program.module()
+    except ModelError:
+        raise
     except Exception as error:
         raise ModelError(
             f"cannot load the torch.export program: {type(error).__name__}: {error}", path=path
@@ -176,7 +183,7 @@ def _load_exported_program(path: Path, trust_pickle: bool) -> TorchSource:
     if program.example_inputs and program.example_inputs[0]:
         first = program.example_inputs[0][0]
         example = first if isinstance(first, torch.Tensor) else None
-    return TorchSource("torch.export", program.module(), program, example)
+    return TorchSource("torch.export", module, program, example)
 
 
 def load_torch_source(spec: ModelSpec, kind: str) -> TorchSource:
