@@ -43,5 +43,11 @@ class CheckError(GateError):
     exit_code = 3
 
 
+class RunTimeout(GateError):
+    """The run's ``--timeout`` passed before any check could run (while loading policy, data or model)."""
+
+    exit_code = 3
+
+
 class UsageError(GateError):
     """The command line is inconsistent (e.g. a shard spec out of range)."""

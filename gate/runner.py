@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import platform
-import shutil
 import signal
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,8 +26,9 @@ from pydantic import ValidationError
 from gate import __version__
 from gate.checks import REGISTRY, CheckContext, CheckTimeout, Measurement
 from gate.console import Progress
-from gate.errors import CheckError, DataError, GateError, UsageError
+from gate.errors import EXIT_ERROR, CheckError, DataError, GateError, ModelError, RunTimeout, UsageError
 from gate.policy import CheckSpec, ResolvedPolicy, load_policy
+from gate.report.folder import prepare_report_folder
 from gate.report.model import (
     CheckResult,
     DataInfo,
@@ -67,6 +69,9 @@ class RunOptions:
     today: dt.date | None = None
     progress: Progress = field(default_factory=lambda: Progress(enabled=False))
     resume: bool = False
+    exit_when_stuck: bool = False
+    """With ``timeout``: end the process (exit 3) if the run is still going a grace period after its
+    deadline, i.e. stuck in native code that no Python-level timer can interrupt. For the CLI only."""
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -92,40 +97,50 @@ def load_baseline(path: Path) -> dict[str, CheckResult]:
 
 def run_gate(options: RunOptions) -> Report:
     """Evaluate a model against a policy; raises GateError (exit 2) when nothing can be evaluated."""
+    started_at, start = dt.datetime.now(dt.timezone.utc), time.monotonic()
+    run_deadline = start + options.timeout if options.timeout else None
+    stuck = run_deadline is not None and options.exit_when_stuck
+    with _exit_when_stuck(run_deadline, options.timeout or 0.0) if stuck else nullcontext():
+        return _run(options, started_at, start, run_deadline)
+
+
+def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadline: float | None) -> Report:
     from gate.data import load_data, select_indices
     from gate.model import load_model
 
-    started_at, start = dt.datetime.now(dt.timezone.utc), time.monotonic()
     timings: dict[str, float] = {}
+    # Before anything can fail: an earlier run's verdict must not stand beside this run's exit code.
+    prepare_report_folder(options.report_dir, state_file=STATE_FILE, resume=options.resume)
     resolved = load_policy(options.policy)
     policy = resolved.policy
     seed = options.seed if options.seed is not None else policy.seed
     samples = options.samples if options.samples is not None else policy.samples
     baseline = load_baseline(options.baseline) if options.baseline else {}
     device = resolve_device(options.model.device)
-    options.report_dir.mkdir(parents=True, exist_ok=True)
-    # artifacts/ is gate's own folder: evidence from an earlier run must not be mistaken for this one's.
-    shutil.rmtree(options.report_dir / "artifacts", ignore_errors=True)
 
     tick = time.monotonic()
-    data = load_data(
-        options.data,
-        input_range=policy.input.range,
-        samples=samples,
-        seed=seed,
-        shard=options.shard,
-        input_shape=options.model.input_shape,
-    )
+    with _loading(run_deadline, DataError, "the evaluation data's code", options.data):
+        data = load_data(
+            options.data,
+            input_range=policy.input.range,
+            samples=samples,
+            seed=seed,
+            shard=options.shard,
+            input_shape=options.model.input_shape,
+        )
+        first = next(data.batches(1, "cpu"), None)
     timings["load_data"] = time.monotonic() - tick
-    tick = time.monotonic()
-    first = next(data.batches(1, "cpu"), None)
     if first is None:
         raise DataError("the evaluation data selected no samples", path=options.data)
-    model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)
-    timings["load_model"] = time.monotonic() - tick
-    _check_labels(data, model.num_classes, options.data)
-    full_selection = select_indices(data.n_total, samples=samples, seed=seed, shard=None)
-    batch_size = choose_batch_size(options.batch_size, model, device, data.sample_shape, len(full_selection))
+    tick = time.monotonic()
+    with _loading(run_deadline, ModelError, "the model's code", options.model.source):
+        model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)
+        timings["load_model"] = time.monotonic() - tick
+        _check_labels(data, model.num_classes, options.data)
+        full_selection = select_indices(data.n_total, samples=samples, seed=seed, shard=None)
+        batch_size = choose_batch_size(
+            options.batch_size, model, device, data.sample_shape, len(full_selection)
+        )
     model.batch_size = batch_size
     timings["batch_size"] = float(batch_size)
 
@@ -156,7 +171,6 @@ def run_gate(options: RunOptions) -> Report:
         seed=seed,
         baseline_given=options.baseline is not None,
     )
-    run_deadline = start + options.timeout if options.timeout else None
     results = [
         _run_check(spec, context, settings, resolved, baseline.get(spec.id), run_deadline)
         for spec in policy.checks
@@ -264,6 +278,12 @@ def _run_check(
     except Exception as exc:  # fail closed: an unexpected failure is an error result, never a pass
         logger.debug("check %s raised:\n%s", spec.id, traceback.format_exc())
         result = error_result(spec, f"{type(exc).__name__}: {exc}", waiver, settings)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # sys.exit() or another BaseException from the model's or data's code
+        result = error_result(
+            spec, _exited(exc, "the model's or data's code, during the check"), waiver, settings
+        )
     finally:
         context.deadline = None
     origin = resolved.check_origins.get(spec.id)
@@ -279,6 +299,55 @@ def _run_check(
     if context.resume is not None and result.status != "error":
         context.resume.record_check(context.check_key, result.model_dump(mode="json"))
     return result
+
+
+def _exited(exc: BaseException, who: str) -> str:
+    """What a ``SystemExit`` (or another non-``Exception``) from user code means for the reader."""
+    if isinstance(exc, SystemExit):
+        return f"{who} called sys.exit({exc.code!r}); an exit from a model or data set never passes"
+    return f"{who} raised {type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def _loading(deadline: float | None, error: type[GateError], who: str, source: str) -> Iterator[None]:
+    """Loading runs user code (factories, data functions, Dataset items, forward): an exit from it is that
+    input's error (exit 2), never a silent exit 0, and the run's ``--timeout`` covers it too (exit 3)."""
+    try:
+        with _hard_deadline(deadline, _LoadingTimeout):
+            yield
+    except _LoadingTimeout:
+        raise RunTimeout(
+            f"the run's --timeout passed while loading ({who} had not returned)", path=source
+        ) from None
+    except (Exception, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        raise error(_exited(exc, who), path=source) from None
+
+
+@contextmanager
+def _exit_when_stuck(deadline: float | None, timeout: float) -> Iterator[None]:
+    """A last resort for native code that never returns to Python (an ONNX ``Loop``, a C extension): while
+    the run lasts, a daemon thread ends the process with exit 3 a grace period after the deadline. The
+    report folder was cleared at the start, so nothing says "pass"."""
+    grace = 5.0 + 0.1 * timeout
+    finished = threading.Event()
+
+    def watch() -> None:
+        if finished.wait(max((deadline or 0.0) + grace - time.monotonic(), 0.0)):
+            return
+        sys.stderr.write(
+            f"gate: error: the run's --timeout of {timeout:g} s passed {grace:g} s ago and the run is stuck in a call "
+            "that cannot be interrupted (native code); exiting, the gate fails closed\n"
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_ERROR)
+
+    threading.Thread(target=watch, name="gate-timeout-watchdog", daemon=True).start()
+    try:
+        yield
+    finally:
+        finished.set()
 
 
 def _sample_record(measurement: Measurement, context: CheckContext) -> SampleRecord | None:
@@ -300,9 +369,15 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+class _LoadingTimeout(BaseException):
+    """The run's deadline passed while loading. A ``BaseException``, so that the loaders' own
+    ``except Exception`` (which turns a factory's failure into a ModelError, exit 2) cannot catch it."""
+
+
 @contextmanager
-def _hard_deadline(deadline: float | None) -> Iterator[None]:
-    """Interrupt a check stuck inside one long call (a timer signal; main thread on POSIX only).
+def _hard_deadline(deadline: float | None, timeout: type[BaseException] = CheckTimeout) -> Iterator[None]:
+    """Interrupt a check (or loading) stuck inside one long call: a timer signal raises ``timeout``
+    (main thread on POSIX only).
 
     Checks also poll ``check_deadline`` between batches; this catches work that never returns to them.
     """
@@ -316,7 +391,7 @@ def _hard_deadline(deadline: float | None) -> Iterator[None]:
         return
 
     def on_alarm(signum: int, frame: object) -> None:
-        raise CheckTimeout("the check ran past its time limit")
+        raise timeout("the check ran past its time limit")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))  # type: ignore[operator]

@@ -5,16 +5,18 @@ Exit codes: 0 pass · 1 fail · 2 invalid invocation, policy, model or data · 3
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from gate import __version__, console
-from gate.errors import EXIT_ERROR, GateError, UsageError
+from gate.errors import EXIT_ERROR, GateError, ModelError, UsageError
 
 
 class GateGroup(click.Group):
@@ -31,12 +33,25 @@ class GateGroup(click.Group):
         except KeyboardInterrupt:
             console.error("interrupted")
             sys.exit(EXIT_ERROR)
-        except Exception as exc:
-            logging.getLogger("gate").debug("unexpected error", exc_info=True)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                _internal_error(exc)
+            where = f" writing {exc.filename}" if exc.filename else ""
             console.error(
-                f"internal error ({type(exc).__name__}: {exc}); the gate fails closed. Rerun with --debug for details."
+                f"disk full{where}: no space left on the device; nothing partial was kept, free space and "
+                "rerun. The gate fails closed."
             )
             sys.exit(EXIT_ERROR)
+        except Exception as exc:
+            _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> NoReturn:
+    logging.getLogger("gate").debug("unexpected error", exc_info=True)
+    console.error(
+        f"internal error ({type(exc).__name__}: {exc}); the gate fails closed. Rerun with --debug for details."
+    )
+    sys.exit(EXIT_ERROR)
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -235,8 +250,11 @@ def check(
 ) -> None:
     """Evaluate a model against a policy and write the reports."""
     from gate.report import write_reports
+    from gate.report.folder import clear_reports
     from gate.runner import RunOptions, run_gate
 
+    if report_dir.is_dir():
+        clear_reports(report_dir)  # an earlier verdict must not outlive a run that stops with exit 2
     spec = build_model_spec(**model_flags)
     options = RunOptions(
         policy=policy,
@@ -251,18 +269,29 @@ def check(
         shard=_shard(shard),
         resume=resume,
         progress=console.Progress(),
+        exit_when_stuck=True,
     )
-    if ray_address is not None:
-        from gate.scale.ray_shards import run_on_ray
+    try:
+        if ray_address is not None:
+            from gate.scale.ray_shards import run_on_ray
 
-        if options.shard is not None:
-            raise UsageError("--ray splits the run itself: give --shards N instead of --shard K/N")
-        report = run_on_ray(options, address=ray_address, shards=shards)
-    elif shards is not None:
-        raise UsageError("--shards needs --ray ADDRESS; to run one shard here, give --shard K/N")
-    else:
-        report = run_gate(options)
-    write_reports(report, report_dir)
+            if options.shard is not None:
+                raise UsageError("--ray splits the run itself: give --shards N instead of --shard K/N")
+            report = run_on_ray(options, address=ray_address, shards=shards)
+        elif shards is not None:
+            raise UsageError("--shards needs --ray ADDRESS; to run one shard here, give --shard K/N")
+        else:
+            report = run_gate(options)
+        write_reports(report, report_dir)
+    except SystemExit as exc:
+        # gate itself never exits inside a run: this came from the model's or the data's code.
+        raise ModelError(
+            f"code run for the model or the data called sys.exit({exc.code!r}); an exit never passes"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # the export cache may hold a truncated model.onnx: drop it
+            shutil.rmtree(report_dir / "model", ignore_errors=True)
+        raise
     print_summary(report, report_dir)
     sys.exit(report.exit_code)
 

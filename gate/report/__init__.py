@@ -29,14 +29,27 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_reports(report: Report, directory: Path, formats: Iterable[str] | None = None) -> list[Path]:
-    """Render every requested format and write it into ``directory``; returns the written paths."""
-    written = []
+    """Render every requested format and write it into ``directory``; returns the written paths.
+
+    All or nothing: everything is rendered first, ``report.json`` (what the action and ``gate attest``
+    read the verdict from) is written last, and if any write fails (a full disk) the files written so
+    far are removed, so no partial set is left that a reader could take for a complete one.
+    """
     configured = formats_for(directory)
-    for name in formats or configured:
-        fmt = configured[name]
-        path = directory / fmt.filename
-        write_atomic(path, fmt.render(report))
-        written.append(path)
+    rendered = [
+        (directory / configured[name].filename, configured[name].render(report))
+        for name in formats or configured
+    ]
+    rendered.sort(key=lambda item: item[0].name == "report.json")
+    written: list[Path] = []
+    try:
+        for path, text in rendered:
+            write_atomic(path, text)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return written
 
 
