@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gate.data import files
 from gate.data.entrypoint import is_entry_point, open_entry_point
 from gate.data.folder import open_folder
-from gate.data.npz import NpzArchive
+from gate.data.npz import USED_MEMBERS, NpzArchive
 from gate.data.sampling import select_indices
 from gate.data.sources import ArraySource, Rows, Source
 from gate.errors import DataError
@@ -198,6 +199,9 @@ def _evaluation_data(
             path=source,
         )
     scan = _scan(reader, input_range, num_classes)
+    # Every sample the run may read (shard 1's whole-set diagnostics read beyond its shard): a broken image
+    # among them is refused here, exit 2, rather than in the middle of a check.
+    reader.verify(select_indices(reader.n, samples=samples, seed=seed, shard=None))
     notes = list(reader.notes)
     if samples is not None and samples > reader.n:
         notes.append(f"{samples} samples requested but the data has {reader.n}: all are used")
@@ -233,7 +237,8 @@ def _open(
     if path.is_dir():
         folder = open_folder(path, input_shape=input_shape, input_range=input_range)
         return folder, folder.sha256
-    if path.is_file():
+    if path.exists():
+        files.require_regular(path)  # /dev/zero, a pipe or a socket is refused before it is opened
         return _open_npz(path), _file_sha256(path)
     if is_entry_point(source):
         return open_entry_point(source), ""
@@ -248,10 +253,11 @@ def _open_npz(path: Path) -> ArraySource:
     missing = [name for name in ("x", "y") if name not in archive.headers]
     if missing:
         raise DataError(
-            f"expected arrays 'x' and 'y' (and optionally 'mask'); missing {missing}, found {archive.names}",
+            f"expected arrays 'x' and 'y' (and optionally 'mask'); missing {missing}, found members "
+            f"{archive.members}",
             path=path,
         )
-    for name in ("x", "y", "mask"):
+    for name in USED_MEMBERS:
         header = archive.headers.get(name)
         if header is not None and header.dtype.hasobject:
             raise DataError(
@@ -260,11 +266,14 @@ def _open_npz(path: Path) -> ArraySource:
             )
         if header is not None and 0 in header.shape:
             raise DataError(f"{name} is empty: shape {header.shape}", path=path)
-    notes = (
-        [f"arrays {archive.extracted} are compressed: decompressed to a temporary file"]
-        if archive.extracted
-        else []
-    )
+    notes = []
+    if archive.extracted:
+        notes.append(f"arrays {archive.extracted} are compressed: decompressed to a temporary file")
+    if archive.ignored:
+        notes.append(
+            f"members {archive.ignored} are ignored: gate reads only x, y and mask, and never decompresses, "
+            "parses or unpickles any other member"
+        )
     mask = archive.array("mask") if "mask" in archive.headers else None
     return ArraySource(
         str(path), archive.array("x"), archive.array("y"), mask, notes=notes, keepalive=archive
@@ -273,7 +282,7 @@ def _open_npz(path: Path) -> ArraySource:
 
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with files.open_regular(path) as f:
         while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

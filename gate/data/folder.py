@@ -1,19 +1,27 @@
-"""An image folder as a data source: one sub-folder per class, images decoded only when a batch needs them."""
+"""An image folder as a data source: one sub-folder per class, images decoded only when a batch needs them.
+
+Every file is checked before it is read (regular files only, size and pixel caps from the header), and every
+decode is complete and strict (``images.py``); ``verify`` decodes the images a run will draw once at load, so
+a broken one is refused before any check runs.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from gate.data import files, images
+from gate.data.images import ImageHeader
 from gate.data.sources import Rows
 from gate.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
-_MODES = {1: "L", 3: "RGB"}
+_CHANNELS = (1, 3)
 _READ_CHUNK = 1 << 20
 
 
@@ -43,17 +51,15 @@ class FolderSource:
     def labels(self, indices: np.ndarray) -> np.ndarray:
         return self.label_of_file[indices]
 
+    def verify(self, indices: np.ndarray) -> None:
+        """Decode these images once, as batches will (a truncated or corrupt one is refused now)."""
+        for i in indices.tolist():
+            self._decode(self.files[i])
+
     def _decode(self, path: Path) -> np.ndarray:
         channels, height, width = self.sample_shape
-        try:
-            with Image.open(path) as image:
-                converted = image.convert(_MODES[channels])
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"expected a PNG or JPEG image, could not decode it ({exc})", path=path) from exc
-        if converted.size != (width, height):
-            converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-        pixels = np.asarray(converted, dtype=np.float32) / 255.0
-        pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+        with images.decode(path) as image:
+            pixels = images.to_unit_pixels(image, channels, (width, height))
         low, high = self.input_range
         return np.ascontiguousarray(low + (high - low) * pixels, dtype=np.float32)
 
@@ -67,29 +73,33 @@ def open_folder(
         raise DataError(
             "expected an image folder with one sub-folder per class; found no sub-folders", path=root
         )
-    files: list[Path] = []
+    image_files: list[Path] = []
     labels: list[int] = []
     notes: list[str] = []
     skipped = 0
     for label, name in enumerate(classes):
         for path in sorted((root / name).rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(path)
+            if path.is_dir():
+                continue
+            files.require_regular(path)  # a device, pipe, socket or dangling link is refused unopened
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                image_files.append(path)
                 labels.append(label)
-            elif path.is_file():
+            else:
                 skipped += 1
-    if not files:
+    if not image_files:
         raise DataError(f"expected PNG or JPEG images in the class folders {classes}; found none", path=root)
     if skipped:
         notes.append(f"{skipped} files without a .png/.jpg/.jpeg suffix were ignored")
     empty = sorted(set(classes) - {classes[label] for label in labels})
     if empty:
         notes.append(f"class folders without images: {empty}")
-    sha256, sizes, modes = _digest_and_headers(root, files)
-    shape = _sample_shape(root, files, sizes, modes, input_shape, notes)
+    sha256, headers = _digest_and_headers(root, image_files)
+    shape = _sample_shape(root, image_files, headers, input_shape, notes)
+    notes.extend(_conversion_notes(root, image_files, headers, shape[0]))
     return FolderSource(
         origin=str(root),
-        files=files,
+        files=image_files,
         label_of_file=np.asarray(labels, dtype=np.int64),
         classes=classes,
         sample_shape=shape,
@@ -99,55 +109,71 @@ def open_folder(
     )
 
 
-def _digest_and_headers(root: Path, files: list[Path]) -> tuple[str, list[tuple[int, int]], list[str]]:
-    """sha256 over each file's relative path and bytes (sorted order); also each image's size and mode."""
+def _digest_and_headers(root: Path, image_files: list[Path]) -> tuple[str, list[ImageHeader]]:
+    """sha256 over each file's relative path and bytes (sorted order); also each image's header, checked."""
     digest = hashlib.sha256()
-    sizes: list[tuple[int, int]] = []
-    modes: list[str] = []
-    for path in files:
+    headers: list[ImageHeader] = []
+    for path in image_files:
         relative = path.relative_to(root).as_posix().encode()
         digest.update(len(relative).to_bytes(8, "little") + relative)
-        digest.update(path.stat().st_size.to_bytes(8, "little"))
-        with open(path, "rb") as f:
-            while chunk := f.read(_READ_CHUNK):
+        with files.open_regular(path) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            files.check_size(path, size, limit=files.MAX_IMAGE_FILE_BYTES, limit_name="MAX_IMAGE_FILE_BYTES")
+            digest.update(size.to_bytes(8, "little"))
+            while chunk := stream.read(_READ_CHUNK):
                 digest.update(chunk)
-        try:
-            with Image.open(path) as image:  # reads the header only
-                sizes.append(image.size)
-                modes.append(image.mode)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(
-                f"expected a PNG or JPEG image, found an unreadable file ({exc})", path=path
-            ) from exc
-    return digest.hexdigest(), sizes, modes
+            stream.seek(0)
+            headers.append(images.read_header(path, stream))  # reads the header only
+    return digest.hexdigest(), headers
 
 
 def _sample_shape(
     root: Path,
-    files: list[Path],
-    sizes: list[tuple[int, int]],
-    modes: list[str],
+    image_files: list[Path],
+    headers: list[ImageHeader],
     input_shape: tuple[int, ...] | None,
     notes: list[str],
 ) -> tuple[int, int, int]:
     """The model's (C, H, W) when known; otherwise the images' own, which must then all agree."""
     if input_shape is not None:
-        if len(input_shape) != 3 or input_shape[0] not in _MODES:
+        if len(input_shape) != 3 or input_shape[0] not in _CHANNELS:
             raise DataError(
                 f"an image folder needs an input shape (C, H, W) with C = 1 or 3; found {tuple(input_shape)}",
                 path=root,
             )
         channels, height, width = (int(d) for d in input_shape)
         return channels, height, width
-    width, height = sizes[0]
-    for path, size in zip(files, sizes, strict=True):
-        if size != (width, height):
+    width, height = headers[0].size
+    for path, header in zip(image_files, headers, strict=True):
+        if header.size != (width, height):
+            found_width, found_height = header.size
             raise DataError(
-                f"images differ in size ({files[0].name} is {width}x{height}, {path.name} is {size[0]}x{size[1]})"
-                " and no input shape says which size to resize to",
+                f"images differ in size ({image_files[0].name} is {width}x{height}, {path.name} is "
+                f"{found_width}x{found_height}) and no input shape says which size to resize to",
                 path=root,
                 hint="pass input_shape=(C, H, W) (the model's input shape) to resize every image",
             )
-    channels = 1 if all(mode in ("1", "L", "I", "F", "I;16") for mode in modes) else 3
+    channels = 1 if all(header.mode in images.GREY_MODES for header in headers) else 3
     notes.append(f"no input shape given: using the images' own shape ({channels}, {height}, {width})")
     return channels, height, width
+
+
+def _conversion_notes(
+    root: Path, image_files: list[Path], headers: list[ImageHeader], channels: int
+) -> list[str]:
+    """One note per kind of image that is not stored as the model takes it, with a count and an example."""
+    target = "L" if channels == 1 else "RGB"
+    counts: Counter[tuple[str, bool]] = Counter()
+    first: dict[tuple[str, bool], Path] = {}
+    for path, header in zip(image_files, headers, strict=True):
+        key = (header.mode, header.transparency)
+        counts[key] += 1
+        first.setdefault(key, path)
+    notes = []
+    for key, count in counts.items():
+        how = images.conversion(ImageHeader((0, 0), *key), channels)
+        if how is not None:
+            mode = key[0] + (" with transparency" if key[1] else "")
+            example = first[key].relative_to(root).as_posix()
+            notes.append(f"{count} image(s) in mode {mode} converted to {target}: {how} (first: {example})")
+    return notes

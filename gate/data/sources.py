@@ -39,6 +39,9 @@ class Source(Protocol):
 
     def labels(self, indices: np.ndarray) -> np.ndarray: ...
 
+    def verify(self, indices: np.ndarray) -> None:
+        """Prove at load that these rows can be read as batches will read them (what the scan skipped)."""
+
 
 def check_layout(origin: str, x: Any, y: Any, mask: Any | None) -> list[str]:
     """Check dtypes and shapes from metadata alone (no data is read); return notes on conversions."""
@@ -138,6 +141,9 @@ class ArraySource:
     def labels(self, indices: np.ndarray) -> np.ndarray:
         return np.asarray(self.y[indices], dtype=np.int64)
 
+    def verify(self, indices: np.ndarray) -> None:
+        """Nothing left to prove: the scan read every value."""
+
 
 class DatasetSource:
     """A map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)`` or ``(x, y, mask)``."""
@@ -218,6 +224,9 @@ class DatasetSource:
     def labels(self, indices: np.ndarray) -> np.ndarray:
         """A Dataset has no separate access to labels: this reads the items."""
         return self.read(indices).y
+
+    def verify(self, indices: np.ndarray) -> None:
+        """Nothing left to prove: the scan read every item."""
 
 
 def _to_numpy(value: Any) -> Any:
