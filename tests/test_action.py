@@ -227,6 +227,7 @@ with open(os.environ["FAKE_LOG"], "a") as log:
 report_dir = sys.argv[sys.argv.index("--report-dir") + 1]
 if os.environ.get("FAKE_REPORT"):
     shutil.copytree(os.environ["FAKE_REPORT"], report_dir, dirs_exist_ok=True)
+sys.stderr.write(os.environ.get("FAKE_STDERR", ""))
 sys.exit(int(os.environ["FAKE_EXIT"]))
 """
 
@@ -255,7 +256,9 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path / "work"
 
 
-def run_action(workspace: Path, exit_code: int = 1, report: bool = True, **inputs: str) -> tuple[Run, str]:
+def run_action(
+    workspace: Path, exit_code: int = 1, report: bool = True, stderr: str = "", **inputs: str
+) -> tuple[Run, str]:
     """Run the action with fake ``gate`` and ``pip`` first on PATH; returns the run and the fakes' calls."""
     bin_dir = workspace.parent / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -271,6 +274,7 @@ def run_action(workspace: Path, exit_code: int = 1, report: bool = True, **input
         "FAKE_LOG": str(log),
         "FAKE_EXIT": str(exit_code),
         "FAKE_REPORT": str(workspace.parent / "prepared") if report else "",
+        "FAKE_STDERR": stderr,
     }
     inputs = {"policy": "policies/release.yaml", "data": "data.npz", **inputs}
     return Runner(workspace, inputs, machine).run(), log.read_text()
@@ -292,7 +296,9 @@ def test_a_failing_gate_fails_the_action_with_summary_outputs_and_annotations(wo
     )
     assert "clean-accuracy" not in run.stdout
     assert [use["uses"] for use in run.uses] == ["actions/setup-python@v5", "actions/upload-artifact@v4"]
-    assert run.uses[0]["with"] == {"python-version": "3.11"}
+    assert run.uses[0]["with"] == {
+        "python-version": "3.11", "cache": "pip", "cache-dependency-path": f"{ACTION.parent}/pyproject.toml"
+    }  # fmt: skip
     assert run.uses[1]["with"]["path"] == "gate-report"
     assert f"pip install --disable-pip-version-check {ACTION.parent}" in calls
 
@@ -364,12 +370,75 @@ def test_no_upload_when_not_asked(workspace: Path) -> None:
     assert [use["uses"] for use in run.uses] == ["actions/setup-python@v5"]
 
 
-def test_an_unknown_fail_on_is_rejected(workspace: Path) -> None:
-    run, calls = run_action(workspace, **{"fail-on": "sometimes"})
+def test_a_malformed_fail_on_is_rejected_before_gate_runs(workspace: Path) -> None:
+    run, calls = run_action(workspace, **{"fail-on": "pgd-8; rm -rf /"})
     assert run.outcome == "failure"
     assert run.step_outcomes["install"] == "failure" and run.step_outcomes["check"] == "skipped"
-    assert "fail-on must be fail or never" in run.stdout
+    assert "fail-on must be fail, never, or a comma-separated list" in run.stdout
     assert "gate " not in calls
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "exit_code", "outcome", "says"),
+    [
+        ("pgd-8", 1, "failure", "checks selected by fail-on did not pass: pgd-8 (fail)"),
+        ("clean-accuracy", 1, "success", "the 1 checks selected by fail-on passed or are waived"),
+        ("warn", 1, "failure", "blur (warn)"),
+        (
+            "clean-accuracy, sometimes",
+            1,
+            "failure",
+            "fail-on names sometimes, which the report has no check for",
+        ),
+        ("clean-accuracy", 2, "failure", "without a report"),
+    ],
+)
+def test_fail_on_a_list_of_checks_and_severities(workspace: Path, fail_on, exit_code, outcome, says) -> None:
+    run, _ = run_action(workspace, exit_code=exit_code, report=exit_code != 2, **{"fail-on": fail_on})
+    assert run.outcome == outcome, run.stdout
+    assert says in run.stdout
+
+
+def test_extra_args_are_split_like_a_shell_but_never_evaluated(workspace: Path) -> None:
+    _, calls = run_action(
+        workspace, **{"extra-args": """--baseline "prod/my report.json" --seed '3' $HOME `id`"""}
+    )
+    gate_call = next(line for line in calls.splitlines() if line.startswith("gate "))
+    arguments = ast.literal_eval(gate_call.removeprefix("gate "))
+    assert arguments[arguments.index("--baseline") + 1] == "prod/my report.json"
+    assert "$HOME" in arguments and "`id`" in arguments  # literal text, not a variable or a command
+
+
+def test_unbalanced_quotes_in_extra_args_fail_the_step(workspace: Path) -> None:
+    run, calls = run_action(workspace, **{"extra-args": '--baseline "unclosed'})
+    assert run.step_outcomes["check"] == "failure" and "extra-args cannot be split" in run.stdout
+    assert "gate " not in calls
+
+
+def test_an_invalid_policy_becomes_annotations_and_a_summary(workspace: Path) -> None:
+    stderr = (
+        "error: invalid policy (2 problems):\n"
+        "  policies/release.yaml:8:5: checks[1].min: Input should be a valid number (found 'x')\n"
+        "  policies/release.yaml:12:3: waivers[0].expires: expected a date\n"
+    )
+    run, _ = run_action(workspace, exit_code=2, report=False, stderr=stderr)
+    assert run.outcome == "failure"
+    assert (
+        "::error file=policies/release.yaml,line=8,col=5,title=gate%3A invalid input::"
+        "checks[1].min: Input should be a valid number (found 'x')" in run.stdout
+    )
+    assert "::error file=policies/release.yaml,line=12,col=3," in run.stdout
+    assert "## gate: could not evaluate" in run.summary and "waivers[0].expires" in run.summary
+
+
+def test_a_cpu_runner_installs_the_cpu_build_of_torch(workspace: Path) -> None:
+    _, calls = run_action(workspace)
+    assert (
+        "pip install --disable-pip-version-check torch --index-url https://download.pytorch.org/whl/cpu"
+        in calls
+    )
+    _, calls = run_action(workspace, torch="preinstalled")
+    assert "torch" not in calls.split("gate ")[0].replace("pytorch", "")
 
 
 def test_inputs_cannot_inject_shell_code(workspace: Path) -> None:
@@ -402,7 +471,7 @@ def test_action_metadata_has_the_required_structure() -> None:
         else:
             assert "shell" not in step and re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+", step["uses"])
     expected = {"policy", "model", "weights", "data", "report-dir", "device", "python-version", "version"}
-    expected |= {"extra-args", "fail-on", "upload-artifact"}
+    expected |= {"extra-args", "fail-on", "upload-artifact", "torch"}
     assert set(action["inputs"]) == expected
 
 

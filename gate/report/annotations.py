@@ -8,6 +8,7 @@ the line of the policy file that states the requirement. The action runs it as
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,17 +64,50 @@ def annotations(report: Report, root: Path) -> list[str]:
     return [line for line in (annotation(check, root) for check in report.checks) if line is not None]
 
 
+# gate's own error lines: "path:line:column: field: message" (policy, model card), as gate check prints them.
+_LOCATED = re.compile(r"^\s*(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)$")
+
+
+def log_annotations(log_text: str, root: Path) -> list[str]:
+    """Error annotations for a run that wrote no report, from what ``gate check`` printed on stderr:
+    one at each ``file:line:column`` it named, else one with its first error line."""
+    lines = [line for line in log_text.splitlines() if line.strip()]
+    located = [match for line in lines if (match := _LOCATED.match(line))]
+    if located:
+        return [
+            f"::error file={escape_property(relative_path(m['file'], root))},line={m['line']},col={m['col']},"
+            f"title={escape_property('gate: invalid input')}::{escape_data(m['message'])}"
+            for m in located
+        ]
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    if errors:
+        return [f"::error title=gate::{escape_data(errors[0])}"]
+    return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the annotations of a report.json; a missing or broken report becomes one error annotation."""
+    """Print the annotations of a report.json; a missing or broken report becomes error annotations, from
+    ``--log`` (gate check's stderr) where given."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    log = None
+    if len(arguments) == 3 and arguments[1] == "--log":
+        log = Path(arguments[2])
+        arguments = arguments[:1]
     if len(arguments) != 1:
-        console.error("usage: python -m gate.report.annotations REPORT_JSON")
+        console.error("usage: python -m gate.report.annotations REPORT_JSON [--log GATE_STDERR]")
         return 2
     path = Path(arguments[0])
     root = Path(os.environ.get("GITHUB_WORKSPACE") or Path.cwd())
     try:
         report = Report.model_validate_json(path.read_bytes())
     except FileNotFoundError:
+        from_log = (
+            log_annotations(log.read_text(encoding="utf-8", errors="replace"), root)
+            if log and log.is_file()
+            else []
+        )
+        for line in from_log:
+            console.out(line)
         console.out(
             f"::error title=gate::{escape_data(f'gate wrote no {path}; see the gate check step log')}"
         )

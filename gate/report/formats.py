@@ -45,7 +45,7 @@ class JunitFormat(ReportFormat):
             f'<testsuites name={quoteattr("gate")} tests="{len(report.checks)}" '
             f'failures="{summary.failed}" errors="{summary.errored}" time="{report.duration_s:.3f}">',
             f'  <testsuite name={quoteattr(_xml_text("gate: " + report.policy.name))} tests="{len(report.checks)}" '
-            f'failures="{summary.failed}" errors="{summary.errored}" skipped="{summary.waived}" '
+            f'failures="{summary.failed}" errors="{summary.errored}" skipped="{summary.waived + summary.warned}" '
             f'time="{report.duration_s:.3f}">',
         ]
         for check in report.checks:
@@ -72,7 +72,10 @@ def _testcase(check: CheckResult) -> list[str]:
     body = {
         "fail": f'      <failure message={quoteattr(message)} type="threshold">{escape(message)}</failure>',
         "error": f'      <error message={quoteattr(message)} type="error">{escape(message)}</error>',
-        "waived": f"      <skipped message={quoteattr('waived: ' + message)}/>",
+        # A warn check failed its threshold but does not block: not a pass, and not a failure either.
+        # <skipped> is what CI test views show as neither; the type says which.
+        "warn": f'      <skipped type="warn" message={quoteattr("warn (does not block): " + message)}/>',
+        "waived": f'      <skipped type="waived" message={quoteattr("waived: " + message)}/>',
     }.get(check.status)
     output = f"      <system-out>{escape(message)}</system-out>"
     if body is None:

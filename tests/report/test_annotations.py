@@ -99,3 +99,30 @@ def test_main_turns_a_missing_or_broken_report_into_one_error(
     assert main([str(tmp_path / "broken.json")]) == 0
     assert "is not a gate report" in capsys.readouterr().out
     assert main([]) == 2
+
+
+def test_a_run_without_a_report_is_annotated_from_gate_s_stderr(tmp_path: Path, capsys) -> None:
+    log = tmp_path / "gate-stderr.log"
+    log.write_text(
+        "error: invalid policy (2 problems):\n"
+        "  /repo/policies/p.yaml:8:5: checks[1].min: Input should be a valid number\n"
+        "  policies/p.yaml:9:3: waivers[0].expires: expected a date, found '20270331'\n"
+    )
+    assert main([str(tmp_path / "report.json"), "--log", str(log)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("::error file=")
+    assert lines[0].endswith(
+        ",line=8,col=5,title=gate%3A invalid input::checks[1].min: Input should be a valid number"
+    )
+    assert lines[1] == (
+        "::error file=policies/p.yaml,line=9,col=3,title=gate%3A invalid input::"
+        "waivers[0].expires: expected a date, found '20270331'"
+    )
+    assert lines[2].startswith("::error title=gate::gate wrote no")
+
+
+def test_an_unlocated_error_becomes_one_annotation(tmp_path: Path, capsys) -> None:
+    log = tmp_path / "gate-stderr.log"
+    log.write_text("gate 0.1.0 · loading\nerror: model.onnx: model file not found\n  hint: check the path\n")
+    main([str(tmp_path / "report.json"), "--log", str(log)])
+    assert capsys.readouterr().out.splitlines()[0] == "::error title=gate::model.onnx: model file not found"
