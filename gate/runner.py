@@ -40,7 +40,7 @@ from gate.report.model import (
     SampleRecord,
     Summary,
 )
-from gate.resume import STATE_FILE, ResumeState, run_key
+from gate.resume import STATE_FILE, open_resume_state
 from gate.scale.autobatch import choose_batch_size
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
@@ -144,13 +144,9 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     model.batch_size = batch_size
     timings["batch_size"] = float(batch_size)
 
-    resume = ResumeState(
-        options.report_dir / STATE_FILE,
-        run_key(
-            model_sha256=model.onnx_sha256, policy_sha256=resolved.sha256, data_sha256=data.sha256,
-            seed=seed, samples=samples, shard=options.shard, batch_size=batch_size,
-        ),
-        resume=options.resume,
+    resume = open_resume_state(
+        options, resolved, model=model, data=data, seed=seed, samples=samples, batch_size=batch_size,
+        device=device,
     )  # fmt: skip
     context = CheckContext(
         policy=policy,
