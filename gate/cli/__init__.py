@@ -108,6 +108,19 @@ def main(debug: bool) -> None:
     )
 
 
+def policy_root_option(function: Any) -> Any:
+    """``--policy-root DIR``: a folder the person running gate lets ``extends`` read; a policy cannot."""
+    return click.option(
+        "--policy-root",
+        "policy_roots",
+        multiple=True,
+        metavar="DIR",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Let extends also read policy files under DIR (repeatable); by default only builtin:NAME "
+        "and files inside the policy's own repository.",
+    )(function)
+
+
 def model_options(function: Any) -> Any:
     """Options that say which model to load; shared by ``check`` and ``export``."""
     options = [
@@ -188,6 +201,7 @@ def build_model_spec(
 
 @main.command()
 @click.option("--policy", "-p", required=True, help="Policy file, or builtin:NAME.")
+@policy_root_option
 @model_options
 @click.option(
     "--data", "-d", required=True, help="An .npz (x, y[, mask]), an image folder, or package.module:function."
@@ -235,6 +249,7 @@ def build_model_spec(
 )
 def check(
     policy: str,
+    policy_roots: tuple[Path, ...],
     data: str,
     report_dir: Path,
     samples: int | None,
@@ -277,11 +292,16 @@ def check(
 
             if options.shard is not None:
                 raise UsageError("--ray splits the run itself: give --shards N instead of --shard K/N")
+            if policy_roots:
+                raise UsageError("--policy-root does not reach Ray shards yet; run without --ray")
             report = run_on_ray(options, address=ray_address, shards=shards)
         elif shards is not None:
             raise UsageError("--shards needs --ray ADDRESS; to run one shard here, give --shard K/N")
         else:
-            report = run_gate(options)
+            from gate.policy import allowed_policy_roots
+
+            with allowed_policy_roots(policy_roots):  # RunOptions has no field for them (yet)
+                report = run_gate(options)
         write_reports(report, report_dir)
     except SystemExit as exc:
         # gate itself never exits inside a run: this came from the model's or the data's code.

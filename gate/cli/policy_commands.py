@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from gate import console
-from gate.cli import main
+from gate.cli import main, policy_root_option
 from gate.errors import EXIT_INVALID, GateError, UsageError
 
 
@@ -20,14 +20,15 @@ def policy() -> None:
 
 @policy.command("validate")
 @click.argument("files", nargs=-1, required=True)
-def policy_validate(files: tuple[str, ...]) -> None:
+@policy_root_option
+def policy_validate(files: tuple[str, ...], policy_roots: tuple[Path, ...]) -> None:
     """Validate policy files (with everything they extend); exit 2 if any is invalid."""
     from gate.policy import load_policy
 
     invalid = 0
     for name in files:
         try:
-            resolved = load_policy(name)
+            resolved = load_policy(name, policy_roots=policy_roots)
         except GateError as exc:
             invalid += 1
             console.error(exc.render())
@@ -72,25 +73,28 @@ def policy_init(file: Path, name: str, force: bool) -> None:
 
 @policy.command("explain")
 @click.argument("file")
-def policy_explain(file: str) -> None:
+@policy_root_option
+def policy_explain(file: str, policy_roots: tuple[Path, ...]) -> None:
     """Explain a policy (with everything it extends) in plain language, for reviewers."""
     from gate.policy import load_policy
     from gate.policy.explain import explain_policy
 
-    console.out(explain_policy(load_policy(file)).rstrip("\n"))
+    console.out(explain_policy(load_policy(file, policy_roots=policy_roots)).rstrip("\n"))
 
 
 @policy.command("diff")
 @click.argument("old")
 @click.argument("new")
 @click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
-def policy_diff(old: str, new: str, as_json: bool) -> None:
+@policy_root_option
+def policy_diff(old: str, new: str, as_json: bool, policy_roots: tuple[Path, ...]) -> None:
     """Compare two policy versions; exit 1 if anything got looser (2 if a file is invalid)."""
     from gate.errors import EXIT_FAIL
     from gate.policy import load_policy
     from gate.policy.diff import diff_policies, is_looser
 
-    changes = diff_policies(load_policy(old).policy, load_policy(new).policy)
+    before, after = (load_policy(name, policy_roots=policy_roots).policy for name in (old, new))
+    changes = diff_policies(before, after)
     if as_json:
         console.out(json.dumps([change.as_dict() for change in changes], indent=2))
     elif not changes:

@@ -6,9 +6,13 @@ implementations from them, and a test asserts that the two sets of kinds match.
 
 from __future__ import annotations
 
+import math
+import struct
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -17,6 +21,9 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from gate.policy.source import quoted
 
 FRACTION_PATTERN = r"^\s*[-+]?[0-9.]+([eE][-+]?[0-9]+)?\s*/\s*[-+]?[0-9.]+([eE][-+]?[0-9]+)?\s*$"
 
@@ -31,9 +38,11 @@ def parse_number(value: Any) -> Any:
         try:
             top, bottom = float(numerator), float(denominator)
         except ValueError:
-            raise ValueError(f"expected a number or a fraction such as 8/255, found {value!r}") from None
+            raise ValueError(
+                f"expected a number or a fraction such as 8/255, found {quoted(value)}"
+            ) from None
         if bottom == 0:
-            raise ValueError(f"the fraction {value!r} divides by zero")
+            raise ValueError(f"the fraction {quoted(value)} divides by zero")
         return top / bottom
     return value
 
@@ -46,6 +55,34 @@ def number_json_schema(**bounds: float) -> WithJsonSchema:
     return WithJsonSchema(
         {"anyOf": [{"type": "number", **bounds}, {"type": "string", "pattern": FRACTION_PATTERN}]}
     )
+
+
+FLOAT32_SMALLEST_NORMAL = 2.0**-126
+FLOAT32_LARGEST = 3.4028234663852886e38
+
+
+def float32_budget(value: float) -> float:
+    """Refuse a perturbation size that float32, in which models and attacks compute, cannot hold.
+
+    ``epsilon: 1e-300`` is 0 in float32: the attack would perturb nothing and robust accuracy would equal
+    clean accuracy. A subnormal keeps a few bits at best, and past the largest float32 a budget is
+    infinite (a step of inf times a zero gradient sign is NaN). Zero itself (``noise: 0``) stays allowed.
+    """
+    if value == 0:
+        return value
+    try:
+        rounded = struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # some builds refuse to pack, others give inf
+        rounded = math.inf
+    if math.isinf(rounded):
+        raise ValueError(f"expected at most {FLOAT32_LARGEST:.4g}, the largest float32; found {value:g}")
+    if rounded < FLOAT32_SMALLEST_NORMAL:
+        became = "0" if rounded == 0 else f"the subnormal {rounded:.3g}"
+        raise ValueError(
+            f"expected a size that float32 holds as a normal number (at least {FLOAT32_SMALLEST_NORMAL:.4g}); "
+            f"found {value:g}, which float32 rounds to {became}"
+        )
+    return value
 
 
 Number = Annotated[float, BeforeValidator(parse_number), Field(allow_inf_nan=False), number_json_schema()]
@@ -61,12 +98,51 @@ NonNegativeNumber = Annotated[
     Field(ge=0, allow_inf_nan=False),
     number_json_schema(minimum=0),
 ]
+# An epsilon, step, noise or radius: a positive size the float32 computation can represent.
+Budget = Annotated[PositiveNumber, AfterValidator(float32_budget)]
+NonNegativeBudget = Annotated[NonNegativeNumber, AfterValidator(float32_budget)]
 Fraction01 = Annotated[
     float,
     BeforeValidator(parse_number),
     Field(ge=0, le=1),
     number_json_schema(minimum=0, maximum=1),
 ]
+
+
+@dataclass(frozen=True)
+class MetricScale:
+    """The values a metric can take, so that a threshold no measurement could meet is refused on reading.
+
+    ``proportion``: a share of per-sample successes (judged with an exact binomial interval).
+    """
+
+    low: float | None
+    high: float | None
+    what: str
+    proportion: bool = False
+
+    def problem(self, field: str, value: float, metric: str) -> str | None:
+        """Why ``value`` cannot mean anything as ``field`` of a threshold on ``metric``; None if it can."""
+        if field == "max_drop":
+            if self.low is None or self.high is None or value <= self.high - self.low:
+                return None
+            return (
+                f"expected at most {self.high - self.low:g}: {metric} is {self.what} in "
+                f"[{self.low:g}, {self.high:g}], so it cannot change by more; found {value:g}"
+            )
+        if (self.low is None or value >= self.low) and (self.high is None or value <= self.high):
+            return None
+        if self.high is None:
+            expected = f"a number of at least {self.low:g}"
+        else:
+            expected = f"a number in [{self.low:g}, {self.high:g}]"
+        percent = self.proportion and 1 < value <= 100
+        hint = f" (if that is a percentage, write {value / 100:g})" if percent else ""
+        return f"expected {expected}: {metric} is {self.what}; found {value:g}{hint}"
+
+
+PROPORTION = MetricScale(0.0, 1.0, "a proportion", proportion=True)
+FINDINGS = MetricScale(0.0, None, "a count of findings")
 
 
 class StrictModel(BaseModel):
@@ -98,7 +174,7 @@ class CheckSpec(StrictModel):
 
     primary_metric: ClassVar[str] = "value"
     higher_is_better: ClassVar[bool] = True
-    proportion: ClassVar[bool] = True
+    scale: ClassVar[MetricScale] = PROPORTION
 
     @property
     def metric_name(self) -> str:
@@ -110,8 +186,24 @@ class CheckSpec(StrictModel):
         """Direction of improvement; a regression (``max_drop``) is a move the other way."""
         return self.higher_is_better
 
+    @property
+    def metric_scale(self) -> MetricScale:
+        """What values the primary metric can take (the one place each metric's kind is written)."""
+        return self.scale
+
+    @property
+    def proportion(self) -> bool:
+        """Whether the primary metric is a share of per-sample successes."""
+        return self.metric_scale.proportion
+
     @model_validator(mode="after")
     def _thresholds_consistent(self) -> CheckSpec:
+        for name in ("min", "max", "max_drop"):
+            value = getattr(self, name)
+            problem = None if value is None else self.metric_scale.problem(name, value, self.metric_name)
+            if problem is not None:
+                # A typed error naming the field, so the loader points at ``min:``, not at the check.
+                raise PydanticCustomError("field_value", "{message}", {"field": name, "message": problem})
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max}): no value could pass")
         if self.min is None and self.max is None and self.max_drop is None and self.requires_threshold():
@@ -137,7 +229,7 @@ class ExportParitySpec(CheckSpec):
     max_abs_diff: PositiveNumber | None = Field(
         default=None, description="Largest allowed absolute difference between source and ONNX logits."
     )
-    noise: NonNegativeNumber | None = Field(
+    noise: NonNegativeBudget | None = Field(
         default=None,
         description="L-inf radius of the random noise for the perturbed comparison (default: the policy's "
         "smallest adversarial epsilon, else 1/255 of the input range).",
@@ -158,10 +250,10 @@ class AdversarialSpec(CheckSpec):
     kind: Literal["adversarial"]
     attack: AttackName = "pgd"
     norm: Literal["linf", "l2"] = "linf"
-    epsilon: PositiveNumber
+    epsilon: Budget
     steps: PositiveInt | None = Field(default=None, description="Iterations (default per attack).")
     restarts: PositiveInt = 1
-    step_size: PositiveNumber | None = None
+    step_size: Budget | None = None
     queries: PositiveInt | None = Field(default=None, description="Query budget of the Square attack.")
     targeted: bool = False
     examples: Annotated[int, Field(ge=0, le=32)] = 4
@@ -180,13 +272,13 @@ class GradientMaskingSpec(CheckSpec):
         default="pgd", description="The white-box attack under diagnosis."
     )
     norm: Literal["linf", "l2"] = "linf"
-    epsilon: PositiveNumber
+    epsilon: Budget
     steps: PositiveInt = 20
     restarts: PositiveInt = 1
     queries: PositiveInt = Field(
         default=1000, description="Query budget of the black-box (Square) comparison."
     )
-    sweep: list[PositiveNumber] | None = Field(
+    sweep: list[Budget] | None = Field(
         default=None,
         description="Epsilons of the sweep (default: 0.25x to 4x epsilon, then the whole input range).",
     )
@@ -199,7 +291,7 @@ class GradientMaskingSpec(CheckSpec):
     max: Number | None = 0
 
     higher_is_better: ClassVar[bool] = False
-    proportion: ClassVar[bool] = False
+    scale: ClassVar[MetricScale] = FINDINGS
 
     primary_metric: ClassVar[str] = "findings"
 
@@ -225,7 +317,7 @@ class ModelSanitySpec(CheckSpec):
     max: Number | None = 0
 
     higher_is_better: ClassVar[bool] = False
-    proportion: ClassVar[bool] = False
+    scale: ClassVar[MetricScale] = FINDINGS
 
     primary_metric: ClassVar[str] = "findings"
 
@@ -257,14 +349,26 @@ class CorruptionSpec(CheckSpec):
 AttributionMethod = Literal[
     "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "rise"
 ]
-AttributionMetric = Literal[
-    "deletion_auc",
-    "insertion_auc",
-    "roi_mass",
-    "pointing_game",
-    "randomization_similarity",
-    "max_sensitivity",
-]
+
+
+@dataclass(frozen=True)
+class AttributionMetricInfo:
+    """What an attribution metric's values mean: the direction of improvement and the possible range."""
+
+    higher_is_better: bool
+    scale: MetricScale
+
+
+# The one list of attribution metrics (gate/explain/metrics holds their implementations and papers).
+ATTRIBUTION_METRICS: dict[str, AttributionMetricInfo] = {
+    "deletion_auc": AttributionMetricInfo(False, MetricScale(0.0, 1.0, "an area under a probability curve")),
+    "insertion_auc": AttributionMetricInfo(True, MetricScale(0.0, 1.0, "an area under a probability curve")),
+    "roi_mass": AttributionMetricInfo(True, MetricScale(0.0, 1.0, "a share of the relevance")),
+    "pointing_game": AttributionMetricInfo(True, PROPORTION),
+    "randomization_similarity": AttributionMetricInfo(False, MetricScale(-1.0, 1.0, "a rank correlation")),
+    "max_sensitivity": AttributionMetricInfo(False, MetricScale(0.0, None, "a relative change")),
+}
+AttributionMetric = Literal[tuple(ATTRIBUTION_METRICS)]  # type: ignore[valid-type]
 
 
 class AttributionSpec(CheckSpec):
@@ -278,14 +382,12 @@ class AttributionSpec(CheckSpec):
     baseline: Literal["zero", "mean"] | Number = Field(
         default="zero", description="Reference input of integrated gradients, occlusion, RISE and deletion."
     )
-    radius: PositiveNumber | None = Field(
+    radius: Budget | None = Field(
         default=None, description="L-inf radius of max_sensitivity's noise (default: 2% of the input range)."
     )
     samples: PositiveInt | None = None
     window: PositiveInt | None = None
     examples: Annotated[int, Field(ge=0, le=32)] = 4
-
-    proportion: ClassVar[bool] = False
 
     @property
     def metric_name(self) -> str:
@@ -293,7 +395,11 @@ class AttributionSpec(CheckSpec):
 
     @property
     def better_when_higher(self) -> bool:
-        return self.metric not in ("deletion_auc", "randomization_similarity", "max_sensitivity")
+        return ATTRIBUTION_METRICS[self.metric].higher_is_better
+
+    @property
+    def metric_scale(self) -> MetricScale:
+        return ATTRIBUTION_METRICS[self.metric].scale
 
 
 ALL_CHECK_SPECS: tuple[type[CheckSpec], ...] = (

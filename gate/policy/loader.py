@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +18,19 @@ from pydantic import ValidationError
 from gate.errors import PolicyError
 from gate.policy.checks import ALL_CHECK_SPECS, CheckSpec, kind_of
 from gate.policy.model import Policy, PolicyDocument, Waiver
-from gate.policy.source import Position, parse_policy_text, position_of, read_policy_text
+from gate.policy.source import (
+    Position,
+    key_text,
+    parse_policy_text,
+    position_of,
+    quoted,
+    read_policy_text,
+    regular_file,
+)
 
 BUILTIN_PREFIX = "builtin:"
+MAX_EXTENDS_DEPTH = 32
+MAX_RENDERED_PROBLEMS = 50
 # Parts pydantic adds to an error's location for validators and union members; not keys of the file.
 VALIDATOR_TAG_PREFIXES = ("function-", "tagged-union", "literal[", "constrained-")
 TYPE_TAGS = frozenset({"float", "int", "str", "bool", "date"})
@@ -44,7 +58,11 @@ class PolicyValidationError(PolicyError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        lines = "\n".join(f"  {problem.render()}" for problem in problems)
+        # A hostile file can hold 100,000 unknown keys; the CI log gets the first ones and a count.
+        shown = problems[:MAX_RENDERED_PROBLEMS]
+        lines = "\n".join(f"  {problem.render()}" for problem in shown)
+        if len(problems) > len(shown):
+            lines += f"\n  … and {len(problems) - len(shown)} more"
         super().__init__(f"invalid policy ({len(problems)} problem{'s' * (len(problems) != 1)}):\n{lines}")
 
 
@@ -98,18 +116,80 @@ def builtin_policy_names() -> list[str]:
 
 
 def resolve_reference(reference: str, relative_to: Path | None) -> Path:
-    """Turn ``builtin:NAME`` or a (relative) path into a file path."""
+    """Turn ``builtin:NAME`` or a (relative) path into a file path, without checking where it leads."""
     if reference.startswith(BUILTIN_PREFIX):
-        name = reference[len(BUILTIN_PREFIX) :]
-        candidate = builtin_policy_dir() / f"{name}.yaml"
-        if not name or "/" in name or "\\" in name or not candidate.is_file():
-            known = ", ".join(builtin_policy_names())
-            raise PolicyError(f"unknown built-in policy {reference!r}; built-in policies are: {known}")
-        return candidate
+        return _builtin_path(reference)
     path = Path(reference)
     if not path.is_absolute() and relative_to is not None:
         path = relative_to.parent / path
     return path
+
+
+def _builtin_path(reference: str) -> Path:
+    name = reference[len(BUILTIN_PREFIX) :]
+    candidate = builtin_policy_dir() / f"{name}.yaml"
+    if not name or "/" in name or "\\" in name or "\0" in name or not candidate.is_file():
+        known = ", ".join(builtin_policy_names())
+        raise PolicyError(f"unknown built-in policy {quoted(reference)}; built-in policies are: {known}")
+    return candidate
+
+
+def repository_root(policy_path: Path) -> Path:
+    """The folder ``extends`` may read from: the nearest ancestor of the policy file holding a ``.git``
+    entry (its repository), else the file's own folder. Found from where the file was named, so a
+    policy file that is a link out of the repository is outside it."""
+    folder = Path(os.path.abspath(policy_path)).parent
+    for candidate in (folder, *folder.parents):
+        if os.path.lexists(candidate / ".git"):
+            return candidate
+    return folder
+
+
+_EXTRA_ROOTS: ContextVar[tuple[Path, ...]] = ContextVar("gate_policy_roots", default=())
+
+
+@contextmanager
+def allowed_policy_roots(roots: Iterable[str | Path]) -> Iterator[None]:
+    """Let every ``load_policy`` inside the block read ``extends`` from ``roots`` too.
+
+    For a caller that cannot pass ``policy_roots`` down itself (``gate check`` reaches the loader through
+    ``run_gate``, whose options do not carry them). Only code, never a policy, can widen the roots.
+    """
+    token = _EXTRA_ROOTS.set((*_EXTRA_ROOTS.get(), *(Path(root) for root in roots)))
+    try:
+        yield
+    finally:
+        _EXTRA_ROOTS.reset(token)
+
+
+@dataclass(frozen=True)
+class PolicyRoots:
+    """The folders whose files a policy may extend: its repository, and what the person running gate
+    allowed with ``--policy-root``. Compared after links are resolved, so a link cannot lead out."""
+
+    repository: Path
+    extra: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, policy_path: Path, extra: Iterable[str | Path] = ()) -> PolicyRoots:
+        return cls(_real(repository_root(policy_path)), tuple(_real(Path(root)) for root in extra))
+
+    def contains(self, path: Path) -> bool:
+        """Whether the resolved ``path`` lies in an allowed folder (gate's built-in policies always do)."""
+        return any(
+            path.is_relative_to(root) for root in (self.repository, *self.extra, _real(builtin_policy_dir()))
+        )
+
+    def describe(self) -> str:
+        """The allowed folders, for messages."""
+        text = f"the policy's repository ({self.repository})"
+        if self.extra:
+            text += f" and the --policy-root folders ({', '.join(str(root) for root in self.extra)})"
+        return text
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
 
 
 def read_policy_file(path: Path) -> PolicyFile:
@@ -132,6 +212,9 @@ def read_policy_file(path: Path) -> PolicyFile:
                 )
             ]
         )
+    not_a_policy = _version_problem(raw, path)
+    if not_a_policy is not None:
+        raise PolicyValidationError([not_a_policy])
     try:
         document = PolicyDocument.model_validate(_plain(raw))
     except ValidationError as exc:
@@ -140,55 +223,109 @@ def read_policy_file(path: Path) -> PolicyFile:
     return PolicyFile(path, document, raw, hashlib.sha256(text.encode()).hexdigest())
 
 
-def load_policy(path: str | Path, *, today: dt.date | None = None) -> ResolvedPolicy:
-    """Load a policy and everything it extends; later files and the file itself override by check id."""
+def _version_problem(raw: dict[Any, Any], path: Path) -> Problem | None:
+    """Without ``version: 1`` a file is not (this version of) a policy, and nothing else in it is judged.
+
+    A file reached through ``extends`` can be any file on the machine: judging its keys and values would
+    quote them (a key file's lines as "unknown keys"). So a file that does not say it is a gate policy
+    gets this one problem, which quotes nothing but a number.
+    """
+    if "version" not in raw:
+        message = "this required field is missing; a gate policy file starts with version: 1"
+        return Problem(path, position_of(raw, ()), "version", message)
+    version = raw["version"]
+    if isinstance(version, bool):
+        found = f"the boolean {version!r}"
+    elif isinstance(version, int | float):
+        if version == 1:
+            return None
+        found = quoted(version)
+    else:
+        found = f"a {type(version).__name__}"
+    message = f"expected the number 1, the only version of the policy format; found {found}"
+    return Problem(path, position_of(raw, ("version",)), "version", message)
+
+
+def load_policy(
+    path: str | Path, *, today: dt.date | None = None, policy_roots: Iterable[str | Path] = ()
+) -> ResolvedPolicy:
+    """Load a policy and everything it extends; later files and the file itself override by check id.
+
+    ``extends`` may name ``builtin:NAME`` or files inside the policy's repository (``repository_root``);
+    ``policy_roots`` are further folders the person running gate allows (``--policy-root``).
+    """
     reference = str(path)
-    start = resolve_reference(reference, None) if reference.startswith(BUILTIN_PREFIX) else Path(reference)
+    if "\0" in reference:
+        raise PolicyError("a file name cannot contain a NUL character", path=quoted(reference))
+    start = _builtin_path(reference) if reference.startswith(BUILTIN_PREFIX) else Path(reference)
+    roots = PolicyRoots.of(start, (*policy_roots, *_EXTRA_ROOTS.get()))
+    real = _real(start)
+    if not roots.contains(real):
+        raise PolicyError(
+            f"the policy file leads to {quoted(str(real), 200)} (through a symbolic link), outside "
+            f"{roots.describe()}; to allow that folder, pass --policy-root",
+            path=start,
+        )
     chain: list[PolicyFile] = []
-    _collect(start.resolve() if start.exists() else start, chain, stack=())
+    _collect(real if os.path.exists(real) else start, chain, stack=(), roots=roots)
     return _merge(chain)
 
 
-def _collect(path: Path, chain: list[PolicyFile], stack: tuple[Path, ...]) -> None:
-    if path in stack:
-        cycle = " -> ".join(str(p) for p in (*stack, path))
-        raise PolicyError(f"policies extend each other in a cycle: {cycle}", path=path)
+def _collect(path: Path, chain: list[PolicyFile], stack: tuple[Path, ...], roots: PolicyRoots) -> None:
     policy_file = read_policy_file(path)
     for index, reference in enumerate(policy_file.document.extends):
+
+        def refuse(message: str, index: int = index) -> PolicyValidationError:
+            where = position_of(policy_file.raw, ("extends", index))
+            return PolicyValidationError([Problem(path, where, f"extends[{index}]", message)])
+
         try:
-            parent = resolve_reference(reference, path)
+            parent = extended_path(reference, path, roots)
         except PolicyError as exc:
-            raise PolicyValidationError(
-                [
-                    Problem(
-                        path,
-                        position_of(policy_file.raw, ("extends", index)),
-                        f"extends[{index}]",
-                        exc.message,
-                    )
-                ]
-            ) from None
-        if not parent.exists():
-            problem = Problem(
-                path,
-                position_of(policy_file.raw, ("extends", index)),
-                f"extends[{index}]",
-                f"the extended policy {reference!r} was not found (looked for {parent})",
-            )
-            raise PolicyValidationError([problem])
-        if parent.resolve() in (*stack, path):
-            cycle = " -> ".join(str(p) for p in (*stack, path, parent.resolve()))
-            problem = Problem(
-                path,
-                position_of(policy_file.raw, ("extends", index)),
-                f"extends[{index}]",
-                f"policies extend each other in a cycle: {cycle}",
-            )
-            raise PolicyValidationError([problem])
-        if any(parent.resolve() == known.path for known in chain):
+            raise refuse(exc.message) from None
+        if parent in (*stack, path):
+            cycle = " -> ".join(str(p) for p in (*stack, path, parent))
+            raise refuse(f"policies extend each other in a cycle: {cycle}")
+        if any(parent == known.path for known in chain):
             continue  # a diamond: the shared ancestor is already in the chain
-        _collect(parent.resolve(), chain, stack=(*stack, path))
+        if len(stack) + 1 >= MAX_EXTENDS_DEPTH:
+            raise refuse(f"extends nests more than {MAX_EXTENDS_DEPTH} files deep; a policy never needs that")
+        _collect(parent, chain, (*stack, path), roots)
     chain.append(policy_file)
+
+
+def extended_path(reference: str, extending: Path, roots: PolicyRoots) -> Path:
+    """The resolved file an ``extends`` entry of ``extending`` names, checked before anything is opened.
+
+    Refused, with a message that quotes only the entry itself: a path outside ``roots`` (links resolved;
+    whether such a file exists is not revealed), a missing file, one the system will not stat (a name
+    too long, no permission) and anything but a regular file (a FIFO would block, a device could act).
+    """
+    if reference.startswith(BUILTIN_PREFIX):
+        return _builtin_path(reference)
+    shown = quoted(reference)
+    if not reference.strip():
+        raise PolicyError("expected builtin:NAME or the path of a policy file, found an empty text")
+    if "\0" in reference:
+        raise PolicyError(f"the extended policy {shown} is not a file name: it contains a NUL character")
+    candidate = resolve_reference(reference, extending)
+    real = _real(candidate)
+    if not roots.contains(real):
+        link = " (through a symbolic link)" if roots.contains(Path(os.path.normpath(candidate))) else ""
+        raise PolicyError(
+            f"the extended policy {shown} is outside {roots.describe()}{link}; extends may name "
+            "builtin:NAME or a file inside the repository (the person running gate can allow another "
+            "folder with --policy-root DIR)"
+        )
+    try:
+        regular_file(real)
+    except FileNotFoundError:
+        raise PolicyError(
+            f"the extended policy {shown} was not found (looked for {quoted(str(real), 200)})"
+        ) from None
+    except PolicyError as exc:
+        raise PolicyError(f"the extended policy {shown}: {exc.message}") from None
+    return real
 
 
 def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
@@ -221,7 +358,7 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
             origin.path,
             origin.position,
             "waivers",
-            f"the waiver names check {check_id!r}, which the policy does not "
+            f"the waiver names check {quoted(check_id)}, which the policy does not "
             f"define; defined checks: {', '.join(checks) or 'none'}",
         )
         for check_id, origin in waiver_origins.items()
@@ -278,6 +415,8 @@ def _problem_from(error: Any, raw: Any, path: Path) -> Problem:
         location = (*location, "kind")
     elif error["type"] == "duplicate_check_id":
         location = (*location, "checks", error["ctx"]["index"], "id")
+    elif error["type"] == "field_value":  # a model-level rule about one field (a threshold's range)
+        location = (*location, error["ctx"]["field"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (a typo?); it is not part of the policy format"
@@ -286,13 +425,14 @@ def _problem_from(error: Any, raw: Any, path: Path) -> Problem:
     elif error["type"] == "union_tag_not_found":
         message = f"this required field is missing; expected one of: {_known_kinds()}"
     elif error["type"] == "union_tag_invalid":
-        message = f"unknown check kind {error['ctx']['tag']!r}; expected one of: {_known_kinds()}"
+        message = f"unknown check kind {quoted(error['ctx']['tag'])}; expected one of: {_known_kinds()}"
     elif (
         "input" in error
         and not isinstance(error["input"], dict | list)
-        and repr(error["input"]) not in message
+        and quoted(error["input"]) not in message
+        and "found " not in message  # gate's own messages say what they found
     ):
-        message = f"{message} (found {error['input']!r})"
+        message = f"{message} (found {quoted(error['input'])})"
     return Problem(path, position_of(raw, location), _field_path(location), message)
 
 
@@ -347,5 +487,6 @@ def _document_location(loc: tuple[Any, ...], raw: Any) -> tuple[str | int, ...]:
 def _field_path(location: tuple[str | int, ...]) -> str:
     text = ""
     for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        shown = key_text(part)
+        text += f"[{part}]" if isinstance(part, int) else (f".{shown}" if text else shown)
     return text

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from gate.policy.checks import AnyCheckSpec, Number, StrictModel
+from gate.policy.source import quoted
+
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class InputSpace(StrictModel):
@@ -24,13 +28,54 @@ class InputSpace(StrictModel):
         return value
 
 
+def not_blank(value: object) -> object:
+    """A waiver's reason and approver are its accountability; blank text names no one and explains nothing."""
+    if isinstance(value, str) and not value.strip():
+        found = "an empty text" if not value else f"only whitespace ({quoted(value)})"
+        raise ValueError(f"expected text that says something, found {found}")
+    return value
+
+
+def calendar_date(value: object) -> object:
+    """Only a day of the calendar: a date, or its ISO text (``2027-03-31``, as JSON has to write it).
+
+    pydantic alone would read ``expires: 20270331`` as 20,270,331 seconds after 1970 (1970-08-23), and
+    take a date and time for a day; an expiry is a day, written so that a reviewer can read it.
+    """
+    if isinstance(value, dt.datetime):
+        raise ValueError(
+            f"expected a valid date YYYY-MM-DD, found a date and time ({value.isoformat()}); write the day only"
+        )
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and ISO_DATE.fullmatch(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"expected a valid date YYYY-MM-DD, found {quoted(value)}, which is no day"
+            ) from None
+    if isinstance(value, bool):
+        found = f"the boolean {value!r}"
+    elif isinstance(value, int | float):
+        found = f"the number {quoted(value)}"
+    else:
+        found = quoted(value) if isinstance(value, str) else f"a {type(value).__name__}"
+    raise ValueError(f"expected a valid date YYYY-MM-DD (such as 2027-03-31), found {found}")
+
+
+Text = Annotated[str, Field(min_length=1), BeforeValidator(not_blank)]
+
+
 class Waiver(StrictModel):
     """An accepted, time-limited exception: a failing check that does not block until ``expires``."""
 
     check: str = Field(description="The id of the waived check.")
-    reason: Annotated[str, Field(min_length=1)]
-    approved_by: Annotated[str, Field(min_length=1)]
-    expires: dt.date = Field(description="Last day (inclusive) on which the waiver applies, YYYY-MM-DD.")
+    reason: Text
+    approved_by: Text
+    expires: Annotated[dt.date, BeforeValidator(calendar_date)] = Field(
+        description="Last day (inclusive) on which the waiver applies, YYYY-MM-DD."
+    )
 
 
 class PolicyDocument(StrictModel):

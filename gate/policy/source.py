@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from gate.errors import PolicyError
@@ -16,6 +20,12 @@ from gate.errors import PolicyError
 MAX_POLICY_BYTES = 1_000_000
 MAX_POLICY_NODES = 100_000
 MAX_POLICY_DEPTH = 64
+# How much of a text from a file a message may quote: a file read through ``extends`` may be anything on
+# the machine (a key file, /etc/shadow), so messages quote at most a short, escaped piece of it.
+MAX_QUOTED = 40
+MAX_YAML_PROBLEM = 120
+PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+DUPLICATE_KEY = re.compile(r'found duplicate key "(.*?)" with value ', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -26,21 +36,109 @@ class Position:
     column: int
 
 
-def read_policy_text(path: Path) -> str:
-    """Read a policy file, refusing missing, oversized or non-UTF-8 files with a clear message."""
-    if not path.exists():
-        raise PolicyError("policy file not found", path=path)
-    if not path.is_file():
-        raise PolicyError("expected a policy file, found a directory or special file", path=path)
-    size = path.stat().st_size
-    if size > MAX_POLICY_BYTES:
-        raise PolicyError(f"policy file is {size} bytes; the limit is {MAX_POLICY_BYTES}", path=path)
+def quoted(value: object, limit: int = MAX_QUOTED) -> str:
+    """A value from a file as a message may show it: escaped (no control character reaches the terminal)
+    and cut to ``limit`` characters, saying how long it was."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def key_text(key: object) -> str:
+    """A mapping key as a field path shows it: bare when it is a short plain name, else quoted."""
+    if isinstance(key, str) and len(key) <= MAX_QUOTED and PLAIN_KEY.fullmatch(key):
+        return key
+    return quoted(key)
+
+
+def os_reason(error: OSError) -> str:
+    """Why the operating system refused, without the file name it echoes (which may be 5,000 characters)."""
+    if error.errno == errno.ENAMETOOLONG:
+        return "the file name is too long for the file system"
+    return error.strerror or type(error).__name__
+
+
+def regular_file(path: Path) -> os.stat_result:
+    """Insist that ``path`` (links followed) is a regular file, without opening it.
+
+    Opening a FIFO blocks until someone writes to it, and opening a device can act on it, so both are
+    refused by their type first. A missing file raises FileNotFoundError, which callers word themselves.
+    """
     try:
-        return path.read_bytes().decode("utf-8")
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise PolicyError(f"cannot read the policy file: {os_reason(exc)}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise PolicyError(f"expected a policy file, found {_file_kind(info.st_mode)}")
+    return info
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISDIR: "a directory",
+        stat.S_ISFIFO: "a FIFO (named pipe)",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
+
+
+def read_policy_text(path: Path) -> str:
+    """Read a policy file, refusing missing, special, oversized or non-UTF-8 files with a clear message."""
+    try:
+        info = regular_file(path)
+    except FileNotFoundError:
+        raise PolicyError("policy file not found", path=path) from None
+    except PolicyError as exc:
+        raise PolicyError(exc.message, path=path) from None
+    if info.st_size > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy file is {info.st_size} bytes; the limit is {MAX_POLICY_BYTES}", path=path)
+    try:
+        data = _read_regular(path, info)
+    except OSError as exc:  # permissions, a file removed meanwhile: a user error, not an internal one
+        raise PolicyError(f"cannot read the policy file: {os_reason(exc)}", path=path) from None
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy file is over {MAX_POLICY_BYTES} bytes, the limit", path=path)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"policy file is not UTF-8 text (byte {exc.start})", path=path) from None
-    except OSError as exc:  # permissions, a file removed meanwhile: a user error, not an internal one
-        raise PolicyError(f"cannot read the policy file: {exc.strerror or exc}", path=path) from None
+
+
+def _read_regular(path: Path, expected: os.stat_result) -> bytes:
+    """The bytes of the file ``expected`` describes; never blocks, even if it was swapped for a FIFO."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    with open(path, "rb", opener=lambda name, _: os.open(name, flags)) as stream:
+        opened = os.fstat(stream.fileno())
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+            expected.st_dev,
+            expected.st_ino,
+        ):
+            raise OSError(errno.EAGAIN, "the file changed while it was opened")
+        return stream.read(MAX_POLICY_BYTES + 1)
+
+
+class _PolicyConstructor(RoundTripConstructor):
+    """The round-trip constructor, except that an impossible date (``2027-02-30``) is located."""
+
+    def construct_located_timestamp(self, node: Any, values: Any = None) -> Any:
+        try:
+            return self.construct_yaml_timestamp(node, values)
+        except ValueError as exc:  # raised by datetime without a position: give it the node's
+            raise ConstructorError(
+                None, None, f"a date that is no day of the calendar ({exc})", node.start_mark
+            ) from None
+
+
+_PolicyConstructor.add_constructor(
+    "tag:yaml.org,2002:timestamp", _PolicyConstructor.construct_located_timestamp
+)
 
 
 def parse_policy_text(text: str, path: Path) -> Any:
@@ -51,16 +149,35 @@ def parse_policy_text(text: str, path: Path) -> Any:
     """
     _check_bracket_depth(text, path)
     yaml = YAML(typ="rt", pure=True)
+    yaml.Constructor = _PolicyConstructor
     try:
         document = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise PolicyError(f"not valid YAML{where}: {exc.problem}", path=path) from None
+        raise PolicyError(f"not valid YAML{where}: {yaml_problem(exc)}", path=path) from None
     except (YAMLError, ValueError, RecursionError) as exc:
-        raise PolicyError(f"not valid YAML: {exc}", path=path) from None
+        raise PolicyError(
+            f"not valid YAML: {_cut(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}", path=path
+        ) from None
     _check_size(document, path)
     return document
+
+
+def yaml_problem(error: MarkedYAMLError) -> str:
+    """The parser's complaint without the file's text: it quotes at most one character or a short name,
+    except for a duplicate key, where it quotes both values (a secret, in a file that is not a policy)."""
+    problem = error.problem or error.context or "syntax error"
+    duplicate = DUPLICATE_KEY.match(problem)
+    if duplicate:
+        return f"found duplicate key {quoted(duplicate.group(1))}; each key may appear once in a mapping"
+    return _cut(problem)
+
+
+def _cut(text: str) -> str:
+    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(char if char.isprintable() else repr(char)[1:-1] for char in escaped)
+    return escaped if len(escaped) <= MAX_YAML_PROBLEM else f"{escaped[:MAX_YAML_PROBLEM]}…"
 
 
 def _check_bracket_depth(text: str, path: Path) -> None:
@@ -112,7 +229,7 @@ def _refuse_tag(node: Any, path: Path) -> None:
     tag = getattr(getattr(node, "tag", None), "value", None)
     if not isinstance(tag, str):
         return
-    shown = tag.replace("tag:yaml.org,2002:", "!!")
+    shown = quoted(tag.replace("tag:yaml.org,2002:", "!!"))
     lc = getattr(node, "lc", None)
     where = f" (line {lc.line + 1})" if lc is not None and lc.line is not None else ""
     raise PolicyError(

@@ -1,14 +1,20 @@
-"""``extends``: built-in and relative parents, override by check id, settings, diamonds, cycles, missing parents."""
+"""``extends``: built-in and relative parents, override by check id, settings, diamonds, cycles, missing parents,
+and where it may read: builtin:NAME and the policy's repository, plus the folders the person running gate allows."""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from gate.cli import main
 from gate.errors import PolicyError
-from gate.policy import builtin_policy_names, load_policy
-from gate.policy.loader import builtin_policy_dir
+from gate.policy import PolicyValidationError, allowed_policy_roots, builtin_policy_names, load_policy
+from gate.policy.loader import builtin_policy_dir, repository_root
 
 from .helpers import WritePolicy, only_problem
 
@@ -61,6 +67,7 @@ def test_name_and_description_are_not_inherited(write_policy: WritePolicy) -> No
 
 
 def test_relative_paths_resolve_against_the_extending_file(write_policy: WritePolicy, tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()  # the repository whose files extends may read, ../ included
     write_policy("version: 1\nchecks:\n  - {id: shared, kind: accuracy, min: 0.5}\n", name="common/base.yaml")
     write_policy("version: 1\nextends: [../../common/base.yaml]\n", name="teams/vision/policy.yaml")
     top = write_policy("version: 1\nextends: [vision/policy.yaml]\n", name="teams/top.yaml")
@@ -203,3 +210,234 @@ def test_waivers_can_name_inherited_checks_and_are_inherited(write_policy: Write
     assert waiver is not None and waiver.reason == "renewed"
     assert len(resolved.policy.waivers) == 1
     assert resolved.waiver_origins["a"].path == child.resolve()
+
+
+# --------------------------------------------------------------------- where extends may read (issue 20)
+SECRET = "DB_PASSWORD: hunter2-secret\nAPI_KEY: sk-live-0123456789\n"
+SHADOW = "root:$6$saltsalt$hashhashhash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository (a folder with .git) inside tmp_path, with a folder of secrets beside it."""
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secrets.yaml").write_text(SECRET)
+    (tmp_path / "outside" / "shadow").write_text(SHADOW)
+    (tmp_path / "outside" / "base.yaml").write_text(
+        "version: 1\nchecks:\n  - {id: shared, kind: accuracy, min: 0.5}\n"
+    )
+    return tmp_path / "repo"
+
+
+def _extending(repo: Path, reference: str, name: str = "policies/policy.yaml") -> Path:
+    path = repo / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"version: 1\nextends:\n  - {reference!r}\n")
+    return path
+
+
+def _assert_no_secret(text: str) -> None:
+    for secret in ("hunter2", "sk-live", "DB_PASSWORD", "API_KEY", "$6$", "hashhash", "daemon"):
+        assert secret not in text, text
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "{outside}/secrets.yaml",
+        "../../outside/secrets.yaml",
+        "../../outside/shadow",
+        "/etc/shadow",
+        "/etc/passwd",
+    ],
+)
+def test_extends_outside_the_repository_is_refused_without_reading_it(repo: Path, reference: str) -> None:
+    path = _extending(repo, reference.format(outside=repo.parent / "outside"))
+
+    problem = only_problem(path)
+
+    assert (problem.path, problem.field) == (path.resolve(), "extends[0]")
+    assert (problem.position.line, problem.position.column) == (3, 5)
+    assert f"outside the policy's repository ({repo.resolve()})" in problem.message
+    assert "builtin:NAME" in problem.message and "--policy-root" in problem.message
+    _assert_no_secret(problem.render())
+
+
+def test_an_outside_file_that_does_not_exist_reads_the_same_as_one_that_does(repo: Path) -> None:
+    # "not found" would tell a policy author which files exist on the CI machine
+    present = only_problem(_extending(repo, "/etc/passwd", "a.yaml")).message
+    absent = only_problem(_extending(repo, "/etc/no-such-file-here", "b.yaml")).message
+    assert present.replace("/etc/passwd", "X") == absent.replace("/etc/no-such-file-here", "X")
+
+
+def test_a_symbolic_link_out_of_the_repository_is_outside(repo: Path) -> None:
+    (repo / "policies").mkdir()
+    (repo / "policies" / "base.yaml").symlink_to(repo.parent / "outside" / "secrets.yaml")
+    problem = only_problem(_extending(repo, "base.yaml"))
+    assert "outside the policy's repository" in problem.message and "symbolic link" in problem.message
+    _assert_no_secret(problem.render())
+
+
+def test_a_symbolic_link_inside_the_repository_is_followed(repo: Path) -> None:
+    (repo / "shared").mkdir()
+    (repo / "shared" / "base.yaml").write_text("version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n")
+    (repo / "policies").mkdir()
+    (repo / "policies" / "base.yaml").symlink_to(repo / "shared" / "base.yaml")
+    resolved = load_policy(_extending(repo, "base.yaml"))
+    assert resolved.files[0].path == (repo / "shared" / "base.yaml").resolve()
+
+
+def test_the_repository_is_the_nearest_folder_with_a_git_entry(repo: Path) -> None:
+    # ../ may climb inside the repository; a .git file (a worktree, a submodule) counts like a folder
+    (repo / "base.yaml").write_text("version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n")
+    assert load_policy(_extending(repo, "../../base.yaml", "teams/vision/policy.yaml")).policy.checks
+    (repo / "teams" / ".git").write_text("gitdir: ../.git/worktrees/teams\n")
+    problem = only_problem(repo / "teams" / "vision" / "policy.yaml")
+    assert f"outside the policy's repository ({(repo / 'teams').resolve()})" in problem.message
+
+
+def test_without_a_repository_the_policy_folder_is_the_root(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n")
+    policy = tmp_path / "team" / "policy.yaml"
+    policy.parent.mkdir()
+    policy.write_text("version: 1\nextends: [../base.yaml]\n")
+    assert repository_root(policy) == policy.parent
+    assert f"outside the policy's repository ({policy.parent.resolve()})" in only_problem(policy).message
+
+
+def test_policy_roots_allow_a_folder_the_person_running_gate_names(repo: Path) -> None:
+    outside = repo.parent / "outside"
+    path = _extending(repo, str(outside / "base.yaml"))
+
+    resolved = load_policy(path, policy_roots=[outside])
+
+    assert [check.id for check in resolved.policy.checks] == ["shared"]
+    assert resolved.files[0].path == (outside / "base.yaml").resolve()
+
+
+def test_policy_roots_do_not_make_a_non_policy_file_readable(repo: Path) -> None:
+    outside = repo.parent / "outside"
+    path = _extending(repo, str(outside / "secrets.yaml"))
+    with pytest.raises(PolicyValidationError) as caught:
+        load_policy(path, policy_roots=[outside])
+    (problem,) = caught.value.problems
+    assert problem.path == (outside / "secrets.yaml").resolve()
+    assert (problem.position.line, problem.position.column, problem.field) == (1, 1, "version")
+    assert "a gate policy file starts with version: 1" in problem.message
+    _assert_no_secret(str(caught.value))
+
+
+def test_allowed_policy_roots_reach_a_loader_that_is_called_without_them(repo: Path) -> None:
+    # gate check reaches load_policy through run_gate, whose options carry no roots
+    outside = repo.parent / "outside"
+    path = _extending(repo, str(outside / "base.yaml"))
+    with allowed_policy_roots([outside]):
+        assert load_policy(path).policy.checks
+    with pytest.raises(PolicyValidationError, match="outside the policy's repository"):
+        load_policy(path)
+
+
+def test_a_policy_file_that_links_out_of_its_repository_is_refused(repo: Path) -> None:
+    # a pull request can replace the policy CI names with a link to any file on the runner
+    link = repo / "gate-policy.yaml"
+    link.symlink_to(repo.parent / "outside" / "secrets.yaml")
+    with pytest.raises(PolicyError, match="outside the policy's repository") as caught:
+        load_policy(link)
+    assert not isinstance(caught.value, PolicyValidationError)
+    _assert_no_secret(str(caught.value))
+    with pytest.raises(PolicyValidationError, match="starts with version: 1") as allowed:
+        load_policy(link, policy_roots=[repo.parent / "outside"])  # allowed, and still not a policy
+    _assert_no_secret(str(allowed.value))
+
+
+@pytest.mark.parametrize("length", [300, 5_000])
+def test_an_overlong_file_name_is_a_located_policy_error(repo: Path, length: int) -> None:
+    path = _extending(repo, "a" * length + ".yaml")
+    problem = only_problem(path)
+    assert (problem.field, problem.position.line) == ("extends[0]", 3)
+    assert "file name is too long" in problem.message
+    assert f"({length + 5} characters)" in problem.message and len(problem.message) < 400
+
+
+def test_an_overlong_file_name_fails_validate_with_exit_2(repo: Path) -> None:
+    path = _extending(repo, "x" * 5_000)
+    result = CliRunner().invoke(main, ["policy", "validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"{path.resolve()}:3:5: extends[0]:" in result.stderr and "internal error" not in result.stderr
+
+
+def test_an_unreadable_parent_is_a_located_policy_error(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (repo / "policies").mkdir()
+    parent = repo / "policies" / "base.yaml"
+    parent.write_text("version: 1\n")
+    real_stat, denied = os.stat, str(parent.resolve())
+
+    def refuse(name: str | Path, *args: object, **kwargs: object) -> os.stat_result:
+        if os.fspath(name) == denied:
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_stat(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", refuse)  # chmod means nothing to root, who runs many CI jobs
+    problem = only_problem(_extending(repo, "base.yaml"))
+    assert problem.field == "extends[0]"
+    assert (
+        problem.message == "the extended policy 'base.yaml': cannot read the policy file: Permission denied"
+    )
+
+
+def test_a_directory_is_refused(repo: Path) -> None:
+    (repo / "policies" / "sub").mkdir(parents=True)
+    problem = only_problem(_extending(repo, "sub"))
+    assert problem.message == "the extended policy 'sub': expected a policy file, found a directory"
+
+
+@pytest.mark.parametrize("as_top_level", [False, True])
+def test_a_fifo_is_refused_without_being_opened(repo: Path, as_top_level: bool) -> None:
+    (repo / "policies").mkdir()
+    fifo = repo / "policies" / "pipe.yaml"
+    os.mkfifo(fifo)
+    path = fifo if as_top_level else _extending(repo, "pipe.yaml")
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_policy(path)
+        except BaseException as exc:  # the thread hands any outcome back
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    if worker.is_alive():  # opened for reading, it waits for a writer: release it, then fail
+        with open(fifo, "w"):
+            pass
+        pytest.fail("the loader opened the FIFO")
+    (error,) = outcome
+    assert isinstance(error, PolicyError)
+    assert "expected a policy file, found a FIFO (named pipe)" in str(error)
+
+
+def test_a_device_is_refused_by_type(repo: Path) -> None:
+    problem = only_problem(_extending(repo, "/dev/zero"))  # outside, and a device even when allowed
+    assert "outside" in problem.message
+    with pytest.raises(PolicyValidationError, match="found a character device"):
+        load_policy(_extending(repo, "/dev/zero", "b.yaml"), policy_roots=["/dev"])
+
+
+@pytest.mark.parametrize(
+    ("reference", "phrase"),
+    [("", "found an empty text"), ("  ", "found an empty text"), ("a\x00b", "contains a NUL character")],
+)
+def test_extends_entries_that_name_no_file(write_policy: WritePolicy, reference: str, phrase: str) -> None:
+    path = write_policy(f"version: 1\nextends: [{json.dumps(reference)}]\n")
+    problem = only_problem(path)
+    assert problem.field == "extends[0]" and phrase in problem.message
+
+
+def test_a_very_deep_chain_of_extends_is_refused(write_policy: WritePolicy) -> None:
+    for index in range(40):
+        write_policy(f"version: 1\nextends: [p{index + 1}.yaml]\n", name=f"p{index}.yaml")
+    write_policy("version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n", name="p40.yaml")
+    problem = only_problem(write_policy("version: 1\nextends: [p0.yaml]\n", name="top.yaml"))
+    assert "extends nests more than 32 files deep" in problem.message

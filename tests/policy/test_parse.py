@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -238,7 +239,7 @@ BAD_POLICIES = {
     ),
     "version 2": (
         "version: 2\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n",
-        (1, 1, "version", "Input should be 1 (found 2)"),
+        (1, 1, "version", "expected the number 1, the only version of the policy format; found 2"),
     ),
     "missing version": (
         "checks:\n  - {id: a, kind: accuracy, min: 0.5}\n",
@@ -453,11 +454,14 @@ def test_an_unreadable_file_is_a_policy_error(
     write_policy: WritePolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_policy("version: 1\n")
+    real_open = os.open
 
-    def refuse(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied")
+    def refuse(name: str, flags: int, *args: int) -> int:
+        if Path(name) == path.resolve():
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, flags, *args)
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(PolicyError, match="cannot read the policy file: Permission denied") as caught:
         load_policy(path)
     assert caught.value.path == str(path.resolve())
@@ -468,3 +472,265 @@ def test_a_top_level_kind_key_does_not_hide_other_locations(write_policy: WriteP
     with pytest.raises(PolicyValidationError) as caught:
         load_policy(path)
     assert sorted(problem.field for problem in caught.value.problems) == ["checks[0].mni", "kind"]
+
+
+# --------------------------------------------------------------------- values that cannot mean anything
+def _check(fields: str) -> str:
+    return f"version: 1\nchecks:\n  - id: a\n{fields}"
+
+
+MEANINGLESS = {
+    "accuracy min above 1": (
+        _check("    kind: accuracy\n    min: 1.5\n"),
+        (5, 5, "checks[0].min", "expected a number in [0, 1]: accuracy is a proportion; found 1.5"),
+    ),
+    "accuracy min as a percentage": (
+        _check("    kind: accuracy\n    min: 95\n"),
+        (5, 5, "checks[0].min", "found 95 (if that is a percentage, write 0.95)"),
+    ),
+    "negative accuracy max": (
+        _check("    kind: accuracy\n    max: -0.1\n"),
+        (5, 5, "checks[0].max", "expected a number in [0, 1]: accuracy is a proportion; found -0.1"),
+    ),
+    "max_drop beyond the range": (
+        _check("    kind: accuracy\n    max_drop: 1.5\n"),
+        (5, 5, "checks[0].max_drop", "expected at most 1: accuracy is a proportion in [0, 1]"),
+    ),
+    "robust accuracy": (
+        _check("    kind: adversarial\n    epsilon: 0.1\n    min: 2\n"),
+        (6, 5, "checks[0].min", "robust_accuracy is a proportion; found 2"),
+    ),
+    "agreement": (
+        _check("    kind: export_parity\n    min: 1.01\n"),
+        (5, 5, "checks[0].min", "agreement is a proportion"),
+    ),
+    "corrupted accuracy": (
+        _check("    kind: corruption\n    corruption: jpeg\n    max: 7\n"),
+        (6, 5, "checks[0].max", "corrupted_accuracy is a proportion"),
+    ),
+    "pointing game": (
+        _check("    kind: attribution\n    metric: pointing_game\n    min: 1.2\n"),
+        (6, 5, "checks[0].min", "pointing_game is a proportion"),
+    ),
+    "roi mass": (
+        _check("    kind: attribution\n    metric: roi_mass\n    min: -0.5\n"),
+        (6, 5, "checks[0].min", "expected a number in [0, 1]: roi_mass is a share of the relevance"),
+    ),
+    "rank correlation": (
+        _check("    kind: attribution\n    metric: randomization_similarity\n    max: -1.5\n"),
+        (
+            6,
+            5,
+            "checks[0].max",
+            "expected a number in [-1, 1]: randomization_similarity is a rank correlation",
+        ),
+    ),
+    "negative sensitivity": (
+        _check("    kind: attribution\n    metric: max_sensitivity\n    max: -1\n"),
+        (6, 5, "checks[0].max", "expected a number of at least 0: max_sensitivity is a relative change"),
+    ),
+    "negative findings": (
+        _check("    kind: gradient_masking\n    epsilon: 0.1\n    max: -1\n"),
+        (6, 5, "checks[0].max", "expected a number of at least 0: findings is a count of findings"),
+    ),
+    "epsilon 1e-300": (
+        _check("    kind: adversarial\n    epsilon: 1e-300\n    min: 0.5\n"),
+        (5, 5, "checks[0].epsilon", "found 1e-300, which float32 rounds to 0"),
+    ),
+    "subnormal epsilon": (
+        _check("    kind: adversarial\n    epsilon: 1e-40\n    min: 0.5\n"),
+        (5, 5, "checks[0].epsilon", "found 1e-40, which float32 rounds to the subnormal 1e-40"),
+    ),
+    "epsilon past float32": (
+        _check("    kind: adversarial\n    epsilon: 1e39\n    min: 0.5\n"),
+        (5, 5, "checks[0].epsilon", "expected at most 3.403e+38, the largest float32; found 1e+39"),
+    ),
+    "tiny step size": (
+        _check("    kind: adversarial\n    epsilon: 0.1\n    step_size: 1e-50\n    min: 0.5\n"),
+        (6, 5, "checks[0].step_size", "which float32 rounds to 0"),
+    ),
+    "tiny masking epsilon": (
+        _check("    kind: gradient_masking\n    epsilon: 5e-324\n"),
+        (
+            5,
+            5,
+            "checks[0].epsilon",
+            "expected a size that float32 holds as a normal number (at least 1.175e-38)",
+        ),
+    ),
+    "tiny sweep epsilon": (
+        _check("    kind: gradient_masking\n    epsilon: 0.1\n    sweep: [0.05, 1e-45]\n"),
+        (6, 19, "checks[0].sweep[1]", "which float32 rounds to"),
+    ),
+    "tiny noise": (
+        _check("    kind: export_parity\n    min: 0.9\n    noise: 1e-39\n"),
+        (6, 5, "checks[0].noise", "found 1e-39, which float32 rounds to the subnormal"),
+    ),
+    "tiny radius": (
+        _check("    kind: attribution\n    metric: max_sensitivity\n    radius: 1/1e300\n    max: 1\n"),
+        (6, 5, "checks[0].radius", "found 1e-300, which float32 rounds to 0"),
+    ),
+    "blank reason": (
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        "    reason: '   '\n    approved_by: me\n    expires: 2030-01-01\n",
+        (6, 5, "waivers[0].reason", "expected text that says something, found only whitespace ('   ')"),
+    ),
+    "empty approver": (
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        "    reason: r\n    approved_by: ''\n    expires: 2030-01-01\n",
+        (7, 5, "waivers[0].approved_by", "expected text that says something, found an empty text"),
+    ),
+    "tab-only approver": (
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        '    reason: r\n    approved_by: "\\t\\n"\n    expires: 2030-01-01\n',
+        (7, 5, "waivers[0].approved_by", "found only whitespace ('\\t\\n')"),
+    ),
+    "integer expiry": (
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        "    reason: r\n    approved_by: me\n    expires: 20270331\n",
+        (
+            8,
+            5,
+            "waivers[0].expires",
+            "expected a valid date YYYY-MM-DD (such as 2027-03-31), found the number 20270331",
+        ),
+    ),
+    "float expiry": (
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        "    reason: r\n    approved_by: me\n    expires: 1.8e9\n",
+        (8, 5, "waivers[0].expires", "found the number 1800000000.0"),
+    ),
+    "expiry with a time": (
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        "    reason: r\n    approved_by: me\n    expires: 2027-03-31 12:00:00\n",
+        (8, 5, "waivers[0].expires", "found a date and time (2027-03-31T12:00:00); write the day only"),
+    ),
+    "expiry text that is no day": (
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        "    reason: r\n    approved_by: me\n    expires: '2027-02-30'\n",
+        (8, 5, "waivers[0].expires", "found '2027-02-30', which is no day"),
+    ),
+    "expiry in another format": (
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        "    reason: r\n    approved_by: me\n    expires: 31/03/2027\n",
+        (8, 5, "waivers[0].expires", "found '31/03/2027'"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MEANINGLESS), ids=list(MEANINGLESS))
+def test_a_value_that_cannot_mean_anything_is_refused_where_it_is_written(
+    write_policy: WritePolicy, case: str
+) -> None:
+    text, (line, column, field, phrase) = MEANINGLESS[case]
+    path = write_policy(text)
+
+    problem = only_problem(path)
+
+    assert (problem.position.line, problem.position.column, problem.field) == (line, column, field)
+    assert phrase in problem.message
+    assert problem.render().startswith(f"{path}:{line}:{column}: {field}: expected")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "    kind: accuracy\n    min: 0\n    max: 1\n    max_drop: 1\n",
+        "    kind: attribution\n    metric: randomization_similarity\n    max: -1\n",
+        "    kind: attribution\n    metric: max_sensitivity\n    max: 1000\n",
+        "    kind: adversarial\n    epsilon: 1.2e-38\n    step_size: 3e38\n    min: 0\n",
+        "    kind: export_parity\n    min: 1\n    noise: 0\n",
+        "    kind: model_sanity\n    max: 3\n",
+    ],
+)
+def test_values_at_the_edges_of_what_means_something_are_accepted(
+    write_policy: WritePolicy, fields: str
+) -> None:
+    assert load_policy(write_policy(_check(fields))).policy.checks
+
+
+def test_an_impossible_unquoted_date_is_located(write_policy: WritePolicy) -> None:
+    # YAML itself reads 2027-02-30 as a date, and datetime refuses it without saying where
+    path = write_policy(
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
+        "    reason: r\n    approved_by: me\n    expires: 2027-02-30\n"
+    )
+    with pytest.raises(PolicyError, match=r"not valid YAML \(line 8, column 14\): a date that is no day"):
+        load_policy(path)
+
+
+def test_expiry_dates_written_as_json_text_are_dates(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    waiver = {"check": "a", "reason": "r", "approved_by": "me", "expires": "2027-03-31"}
+    path.write_text(
+        json.dumps(
+            {"version": 1, "checks": [{"id": "a", "kind": "accuracy", "min": 0.5}], "waivers": [waiver]}
+        )
+    )
+    (loaded,) = load_policy(path).policy.waivers
+    assert loaded.expires.isoformat() == "2027-03-31"
+
+
+# --------------------------------------------------------------------- messages never echo a file's text
+def test_a_file_without_version_is_judged_by_its_version_alone(write_policy: WritePolicy) -> None:
+    # any file can arrive through extends (where --policy-root allows): its keys and values stay unquoted
+    path = write_policy("DB_PASSWORD: hunter2\nAPI_KEY: sk-live-123\nseed: hunter3\n")
+    problem = only_problem(path)
+    assert (problem.position.line, problem.position.column, problem.field) == (1, 1, "version")
+    for secret in ("hunter2", "hunter3", "sk-live", "DB_PASSWORD", "API_KEY"):
+        assert secret not in problem.render()
+
+
+@pytest.mark.parametrize(
+    ("version", "found"),
+    [("'hunter2'", "found a str"), ("[a, b]", "found a CommentedSeq"), ("2.5", "found 2.5")],
+)
+def test_a_wrong_version_quotes_only_a_number(write_policy: WritePolicy, version: str, found: str) -> None:
+    problem = only_problem(write_policy(f"version: {version}\nname: x\n"))
+    assert problem.field == "version" and problem.message.endswith(found)
+
+
+def test_unknown_keys_are_quoted_short_and_escaped(write_policy: WritePolicy) -> None:
+    long_key, odd_key = "k" * 500, "evil\x1b[2J\u202ekey"
+    path = write_policy(
+        f"version: 1\n{long_key}: 1\n{json.dumps(odd_key)}: 2\nchecks:\n  - {{id: a, kind: accuracy, min: 0.5}}\n"
+    )
+    with pytest.raises(PolicyValidationError) as caught:
+        load_policy(path)
+    fields = [problem.field for problem in caught.value.problems]
+    assert fields == [f"'{'k' * 40}'… (500 characters)", repr(odd_key)]
+    rendered = str(caught.value)
+    assert "\x1b" not in rendered and "\u202e" not in rendered and long_key not in rendered
+
+
+def test_found_values_are_cut_and_escaped(write_policy: WritePolicy) -> None:
+    value = "s" * 1000 + "\x1b[31m"
+    problem = only_problem(
+        write_policy(_check(f"    kind: accuracy\n    min: 0.5\n    severity: {json.dumps(value)}\n"))
+    )
+    assert problem.field == "checks[0].severity"
+    assert "(found 'ssss" in problem.message and "(1005 characters)" in problem.message
+    assert len(problem.message) < 200 and "\x1b" not in problem.message
+
+
+def test_a_duplicate_key_quotes_the_key_but_not_the_values(write_policy: WritePolicy) -> None:
+    path = write_policy("version: 1\ntoken: first-secret\ntoken: second-secret\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert "found duplicate key 'token'" in caught.value.message and "line 3" in caught.value.message
+    assert "secret" not in caught.value.render()
+
+
+def test_a_tag_is_quoted_short(write_policy: WritePolicy) -> None:
+    path = write_policy("version: 1\nname: !" + "t" * 300 + " x\n")
+    with pytest.raises(PolicyError, match="YAML tags are not allowed") as caught:
+        load_policy(path)
+    assert "t" * 100 not in caught.value.message and "(301 characters)" in caught.value.message
+
+
+def test_a_file_of_many_problems_renders_the_first_fifty(write_policy: WritePolicy) -> None:
+    keys = "".join(f"key{index}: {index}\n" for index in range(500))
+    with pytest.raises(PolicyValidationError) as caught:
+        load_policy(write_policy(f"version: 1\n{keys}"))
+    assert len(caught.value.problems) == 500
+    assert str(caught.value).count("unknown key") == 50 and "… and 450 more" in str(caught.value)
