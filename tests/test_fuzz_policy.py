@@ -362,3 +362,65 @@ def test_null_settings_found_by_the_fuzzer(files: _Counter, tiny_setup: dict[str
     path.write_bytes(_serialise({**BASE_POLICY, key: None}, "json"))
     assert_validate_is_clean(path)
     assert_check_is_clean(path, tiny_setup, files.path(".report"))
+
+
+# --------------------------------------------------------------------- hostile extends (issue 20)
+HOSTILE_REFERENCES = [
+    "/etc/shadow",
+    "/etc/passwd",
+    "/dev/zero",
+    "/dev/stdin",
+    "/proc/self/environ",
+    "../../../../../../etc/hostname",
+    "~/.ssh/id_rsa",
+    ".",
+    "..",
+    "/",
+    "a" * 5_000,
+    "a/" * 3_000,
+    "x" * 255 + ".yaml",
+    "x" * 256 + ".yaml",
+    "\x00",
+    "builtin:../../etc/passwd",
+    "builtin:" + "b" * 5_000,
+]
+references = st.one_of(
+    st.sampled_from(HOSTILE_REFERENCES),
+    st.text(max_size=300),
+    st.text(alphabet="a./", min_size=200, max_size=5_000),
+)
+
+
+@FUZZ
+@given(extends=st.lists(references, min_size=1, max_size=3))
+def test_policy_validate_never_crashes_on_hostile_extends(files: _Counter, extends: list[str]) -> None:
+    """Whatever ``extends`` names, validate ends with exit 2 and a located message, quoting no file."""
+    path = files.path(".json")
+    path.write_text(json.dumps({"version": 1, "extends": extends}))
+    code, output = invoke("policy", "validate", path)
+    assert code == 2, output
+    assert "internal error" not in output and "Traceback" not in output
+    assert f"{path}:" in output or f"{path.resolve()}:" in output, output
+    assert "root:" not in output and len(output) < 2_000, output
+
+
+def test_gate_check_refuses_extends_outside_the_repository_unless_the_runner_allows_it(
+    tiny_setup: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--policy-root`` reaches the loader inside ``gate check``; a policy cannot grant it itself."""
+    shared, repo = tmp_path / "shared", tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    shared.mkdir()
+    (shared / "org.yaml").write_text("version: 1\nchecks:\n  - {id: acc, kind: accuracy, min: 0.0}\n")
+    policy = repo / "gate-policy.yaml"
+    policy.write_text(f"version: 1\nextends: [{shared / 'org.yaml'}]\n")
+    args = ("check", "-p", policy, "-m", tiny_setup["model"], "-d", tiny_setup["data"], "--device", "cpu")
+
+    code, output = invoke(*args, "-o", tmp_path / "refused")
+    assert code == 2, output
+    assert f"{policy.resolve()}:2:11: extends[0]:" in output and "outside the policy's repository" in output
+
+    code, output = invoke(*args, "-o", tmp_path / "allowed", "--policy-root", shared)
+    assert code == 0, output
+    report = Report.model_validate_json((tmp_path / "allowed" / "report.json").read_text())
+    assert [check.id for check in report.checks] == ["acc"]

@@ -194,3 +194,76 @@ def test_validate_locates_loader_errors_without_a_traceback(
     assert result.exit_code == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+# --------------------------------------------------------------------- --policy-root: the runner's opt-in
+@pytest.fixture
+def shared_and_repo(tmp_path: Path) -> tuple[Path, Path]:
+    """A shared folder of policies outside a repository whose policy extends one of them."""
+    shared, repo = tmp_path / "shared", tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    shared.mkdir()
+    (shared / "org.yaml").write_text(GOOD)
+    (repo / "gate-policy.yaml").write_text(f"version: 1\nextends: [{shared / 'org.yaml'}]\n")
+    (repo / "looser.yaml").write_text(
+        f"version: 1\nextends: [{shared / 'org.yaml'}]\nchecks:\n  - {{id: acc, kind: accuracy, min: 0.5}}\n"
+    )
+    return shared, repo
+
+
+def test_validate_refuses_extends_outside_the_repository(shared_and_repo: tuple[Path, Path]) -> None:
+    _, repo = shared_and_repo
+    result = invoke("policy", "validate", repo / "gate-policy.yaml")
+    assert result.exit_code == 2
+    assert f"{(repo / 'gate-policy.yaml').resolve()}:2:11: extends[0]: the extended policy" in result.stderr
+    assert "outside the policy's repository" in result.stderr and "--policy-root" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "explain"])
+def test_policy_root_lets_validate_and_explain_read_a_shared_folder(
+    shared_and_repo: tuple[Path, Path], command: str
+) -> None:
+    shared, repo = shared_and_repo
+    result = invoke("policy", command, "--policy-root", shared, repo / "gate-policy.yaml")
+    assert result.exit_code == 0, result.stderr
+    assert ("valid (1 checks" if command == "validate" else "acc") in result.stdout
+
+
+def test_policy_root_is_repeatable_and_reaches_diff(
+    shared_and_repo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    shared, repo = shared_and_repo
+    refused = invoke("policy", "diff", repo / "gate-policy.yaml", repo / "looser.yaml")
+    assert refused.exit_code == 2 and "outside the policy's repository" in refused.stderr
+
+    other = tmp_path / "other"
+    other.mkdir()
+    result = invoke(
+        "policy", "diff", "--policy-root", other, "--policy-root", shared,
+        repo / "gate-policy.yaml", repo / "looser.yaml",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.stderr  # min 0.9 -> 0.5 is looser
+    assert "looser" in result.stdout
+
+
+def test_policy_root_must_be_an_existing_folder(shared_and_repo: tuple[Path, Path]) -> None:
+    shared, repo = shared_and_repo
+    for root in (shared / "missing", shared / "org.yaml"):
+        result = invoke("policy", "validate", "--policy-root", root, repo / "gate-policy.yaml")
+        assert result.exit_code == 2 and "--policy-root" in result.stderr
+
+
+def test_a_secret_file_through_extends_is_never_printed(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "id_key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n")
+    (tmp_path / "env.yaml").write_text("AWS_SECRET_ACCESS_KEY: wJalrXUtnFEMI\nversion: '3.8'\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nextends: [id_key, env.yaml]\n")
+    first = invoke("policy", "validate", policy)
+    policy.write_text("version: 1\nextends: [env.yaml]\n")
+    second = invoke("policy", "validate", policy)
+    assert (first.exit_code, second.exit_code) == (2, 2)
+    assert f"{tmp_path / 'id_key'}: expected a mapping of policy keys at the top, found a str" in first.stderr
+    assert f"{tmp_path / 'env.yaml'}:2:1: version: expected the number 1" in second.stderr
+    for secret in ("OPENSSH", "b3Blbn", "AWS_SECRET", "wJalr", "3.8"):
+        assert secret not in first.output + second.output

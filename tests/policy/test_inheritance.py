@@ -441,3 +441,12 @@ def test_a_very_deep_chain_of_extends_is_refused(write_policy: WritePolicy) -> N
     write_policy("version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n", name="p40.yaml")
     problem = only_problem(write_policy("version: 1\nextends: [p0.yaml]\n", name="top.yaml"))
     assert "extends nests more than 32 files deep" in problem.message
+
+
+def test_an_overlong_builtin_name_is_an_unknown_builtin(write_policy: WritePolicy) -> None:
+    # found by the fuzzer: the name went to the file system, whose ENAMETOOLONG was an internal error
+    problem = only_problem(write_policy(f"version: 1\nextends: ['builtin:{'b' * 5_000}']\n"))
+    assert problem.field == "extends[0]"
+    assert (
+        "unknown built-in policy 'builtin:bbbb" in problem.message and "(5008 characters)" in problem.message
+    )
