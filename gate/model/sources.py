@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -17,11 +18,27 @@ import torch
 from torch import nn
 
 from gate.errors import ModelError
-from gate.model.files import archive_kind, checked_file
-from gate.model.spec import FACTORY_PATTERN, ModelSpec
+from gate.model.files import checked_file
+from gate.model.spec import ModelSpec, source_kind
 from gate.model.untrusted import nothing_may_run
 
+__all__ = [
+    "ExportedModule",
+    "TorchSource",
+    "apply_weights",
+    "load_factory",
+    "load_torch_source",
+    "source_kind",
+]
+
 PICKLE_HINT = "pass --trust-pickle only if you trust where this file comes from, or save a state dict instead"
+WEIGHTS_PICKLE_HINT = (
+    "gate reads weights without unpickling: save them with torch.save(model.state_dict(), path) or as "
+    ".safetensors; --trust-pickle exists for a pickled model you trust: give the file as the model "
+    "itself (--model FILE --trust-pickle, without a factory)"
+)
+# How torch.load(weights_only=True) names the global it refused (torch 2.4 and later).
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 @dataclass(frozen=True)
@@ -32,23 +49,6 @@ class TorchSource:
     module: nn.Module
     exportable: nn.Module | torch.export.ExportedProgram
     example_input: torch.Tensor | None = None
-
-
-def source_kind(spec: ModelSpec) -> str:
-    """``factory``, ``onnx``, ``torchscript``, ``torch.export`` or ``pickle``, decided by content where possible."""
-    path = Path(spec.source)
-    if not path.exists() and FACTORY_PATTERN.match(spec.source):
-        return "factory"
-    if not path.exists():
-        raise ModelError(
-            "model file not found: expected an existing .onnx/.pt/.ts/.pt2/.pth file "
-            "or a package.module:factory reference",
-            path=path,
-        )
-    checked_file(path, "model file")
-    if path.suffix.lower() == ".onnx":
-        return "onnx"
-    return archive_kind(path)
 
 
 @contextmanager
@@ -91,6 +91,28 @@ def load_factory(reference: str) -> nn.Module:
     return built
 
 
+def _weights_refusal(path: Path, error: Exception) -> ModelError:
+    """Say what torch's weights-only loader refused, in gate's words rather than torch's half-sentence."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    refused = _REFUSED_GLOBAL.findall(text)
+    if refused or "Weights only load failed" in text:
+        what = f" that refers to {', '.join(dict.fromkeys(refused))}" if refused else ""
+        return ModelError(
+            f"the weights file is not a plain state dict: it is a pickle of Python objects{what} "
+            "(for example a whole model saved with torch.save(model)), and loading it would run code "
+            "from the file",
+            path=path,
+            hint=WEIGHTS_PICKLE_HINT,
+        )
+    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), type(error).__name__)
+    return ModelError(
+        f"the weights file is not a plain state dict: torch.load with weights_only=True cannot read it "
+        f"({type(error).__name__}: {last[:300]})",
+        path=path,
+        hint="save weights with torch.save(model.state_dict(), path) or as .safetensors",
+    )
+
+
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     checked_file(path, "weights file")
     if path.suffix.lower() == ".safetensors":
@@ -105,12 +127,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ModelError(
-            "the weights file is not a plain state dict (torch.load with weights_only=True refused it: "
-            f"{str(error).splitlines()[0]})",
-            path=path,
-            hint="save weights with torch.save(model.state_dict(), path) or as .safetensors",
-        ) from error
+        raise _weights_refusal(path, error) from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -165,6 +182,27 @@ def _load_pickle(path: Path, trust_pickle: bool) -> nn.Module:
     return loaded
 
 
+class ExportedModule(nn.Module):
+    """``ExportedProgram.module()`` behind a module whose ``train()``/``eval()`` only set a flag.
+
+    torch refuses ``train()`` and ``eval()`` on an exported program's module ("Calling train() is not
+    supported yet"), and every gradient check puts its model in eval mode. The program's behaviour was
+    fixed when it was exported, so there is nothing to switch: gate evaluates it as exported (dropout or
+    batch statistics kept in the program show up in ``model_sanity``).
+    """
+
+    def __init__(self, program_module: nn.Module) -> None:
+        super().__init__()
+        self.program_module = program_module
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program_module(x)
+
+
 def _load_exported_program(path: Path, trust_pickle: bool) -> TorchSource:
     guard = contextlib.nullcontext() if trust_pickle else nothing_may_run(path, "torch.export archive")
     try:
@@ -183,18 +221,13 @@ def _load_exported_program(path: Path, trust_pickle: bool) -> TorchSource:
     if program.example_inputs and program.example_inputs[0]:
         first = program.example_inputs[0][0]
         example = first if isinstance(first, torch.Tensor) else None
-    return TorchSource("torch.export", module, program, example)
+    return TorchSource("torch.export", ExportedModule(module), program, example)
 
 
 def load_torch_source(spec: ModelSpec, kind: str) -> TorchSource:
-    """Load a non-ONNX source; ``weights`` apply to factory and trusted-pickle models."""
+    """Load a non-ONNX source; ``weights`` apply to factory and trusted-pickle models (the caller has
+    refused the options a kind does not use, see ``spec.refuse_unused_options``)."""
     path = Path(spec.source)
-    if spec.weights is not None and kind not in ("factory", "pickle"):
-        raise ModelError(
-            f"--weights applies to a factory or a pickled module, but the source is a {kind} model "
-            "that carries its own weights",
-            path=path,
-        )
     if kind == "torch.export":
         return _load_exported_program(path, spec.trust_pickle)
     if kind == "torchscript":

@@ -4,19 +4,58 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gate.errors import ModelError
+from gate.errors import ModelError, UsageError
+from gate.model.files import archive_kind, checked_file
 
 Exporter = Literal["dynamo", "torchscript"]
 Device = Literal["auto", "cpu", "cuda"]
+SourceKind = Literal["factory", "onnx", "torchscript", "torch.export", "pickle"]
 
 # ``package.module:factory``; checked before treating a source as a path.
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 CARD_KEYS = ("source", "weights", "input_shape", "mean", "std", "class_names")
+
+KIND_NAMES: dict[str, str] = {
+    "factory": "a package.module:factory",
+    "onnx": "an ONNX model",
+    "torchscript": "a TorchScript archive",
+    "torch.export": "a torch.export program (.pt2)",
+    "pickle": "a pickled model",
+}
+
+# The options a source kind does not use, and why. Each is refused rather than ignored: an ignored flag
+# lets the user believe it took effect (``--weights`` beside an .onnx file would gate the file's own
+# weights). ``input_shape``, ``mean``, ``std``, ``class_names`` and ``device`` apply to every kind.
+UNUSED_OPTIONS: dict[str, dict[str, str]] = {
+    "onnx": {
+        "weights": "an ONNX file carries its own weights",
+        "trust_pickle": "an ONNX file is read as protobuf and never unpickled",
+        "exporter": "an ONNX model is run as it is, not exported",
+        "opset": "an ONNX model is run as it is, not exported",
+    },
+    "torchscript": {
+        "weights": "a TorchScript archive carries its own weights",
+        "trust_pickle": "torch.jit.load only unpickles TorchScript types, so there is nothing to trust",
+    },
+    "torch.export": {"weights": "a torch.export program carries its own weights"},
+    "factory": {
+        "trust_pickle": "a factory's weights are read as safetensors or with weights_only=True, never "
+        "unpickled (a whole pickled model is given as the model itself, with --trust-pickle)",
+    },
+    "pickle": {},
+}
+
+# Kinds whose exporter is fixed; asking for the other one is refused (the same value is harmless).
+FIXED_EXPORTER: dict[str, tuple[Exporter, str]] = {
+    "torchscript": ("torchscript", "torch.export cannot trace a ScriptModule"),
+    "torch.export": ("dynamo", "the program is already what the dynamo exporter reads"),
+}
 
 
 @dataclass(frozen=True)
@@ -52,6 +91,52 @@ class ModelSpec:
             raise ModelError(
                 f"mean and std must have one value per channel each, got {len(self.mean)} and {len(self.std)}"
             )
+
+
+def source_kind(spec: ModelSpec) -> SourceKind:
+    """``factory``, ``onnx``, ``torchscript``, ``torch.export`` or ``pickle``, decided by content where possible."""
+    path = Path(spec.source)
+    if not path.exists() and FACTORY_PATTERN.match(spec.source):
+        return "factory"
+    if not path.exists():
+        raise ModelError(
+            "model file not found: expected an existing .onnx/.pt/.ts/.pt2/.pth file "
+            "or a package.module:factory reference",
+            path=path,
+        )
+    checked_file(path, "model file")
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    return archive_kind(path)  # type: ignore[return-value]
+
+
+def given_options(spec: ModelSpec) -> dict[str, Any]:
+    """The source-specific options of ``spec`` that differ from their defaults, i.e. that someone set."""
+    given = {"weights": spec.weights, "opset": spec.opset, "trust_pickle": spec.trust_pickle or None}
+    given["exporter"] = None if spec.exporter == "dynamo" else spec.exporter
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def refuse_unused_options(
+    kind: str, given: Mapping[str, Any], source: str, labels: Mapping[str, str] | None = None
+) -> None:
+    """A ``UsageError`` for the first option in ``given`` that a ``kind`` source does not use.
+
+    ``labels`` say how the user gave each option (``--weights``, ``weights in the model card``).
+    """
+    labels = labels or {}
+    described = f"{KIND_NAMES.get(kind, kind)} (source kind {kind!r}, {source})"
+    for key, why in UNUSED_OPTIONS.get(kind, {}).items():
+        if key in given:
+            label = labels.get(key, key)
+            raise UsageError(f"{label} does not apply to {described}: {why}; remove it")
+    fixed = FIXED_EXPORTER.get(kind)
+    if fixed is not None and given.get("exporter") not in (None, fixed[0]):
+        label = labels.get("exporter", "exporter")
+        raise UsageError(
+            f"{label} {given['exporter']} does not apply to {described}: it is always exported with the "
+            f"{fixed[0]} exporter ({fixed[1]}); remove it"
+        )
 
 
 def _float_tuple(value: Any, key: str, card: Path) -> tuple[float, ...]:
@@ -141,4 +226,14 @@ def merge_spec(card: dict[str, Any] | None = None, **cli_overrides: Any) -> Mode
     for key in ("mean", "std", "input_shape", "class_names"):
         if merged.get(key) is not None:
             merged[key] = tuple(merged[key])
-    return ModelSpec(**merged)
+    spec = ModelSpec(**merged)
+    source = spec.source
+    if FACTORY_PATTERN.match(source) or Path(source).exists():  # a missing file is load_model's to report
+        given = {key: value for key, value in merged.items() if value is not None and value is not False}
+        from_cli = {key for key, value in cli_overrides.items() if value is not None}
+        labels = {
+            key: f"--{key.replace('_', '-')}" if key in from_cli else f"{key} (set in the model card)"
+            for key in given
+        }
+        refuse_unused_options(source_kind(spec), given, source, labels)
+    return spec

@@ -20,8 +20,15 @@ from gate.model.files import sha256_of_files
 from gate.model.onnx_file import read_onnx
 from gate.model.preprocess import Normalize, make_normalize, with_preprocessing
 from gate.model.session import CUDA, open_session, torch_device
-from gate.model.sources import TorchSource, load_torch_source, source_kind
-from gate.model.spec import ModelSpec
+from gate.model.sources import TorchSource, load_torch_source
+from gate.model.spec import (
+    FIXED_EXPORTER,
+    ModelSpec,
+    given_options,
+    refuse_unused_options,
+    source_kind,
+)
+from gate.model.squashing import UNDONE, BeforeSquashing, GraphValue, Squashing, graph_squashing
 from gate.model.twin import build_twin
 
 DEFAULT_BATCH_SIZE = 256
@@ -45,7 +52,9 @@ class ModelUnderTest:
     """A model as gate tests it: the ONNX Runtime session (the deployed artifact) and a differentiable module.
 
     ``scores`` runs the session; ``gradient_model`` is the PyTorch source (or, for an ONNX-only model, the
-    twin that interprets the graph) with gate's preprocessing in front.
+    twin that interprets the graph) with gate's preprocessing in front. When the outputs are squashed by a
+    final sigmoid or softmax (``output_squashing``), ``gradient_model`` returns the logits before it, so
+    that gradient checks do not stall on saturated probabilities (``gate/model/squashing.py``).
     """
 
     def __init__(
@@ -63,6 +72,8 @@ class ModelUnderTest:
         gradient_unavailable_reason: str | None = None,
         export_info: ExportInfo | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        output_squashing: Squashing | None = None,
+        logits_module: nn.Module | None = None,
     ) -> None:
         self.onnx_path = onnx_path
         self.onnx_sha256 = onnx_sha256
@@ -80,11 +91,16 @@ class ModelUnderTest:
         batch_dim = session.get_inputs()[0].shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._normalize = normalize
+        self.output_squashing = output_squashing
         self._module = (
             None
             if torch_module is None
             else with_preprocessing(torch_module, normalize, self._fixed_batch).to(device)
         )
+        # The logits the gradient checks differentiate: the squashing's input where there is one to undo.
+        self._logits_module = self._module
+        if torch_module is not None and logits_module is not None:
+            self._logits_module = with_preprocessing(logits_module, normalize, self._fixed_batch).to(device)
         self.num_classes = 0
         self.num_classes = self._probe_num_classes()
         if class_names is not None and len(class_names) != self.num_classes:
@@ -93,6 +109,7 @@ class ModelUnderTest:
                 path=onnx_path,
             )
         self.class_names = class_names
+        self._check_logits_module()
 
     # ----------------------------------------------------------------- the deployed artifact
     def _probe_num_classes(self) -> int:
@@ -189,8 +206,30 @@ class ModelUnderTest:
     # ----------------------------------------------------------------- the differentiable module
     @property
     def gradient_model(self) -> nn.Module | None:
-        """A differentiable module mapping input-range x to logits, or ``None`` (see the reason attribute)."""
-        return self._module if self.gradient_unavailable_reason is None else None
+        """A differentiable module mapping input-range x to logits, or ``None`` (see the reason attribute).
+
+        For squashed outputs these are the logits before the final sigmoid or softmax, not the outputs.
+        """
+        return self._logits_module if self.gradient_unavailable_reason is None else None
+
+    @property
+    def logits_from(self) -> str:
+        """What the gradient model returns, in words for reports."""
+        if self.output_squashing in UNDONE and self._logits_module is not self._module:
+            return f"the input of the model's final {self.output_squashing} (the logits before it)"
+        if self.output_squashing == "log_softmax":
+            return "the model's log-probabilities (a log_softmax keeps the logits' losses)"
+        return "the model's outputs"
+
+    def _check_logits_module(self) -> None:
+        """Run the logits module once: a squashing gate cannot look behind withdraws the gradients."""
+        if self._logits_module is self._module or self._logits_module is None:
+            return
+        try:
+            with torch.no_grad():
+                self._logits_module(_random_inputs(2, self.input_shape).to(self.device))
+        except ModelError as error:
+            self.gradient_unavailable_reason = error.message
 
     def require_gradient_model(self) -> nn.Module:
         model = self.gradient_model
@@ -260,7 +299,11 @@ def _onnx_input_shape(
     return tuple(wanted)
 
 
+_DECISION_TYPES = ("bool", "int", "uint")  # the element types of labels, one-hots and thresholds
+
+
 def _check_onnx_signature(session: ort.InferenceSession, path: Path) -> None:
+    """One float32 input and one float32 output, refused at load time rather than failing mid-run."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(
@@ -270,6 +313,24 @@ def _check_onnx_signature(session: ort.InferenceSession, path: Path) -> None:
         )
     if inputs[0].type != "tensor(float)":
         raise ModelError(f"expected a float32 input, found {inputs[0].type}", path=path)
+    found = outputs[0].type
+    if found == "tensor(float)":
+        return
+    element = found.removeprefix("tensor(").removesuffix(")")
+    if element.startswith(_DECISION_TYPES):
+        raise ModelError(
+            f"expected a float32 output (scores of shape [N, classes]), found {found} in output "
+            f"{outputs[0].name!r}: an integer or boolean output is a decision (a label, a one-hot or a "
+            "threshold) with no gradient and no margin to measure",
+            path=path,
+            hint="export the model's float32 logits (or probabilities) instead of its decision",
+        )
+    raise ModelError(
+        f"expected a float32 output (scores of shape [N, classes]), found {found} in output "
+        f"{outputs[0].name!r}",
+        path=path,
+        hint="cast the output to float32 in the graph: gate reads scores as float32",
+    )
 
 
 def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> ModelUnderTest:
@@ -283,6 +344,10 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
         twin = build_twin(proto)
     except ModelError as error:
         reason = error.message
+    squashing = graph_squashing(proto)
+    logits = None
+    if twin is not None and squashing is not None and squashing[0] in UNDONE:
+        logits = GraphValue(twin, squashing[1])  # the twin stops before the squashing: exact logits
     model = ModelUnderTest(
         session=session,
         onnx_path=path,
@@ -294,6 +359,8 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
         normalize=make_normalize(spec.mean, spec.std, input_shape),
         class_names=spec.class_names,
         gradient_unavailable_reason=reason,
+        output_squashing=None if squashing is None else squashing[0],
+        logits_module=logits,
     )
     if twin is not None:
         # A first check on random inputs catches interpreter gaps early; the caller re-verifies on real data.
@@ -340,13 +407,17 @@ def _load_torch(
     if normalize is not None:
         example = normalize(example)
     # torch.export cannot trace a ScriptModule, and an ExportedProgram is already what the dynamo exporter reads.
-    exporter = {"torchscript": "torchscript", "torch.export": "dynamo"}.get(kind, spec.exporter)
+    exporter = FIXED_EXPORTER[kind][0] if kind in FIXED_EXPORTER else spec.exporter
     if exporter != spec.exporter:
         logger.info("a %s source is exported with the %s exporter", kind, exporter)
     path = Path(work_dir) / "model.onnx"
     Path(f"{path}.data").unlink(missing_ok=True)
     info = export_to_onnx(source.exportable, example, path, exporter=exporter, opset=spec.opset)
     session = open_session(path, spec.device)
+    _check_onnx_signature(session, path)
+    # The export shows whether the module squashes its outputs, however its code spells the squashing.
+    squashing = graph_squashing(onnx.load(str(path), load_external_data=False))
+    kind_of_squashing = None if squashing is None else squashing[0]
     return ModelUnderTest(
         session=session,
         onnx_path=path,
@@ -358,14 +429,22 @@ def _load_torch(
         normalize=normalize,
         class_names=spec.class_names,
         export_info=info,
+        output_squashing=kind_of_squashing,
+        logits_module=(
+            BeforeSquashing(source.module, kind_of_squashing) if kind_of_squashing in UNDONE else None
+        ),
     )
 
 
 def load_model(
     spec: ModelSpec, *, work_dir: Path, example_input: torch.Tensor | None = None
 ) -> ModelUnderTest:
-    """Load any supported source into a ``ModelUnderTest``; torch sources are exported into ``work_dir``."""
+    """Load any supported source into a ``ModelUnderTest``; torch sources are exported into ``work_dir``.
+
+    Options the source kind does not use are refused first (``spec.refuse_unused_options``).
+    """
     kind = source_kind(spec)
+    refuse_unused_options(kind, given_options(spec), spec.source)
     if kind == "onnx":
         return _load_onnx_only(spec, example_input)
     return _load_torch(spec, kind, Path(work_dir), example_input)
@@ -382,6 +461,7 @@ def export_model(spec: ModelSpec, output: Path) -> ExportInfo:
         raise ModelError(
             "this is already an ONNX model; gate export converts PyTorch sources", path=spec.source
         )
+    refuse_unused_options(kind, given_options(spec), spec.source)
     output = Path(output)
     if output.suffix != ".onnx":
         raise ModelError(f"the output must be an .onnx file; found {output.name!r}", path=output)

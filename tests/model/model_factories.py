@@ -135,3 +135,18 @@ def make_mobile() -> nn.Module:
 def make_transformer() -> nn.Module:
     torch.manual_seed(0)
     return TinyTransformer().eval()
+
+
+class Decision(nn.Module):
+    """A one-hot decision instead of scores: ``logits > 0`` as a boolean [N, 10]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) > 0
+
+
+def make_decision() -> nn.Module:
+    return Decision()

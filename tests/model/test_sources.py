@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from gate.errors import ModelError
+from gate.errors import ModelError, UsageError
 from gate.model import ModelSpec, load_model
 from gate.model.sources import apply_weights, load_factory, source_kind
 
@@ -154,8 +154,24 @@ def test_a_pt2_archive_with_a_pickled_member_is_refused(tmp_path, digits_cnn):
 def test_weights_are_refused_for_a_source_that_has_its_own(tmp_path, cnn_weights):
     path = tmp_path / "scripted.ts"
     torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(64, 10))), str(path))
-    with pytest.raises(ModelError, match="--weights applies to a factory or a pickled module"):
+    with pytest.raises(UsageError, match="weights does not apply to a TorchScript archive"):
         load_model(ModelSpec(str(path), weights=cnn_weights, input_shape=(1, 8, 8)), work_dir=tmp_path)
+
+
+@pytest.mark.parametrize("legacy_format", [False, True])
+def test_a_whole_pickled_model_as_weights_is_refused_in_gate_s_words(
+    tmp_path, factories, digits_cnn, legacy_format
+):
+    """Not torch's half-sentence ("…you have two options, do those steps only if you trust…")."""
+    path = tmp_path / "whole.pt"
+    torch.save(digits_cnn, path, _use_new_zipfile_serialization=not legacy_format)
+    with pytest.raises(ModelError) as caught:
+        load_model(ModelSpec(f"{factories}:make_cnn", weights=path, input_shape=(1, 8, 8)), work_dir=tmp_path)
+    message = str(caught.value)
+    assert "is a pickle of Python objects that refers to gate.demo.models.DigitsCNN" in message
+    assert "loading it would run code from the file" in message
+    assert "--trust-pickle" in message and "state_dict" in message
+    assert "two options" not in message and "\x1b" not in message
 
 
 def test_a_zip_that_is_no_pytorch_archive(tmp_path):
@@ -189,3 +205,45 @@ def test_an_onnx_file_without_the_extension_is_recognised_by_content(tmp_path):
     onnx.save_model(linear_model(), str(path))
     assert source_kind(ModelSpec(str(path))) == "onnx"
     assert load_model(ModelSpec(str(path)), work_dir=tmp_path).num_classes == 10
+
+
+PT2_POLICY = """\
+version: 1
+name: pt2
+checks:
+  - id: pgd
+    kind: adversarial
+    attack: pgd
+    norm: linf
+    epsilon: 0.2
+    steps: 10
+    min: 0.4
+  - id: sanity
+    kind: model_sanity
+    diagnostic_samples: 32
+"""
+
+
+def test_gate_check_on_a_torch_export_program_runs_every_gradient_check(
+    tmp_path, digits_cnn, digits_npz, x_test
+):
+    """A legitimate .pt2 (dynamic batch) through ``gate check``: the checks call eval() on its module,
+    which torch refuses for an exported program ("Calling train() is not supported yet")."""
+    from click.testing import CliRunner
+
+    from gate.cli import main
+    from gate.report.model import Report
+
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(digits_cnn, (x_test[:4],), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp_path / "cnn.pt2"))
+    (tmp_path / "policy.yaml").write_text(PT2_POLICY, encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["check", "-p", tmp_path / "policy.yaml", "-m", tmp_path / "cnn.pt2", "-d", digits_npz, "-o", out]
+    result = CliRunner().invoke(main, [*map(str, args), "--samples", "100", "--device", "cpu"])
+    report = Report.model_validate_json((out / "report.json").read_text())
+    checks = {check.id: check for check in report.checks}
+    assert report.model.source_kind == "torch.export"
+    assert checks["sanity"].status == "pass" and checks["sanity"].findings == [], checks["sanity"].message
+    assert checks["pgd"].status == "fail" and checks["pgd"].value < 0.1, checks["pgd"].message
+    assert result.exit_code == 1, result.output  # the standard CNN fails the attack: fail, not error

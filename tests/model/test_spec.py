@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gate.errors import ModelError
+from gate.errors import ModelError, UsageError
 from gate.model import ModelSpec, load_model_card, merge_spec
 
 
@@ -94,3 +94,107 @@ def test_missing_card(tmp_path):
 def test_invalid_specs(kwargs, message):
     with pytest.raises(ModelError, match=message):
         ModelSpec("m.onnx", **kwargs)
+
+
+# --------------------------------------------------------------------- options a source kind does not use
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One small model file per source kind (and a factory reference), keyed by kind."""
+    import warnings
+
+    import onnx
+    import torch
+    from torch import nn
+
+    from .test_onnx_file import linear_model
+
+    folder = tmp_path_factory.mktemp("sources")
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    onnx.save_model(linear_model(), str(folder / "model.onnx"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream
+        torch.jit.save(torch.jit.script(module), str(folder / "scripted.pt"))
+    torch.export.save(torch.export.export(module, (torch.rand(2, 1, 8, 8),)), str(folder / "program.pt2"))
+    torch.save(module, folder / "whole.pt")
+    return {
+        "onnx": str(folder / "model.onnx"),
+        "torchscript": str(folder / "scripted.pt"),
+        "torch.export": str(folder / "program.pt2"),
+        "pickle": str(folder / "whole.pt"),
+        "factory": "gate.demo.models:digits_cnn",
+    }
+
+
+REFUSED = [
+    ("onnx", {"weights": "w.safetensors"}, "--weights", "carries its own weights"),
+    ("onnx", {"trust_pickle": True}, "--trust-pickle", "never unpickled"),
+    ("onnx", {"exporter": "dynamo"}, "--exporter", "not exported"),
+    ("onnx", {"opset": 17}, "--opset", "not exported"),
+    ("torchscript", {"weights": "w.safetensors"}, "--weights", "carries its own weights"),
+    ("torchscript", {"trust_pickle": True}, "--trust-pickle", "nothing to trust"),
+    ("torchscript", {"exporter": "dynamo"}, "--exporter dynamo", "always exported with the torchscript"),
+    ("torch.export", {"weights": "w.safetensors"}, "--weights", "carries its own weights"),
+    (
+        "torch.export",
+        {"exporter": "torchscript"},
+        "--exporter torchscript",
+        "always exported with the dynamo",
+    ),
+    ("factory", {"trust_pickle": True}, "--trust-pickle", "never unpickled"),
+]
+
+
+@pytest.mark.parametrize(("kind", "flags", "flag", "why"), REFUSED)
+def test_an_option_the_source_kind_does_not_use_is_a_usage_error(sources, kind, flags, flag, why):
+    from gate.model.spec import KIND_NAMES
+
+    with pytest.raises(UsageError) as caught:
+        merge_spec(None, source=sources[kind], **flags)
+    message = str(caught.value)
+    assert message.startswith(f"{flag} does not apply to {KIND_NAMES[kind]} (source kind {kind!r}")
+    assert why in message and caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "flags"),
+    [
+        (
+            "onnx",
+            {"input_shape": (1, 8, 8), "mean": (0.5,), "std": (0.25,), "class_names": tuple("0123456789")},
+        ),
+        ("torchscript", {"exporter": "torchscript", "opset": 17, "input_shape": (1, 8, 8)}),
+        ("torch.export", {"exporter": "dynamo", "opset": 18, "trust_pickle": True}),
+        ("factory", {"weights": "w.safetensors", "exporter": "torchscript", "opset": 17}),
+        ("pickle", {"weights": "w.safetensors", "trust_pickle": True, "exporter": "torchscript"}),
+    ],
+)
+def test_the_options_a_source_kind_uses_are_accepted(sources, kind, flags):
+    spec = merge_spec(None, source=sources[kind], **flags)
+    assert spec.source == sources[kind]
+
+
+def test_weights_from_the_model_card_are_named_as_such(tmp_path, sources):
+    card = load_model_card(write_card(tmp_path, "weights: w.safetensors\n"))
+    with pytest.raises(
+        UsageError, match=r"^weights \(set in the model card\) does not apply to an ONNX model"
+    ):
+        merge_spec(card, source=sources["onnx"])
+
+
+def test_load_model_refuses_them_too(tmp_path, sources):
+    """A ``ModelSpec`` built in code, without merge_spec, meets the same rule at load time."""
+    from gate.model import load_model
+
+    with pytest.raises(UsageError, match=r"^weights does not apply to an ONNX model"):
+        load_model(ModelSpec(sources["onnx"], weights=tmp_path / "w.safetensors"), work_dir=tmp_path)
+
+
+def test_gate_check_with_weights_beside_an_onnx_model_is_exit_2(tmp_path, sources):
+    from click.testing import CliRunner
+
+    from gate.cli import main
+
+    args = ["check", "-p", "builtin:baseline", "-m", sources["onnx"], "-w", "w.safetensors", "-d", "d.npz"]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "--weights does not apply to an ONNX model" in result.output

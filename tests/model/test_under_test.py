@@ -260,3 +260,52 @@ def test_loading_leaves_the_global_random_state_alone(tmp_path, cnn_onnx):
     torch.manual_seed(123)
     load_model(ModelSpec(str(cnn_onnx)), work_dir=tmp_path)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize(
+    ("cast_to", "found"),
+    [
+        ("INT64", "tensor(int64)"),
+        ("INT32", "tensor(int32)"),
+        ("BOOL", "tensor(bool)"),
+        ("UINT8", "tensor(uint8)"),
+    ],
+)
+def test_an_onnx_model_with_integer_or_boolean_outputs_is_refused_at_load_time(tmp_path, cast_to, found):
+    """A decision (label, one-hot, threshold) has no gradient or margin: refused with exit 2, not mid-run."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .test_onnx_file import linear_model
+
+    model = linear_model()
+    model.graph.node[-1].output[0] = "scores"
+    model.graph.node.append(helper.make_node("Cast", ["scores"], ["y"], to=getattr(TensorProto, cast_to)))
+    model.graph.output[0].type.tensor_type.elem_type = getattr(TensorProto, cast_to)
+    onnx.save_model(model, str(tmp_path / "decision.onnx"))
+    with pytest.raises(ModelError) as caught:
+        load_model(ModelSpec(str(tmp_path / "decision.onnx")), work_dir=tmp_path)
+    assert f"expected a float32 output (scores of shape [N, classes]), found {found}" in str(caught.value)
+    assert "integer or boolean output is a decision" in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_a_double_output_is_refused_with_the_cast_to_make(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .test_onnx_file import linear_model
+
+    model = linear_model()
+    model.graph.node[-1].output[0] = "scores"
+    model.graph.node.append(helper.make_node("Cast", ["scores"], ["y"], to=TensorProto.DOUBLE))
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    onnx.save_model(model, str(tmp_path / "double.onnx"))
+    with pytest.raises(ModelError, match=r"found tensor\(double\).*\n  hint: cast the output to float32"):
+        load_model(ModelSpec(str(tmp_path / "double.onnx")), work_dir=tmp_path)
+
+
+def test_a_torch_model_whose_export_outputs_booleans_is_refused_at_load_time(tmp_path, factories):
+    spec = ModelSpec(f"{factories}:make_decision", input_shape=(1, 8, 8))
+    with pytest.raises(ModelError, match=r"found tensor\(bool\).*a decision"):
+        load_model(spec, work_dir=tmp_path)

@@ -94,7 +94,9 @@ class OnnxTwin(nn.Module):
             for index, node in enumerate(graph.node)
         ]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output: str | None = None) -> torch.Tensor:
+        """The graph's output for ``x``, or the inner value named ``output`` (e.g. logits before a sigmoid)."""
+        wanted = self.output_name if output is None else output
         values: dict[str, torch.Tensor] = {
             name: getattr(self, attr) for name, attr in self._buffer_names.items()
         }
@@ -113,7 +115,11 @@ class OnnxTwin(nn.Module):
             for name, value in zip(output_names, results, strict=False):
                 if name:
                     values[name] = value.to(x.device)
-        return values[self.output_name]
+            if wanted in values:
+                return values[wanted]
+        if wanted not in values:
+            raise ModelError(f"the graph computes no value named {wanted!r}")
+        return values[wanted]
 
 
 def build_twin(model: onnx.ModelProto) -> OnnxTwin:
