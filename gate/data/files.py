@@ -106,7 +106,8 @@ def check_size(path: Path, size: int, *, limit: int, limit_name: str) -> None:
     """Refuse a file of more than ``limit`` bytes, naming the ``gate.data.files`` limit to raise."""
     if size > limit:
         raise DataError(
-            f"the file is {human_size(size)}, larger than the limit of {human_size(limit)}",
+            f"the file is {human_size(size)} ({size:,} bytes), larger than the limit of {human_size(limit)} "
+            f"({limit:,} bytes)",
             path=path,
             hint=f"raise gate.data.files.{limit_name} if files this large are expected",
         )

@@ -39,6 +39,8 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pix
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 _INFLATE_CHUNK = 1 << 20
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15 (not DHT, JPG, DAC)
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class ImageHeader:
 
 def read_header(path: Path, stream: BinaryIO) -> ImageHeader:
     """The header of the image in ``stream`` (Pillow reads no pixels here); over the caps is refused."""
+    if size := sniff_size(stream):
+        check_dimensions(path, size)  # before any Pillow plugin sees the file
 
     def header() -> ImageHeader:
         with Image.open(stream, formats=FORMATS) as image:
@@ -66,11 +70,14 @@ def decode(path: Path) -> Image.Image:
     """The image at ``path``, decoded in full; a truncated, corrupt or oversized one is refused, never filled in."""
     content = files.read_regular(path, limit=files.MAX_IMAGE_FILE_BYTES, limit_name="MAX_IMAGE_FILE_BYTES")
 
+    if size := sniff_size(io.BytesIO(content)):
+        check_dimensions(path, size)  # before any Pillow plugin sees the file
+    if content.startswith(_PNG_SIGNATURE) and (problem := png_problem(content)):
+        raise DataError(f"expected a complete PNG image; {problem}", path=path)
+
     def load() -> Image.Image:
         image = Image.open(io.BytesIO(content), formats=FORMATS)
         check_header(path, image.size, image.mode)
-        if image.format == "PNG" and (problem := png_problem(content)):
-            raise DataError(f"expected a complete PNG image; {problem}", path=path)
         image.load()
         return image
 
@@ -78,12 +85,16 @@ def decode(path: Path) -> Image.Image:
 
 
 def check_header(path: Path, size: tuple[int, int], mode: str) -> None:
-    """Refuse an image whose header claims more pixels than ``gate.data.files`` allows (a decompression
-    bomb), or a pixel mode gate does not know how to give a model."""
+    """What Pillow read from the header: the pixel caps again, and a mode gate knows how to give a model."""
     if mode not in SUPPORTED_MODES:
         raise DataError(
             f"expected an image in one of the modes {sorted(SUPPORTED_MODES)}; found mode {mode}", path=path
         )
+    check_dimensions(path, size)
+
+
+def check_dimensions(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image whose header claims more pixels than ``gate.data.files`` allows (a decompression bomb)."""
     width, height = size
     pixels = width * height
     if width < 1 or height < 1:
@@ -96,6 +107,52 @@ def check_header(path: Path, size: tuple[int, int], mode: str) -> None:
             path=path,
             hint="raise gate.data.files.MAX_IMAGE_PIXELS / MAX_IMAGE_SIDE if images this large are expected",
         )
+
+
+def sniff_size(stream: BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's frame header, read by gate itself; None if not found.
+
+    Pillow checks its own bomb threshold only after a plugin has parsed the file; this lets the caps refuse
+    a bomb before any plugin runs. The stream's position is restored.
+    """
+    start = stream.tell()
+    try:
+        head = stream.read(24)
+        if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return width, height
+        if head.startswith(b"\xff\xd8"):
+            stream.seek(start + 2)
+            return _jpeg_frame_size(stream)
+        return None
+    finally:
+        stream.seek(start)
+
+
+def _jpeg_frame_size(stream: BinaryIO) -> tuple[int, int] | None:
+    """Walk the marker segments after SOI up to the first frame header (SOFn)."""
+    while True:
+        marker = stream.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        while marker[1] == 0xFF:  # fill bytes
+            if not (more := stream.read(1)):
+                return None
+            marker = marker[:1] + more
+        if marker[1] in _JPEG_STANDALONE:
+            continue
+        raw = stream.read(2)
+        if len(raw) < 2 or (length := int.from_bytes(raw, "big")) < 2:
+            return None
+        if marker[1] in _JPEG_FRAMES:
+            frame = stream.read(5)
+            if len(frame) < 5:
+                return None
+            height, width = struct.unpack(">HH", frame[1:5])
+            return width, height
+        if marker[1] == 0xDA:  # a scan before any frame header
+            return None
+        stream.seek(length - 2, io.SEEK_CUR)
 
 
 def to_unit_pixels(image: Image.Image, channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -185,6 +242,16 @@ def png_problem(content: bytes) -> str | None:
     return stream.finish()
 
 
+def png_row_sizes(width: int, height: int, bits: int, *, interlaced: bool) -> list[tuple[int, int]]:
+    """(bytes per row, filter byte included; rows) of each pass in stream order: one, or Adam7's seven."""
+    sizes = []
+    for x0, y0, dx, dy in _ADAM7 if interlaced else ((0, 0, 1, 1),):
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:  # an empty pass has no rows, not even filter bytes
+            sizes.append((1 + (columns * bits + 7) // 8, rows))
+    return sizes
+
+
 @dataclass
 class _PngStream:
     """Counts the bytes a PNG's zlib pixel stream inflates to, against what its header implies."""
@@ -200,14 +267,8 @@ class _PngStream:
         width, height, depth, colour, compression, filtering, interlace = _PNG_IHDR.unpack(ihdr)
         if depth not in _PNG_DEPTHS.get(colour, ()) or compression or filtering or interlace not in (0, 1):
             return f"its IHDR is invalid (depth {depth}, colour type {colour}, interlace {interlace})"
-        bits = _PNG_CHANNELS[colour] * depth
-        passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-        expected = 0
-        for x0, y0, dx, dy in passes:
-            columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
-            if columns > 0 and rows > 0:
-                expected += rows * (1 + (columns * bits + 7) // 8)  # a filter byte starts each row
-        return cls(expected=expected, inflater=zlib.decompressobj())
+        rows = png_row_sizes(width, height, _PNG_CHANNELS[colour] * depth, interlaced=bool(interlace))
+        return cls(expected=sum(size * count for size, count in rows), inflater=zlib.decompressobj())
 
     def feed(self, data: memoryview) -> str | None:
         pending: bytes | memoryview = data
@@ -248,18 +309,29 @@ def _with_pillow(path: Path, what: str, action: Callable[[], _T]) -> _T:
             return action()
         except (DataError, MemoryError):
             raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(
+                f"the image header claims more than {files.MAX_IMAGE_PIXELS:,} pixels: Pillow refuses it as a "
+                f"possible decompression bomb ({type(exc).__name__}: {exc})",
+                path=path,
+                hint="raise gate.data.files.MAX_IMAGE_PIXELS if images this large are expected",
+            ) from exc
         except Exception as exc:
             raise DataError(f"{what} ({type(exc).__name__}: {exc})", path=path) from exc
 
 
 @contextlib.contextmanager
 def _strict_pillow() -> Iterator[None]:
-    """Pillow's global leniency off for this block, whatever code gate imported set it to."""
-    truncated = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    """Pillow's process-wide settings made gate's for this block, whatever code gate imported set them to.
+
+    Truncated data is an error, and Pillow's own bomb check (which runs on every path that opens a file)
+    uses gate's pixel cap, its warning an error: one limit, raised in one place.
+    """
+    truncated, pixels = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, files.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
     finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = truncated
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = truncated, pixels
