@@ -69,6 +69,8 @@ class RunOptions:
     today: dt.date | None = None
     progress: Progress = field(default_factory=lambda: Progress(enabled=False))
     resume: bool = False
+    policy_roots: tuple[Path, ...] = ()
+    """Folders besides the policy's repository that ``extends`` may read (``--policy-root``)."""
     exit_when_stuck: bool = False
     """With ``timeout``: end the process (exit 3) if the run is still going a grace period after its
     deadline, i.e. stuck in native code that no Python-level timer can interrupt. For the CLI only."""
@@ -111,7 +113,7 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     timings: dict[str, float] = {}
     # Before anything can fail: an earlier run's verdict must not stand beside this run's exit code.
     prepare_report_folder(options.report_dir, state_file=STATE_FILE, resume=options.resume)
-    resolved = load_policy(options.policy)
+    resolved = load_policy(options.policy, policy_roots=options.policy_roots)
     policy = resolved.policy
     seed = options.seed if options.seed is not None else policy.seed
     samples = options.samples if options.samples is not None else policy.samples

@@ -284,6 +284,7 @@ def check(
         shard=_shard(shard),
         resume=resume,
         progress=console.Progress(),
+        policy_roots=tuple(policy_roots),
         exit_when_stuck=True,
     )
     try:
@@ -292,16 +293,11 @@ def check(
 
             if options.shard is not None:
                 raise UsageError("--ray splits the run itself: give --shards N instead of --shard K/N")
-            if policy_roots:
-                raise UsageError("--policy-root does not reach Ray shards yet; run without --ray")
             report = run_on_ray(options, address=ray_address, shards=shards)
         elif shards is not None:
             raise UsageError("--shards needs --ray ADDRESS; to run one shard here, give --shard K/N")
         else:
-            from gate.policy import allowed_policy_roots
-
-            with allowed_policy_roots(policy_roots):  # RunOptions has no field for them (yet)
-                report = run_gate(options)
+            report = run_gate(options)
         write_reports(report, report_dir)
     except SystemExit as exc:
         # gate itself never exits inside a run: this came from the model's or the data's code.

@@ -69,6 +69,8 @@ def shard_options(options: RunOptions, index: int, total: int) -> dict[str, Any]
         report_dir=(options.report_dir / SHARD_FOLDER.format(index)).resolve(),
         baseline=None,  # judged once, at the merge
         shard=(index, total),
+        policy_roots=tuple(Path(root).resolve() for root in options.policy_roots),
+        exit_when_stuck=False,  # a Ray worker is not the process to end; the driver's timeout applies
     )
     return fields
 
