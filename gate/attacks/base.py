@@ -78,6 +78,32 @@ def logits_and_grad(
     return logits.detach(), grad
 
 
+class FiniteWatch:
+    """A model wrapped so that each forward's logits and each input gradient are checked for NaN and inf,
+    into one flag on the device that the caller reads once after the attack (no host sync per step; a
+    step adds two small kernels).
+
+    An attack on non-finite gradients measures nothing: ``torch.sign`` maps NaN to 0, so FGSM and PGD
+    stand still and every point looks robust. Gradients are seen through a hook on the input tensor, so
+    every way an attack differentiates (``loss_and_grad``, ``logits_and_grad``, an ensemble's stages) is
+    covered without changing the attacks.
+    """
+
+    def __init__(self, model: Model, device: torch.device) -> None:
+        self.model = model
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+
+    def _gradient(self, grad: torch.Tensor) -> None:
+        self.finite &= torch.isfinite(grad).all()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        self.finite &= torch.isfinite(logits).all()
+        if x.requires_grad and torch.is_grad_enabled():
+            x.register_hook(self._gradient)
+        return logits
+
+
 def sample_index(index: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """The identity of each sample for the random streams: ``index`` if given, else the batch position."""
     if index is None:
@@ -224,5 +250,5 @@ def where_samples(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch
 
 
 __all__ = [
-    "Attack", "AttackOutcome", "Model", "RunResult", "l2_norm", "logits_and_grad", "loss_and_grad", "predict",
+    "Attack", "AttackOutcome", "FiniteWatch", "Model", "RunResult", "l2_norm", "logits_and_grad", "loss_and_grad", "predict",
 ]  # fmt: skip

@@ -4,6 +4,11 @@ White-box attacks take gradients from the PyTorch model (the source, or the ONNX
 every adversarial example is then re-scored by the ONNX Runtime session, and robust accuracy is what the
 session says. Samples where the two disagree are listed. Score-based ``square`` queries the session only.
 Attacks run only on samples the deployed model classifies correctly (Croce & Hein 2020 protocol).
+
+Two ways a gradient attack can stand still and make a model look robust end the check as ``error``
+instead: non-finite logits or input gradients (``torch.sign`` maps NaN to 0), and outputs that are
+probabilities gate cannot look behind. A final sigmoid or softmax it can undo is attacked through the
+logits before it (``gate/model/squashing.py``); the session still decides.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from typing import Any
 
 import torch
 
-from gate.attacks.base import Attack, Model
+from gate.attacks.base import Attack, FiniteWatch, Model
 from gate.attacks.threat import perturbation_norm
 from gate.checks.base import CheckContext, CheckKind, Measurement
 from gate.checks.evidence import caption, save_example_pairs
 from gate.errors import CheckError
+from gate.model.squashing import UNDONE
 from gate.policy.checks import AdversarialSpec
 
 BUDGET_TOLERANCE = 1e-5
@@ -62,8 +68,21 @@ def attack_model(attack: Attack, context: CheckContext) -> Model:
     """Score-based attacks query the deployed session; white-box ones need the differentiable model."""
     if not attack.needs_gradients:
         return context.model.scores
+    _refuse_masking_outputs(attack, context)
     module = context.model.require_gradient_model()
     return module.to(context.device).eval()
+
+
+def _refuse_masking_outputs(attack: Attack, context: CheckContext) -> None:
+    """Probabilities that gate cannot trace back to logits saturate a gradient attack: fail closed."""
+    if context.model.output_squashing in UNDONE or not context.outputs_are_probabilities():
+        return
+    raise CheckError(
+        f"{attack.name} needs logits, but every output of the deployed model lies in [0, 1] (probabilities) "
+        "and its graph does not end in a Sigmoid or Softmax gate can look behind; a gradient attack on "
+        "saturated probabilities overstates robustness. Export the model with its logits (a final Sigmoid "
+        "or Softmax is fine), or use the score-based square attack"
+    )
 
 
 @dataclass
@@ -136,7 +155,9 @@ def run_attack(
             attacked = clean_correct.nonzero().squeeze(1)
             outcome = None
             if len(attacked):
-                outcome = attack.perturb(model, x[attacked], y[attacked], index=index[attacked])
+                watch = FiniteWatch(model, x.device)
+                outcome = attack.perturb(watch, x[attacked], y[attacked], index=index[attacked])
+                _check_finite(attack, watch, index[attacked])
                 x_adv[attacked] = outcome.x_adv
                 _check_budget(attack, x, x_adv, bounds)
             adversarial_prediction = context.model.scores(x_adv).argmax(1)  # the deployed model decides
@@ -160,6 +181,19 @@ def run_attack(
     if not result.index:
         raise CheckError("the evaluation data selected no samples to attack")
     return result
+
+
+def _check_finite(attack: Attack, watch: FiniteWatch, index: torch.Tensor) -> None:
+    """Read the attack's finite flag once per batch: a NaN gradient would count as robustness."""
+    if bool(watch.finite):
+        return
+    source = "the ONNX Runtime session" if not attack.needs_gradients else "the gradient model"
+    raise CheckError(
+        f"{attack.name} met non-finite values (NaN or inf) in {source}'s logits or input gradients, on the "
+        f"batch of {len(index)} attacked samples starting at sample {int(index[0])}; an attack cannot move "
+        "on them (the sign of a NaN is 0), so robust accuracy would be overstated; model_sanity's "
+        "zero_or_nan_gradients counts the samples (look for sqrt, log or a division at 0 in the model)"
+    )
 
 
 def _check_budget(attack: Attack, x: torch.Tensor, x_adv: torch.Tensor, bounds: tuple[float, float]) -> None:
@@ -220,6 +254,7 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             "attacked_samples": attacked,
             "attack_success_rate": broken / attacked if attacked else 0.0,
             "gradients_from": context.model.source_kind if attack.needs_gradients else "none (score-based)",
+            "gradients_of": context.model.logits_from if attack.needs_gradients else "none (score-based)",
             "pytorch_onnx_disagreements": run.disagreement_count,
             "disagreeing_samples": run.disagreements,
         }

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from gate.errors import CheckError
+from gate.model.squashing import unit_interval_rows
 from gate.policy.checks import CheckSpec
 from gate.stats import Interval
 
@@ -137,16 +138,25 @@ class CheckContext:
         ``target: prediction``), so the data set is scored by ONNX Runtime only once.
         """
         if "clean" not in self.cache:
-            indices, labels, predictions = [], [], []
+            indices, labels, predictions, bounded = [], [], [], []
             for batch in self.data.batches(self.batch_size, self.device):
                 self.check_deadline()
-                predictions.append(self.model.scores(batch.x).argmax(dim=1))
+                scores = self.model.scores(batch.x)
+                predictions.append(scores.argmax(dim=1))
+                bounded.append(unit_interval_rows(scores).all())  # read once, by outputs_are_probabilities
                 indices.append(batch.index)
                 labels.append(batch.y)
             if not indices:
                 raise CheckError("the evaluation data selected no samples")
             self.cache["clean"] = (torch.cat(indices), torch.cat(labels), torch.cat(predictions))
+            self.cache["clean_bounded"] = torch.stack(bounded).all()
         return self.cache["clean"]
+
+    def outputs_are_probabilities(self) -> bool:
+        """Whether every output of the session on the clean data lies in [0, 1]: probabilities of some kind
+        (a softmax, a per-class sigmoid), whose saturation masks gradients. From the clean pass, no other."""
+        self.clean_predictions()
+        return bool(self.cache["clean_bounded"])
 
 
 def deferred_to_first_shard(context: CheckContext) -> Measurement:

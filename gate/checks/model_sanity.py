@@ -9,8 +9,10 @@ numbers:
 - ``nondeterministic_outputs``: two identical passes over the same inputs give different logits, in the
   ONNX Runtime session or in the gradient model (e.g. dropout kept active, noise injected at inference);
   attacks then need EoT and every number varies from run to run;
-- ``probability_outputs``: the outputs are probabilities (rows in [0, 1] summing to 1) or
-  log-probabilities (logsumexp 0) rather than logits; a cross-entropy on them saturates its gradients;
+- ``probability_outputs``: the outputs are probabilities of some kind rather than logits: softmax rows
+  (in [0, 1], summing to 1), log-probabilities (logsumexp 0), or outputs bounded in [0, 1] on every
+  sample (a per-class sigmoid, a clip); a cross-entropy on them saturates its gradients. The finding says
+  whether gate attacks through the logits before a final Sigmoid or Softmax, or cannot;
 - ``batch_size_dependence``: a sample scores differently alone than in a batch (e.g. BatchNorm on batch
   statistics), so the attacked batch is not the model that ships;
 - ``zero_or_nan_gradients``: input gradients of the cross-entropy loss are zero or not finite on more
@@ -30,27 +32,32 @@ from torch import nn
 from torch.nn import functional
 
 from gate.checks.base import CheckContext, CheckKind, Measurement, deferred_to_first_shard
+from gate.model.squashing import (
+    PROBABILITY_ATOL,
+    UNDONE,
+    looks_like_log_probabilities,
+    looks_like_probabilities,
+    unit_interval_rows,
+)
 from gate.policy.checks import ModelSanitySpec
 from gate.report.model import Finding
 
-# How far a row may be from an exact probability distribution and still count as one (float32 softmax
-# sums to 1 within about 1e-6 per thousand classes).
-PROBABILITY_ATOL = 1e-3
-# More than this share of the rows must look like probabilities before the outputs are called so.
+__all__ = [
+    "PROBABILITY_ATOL",
+    "ModelSanityCheck",
+    "dead_gradients",
+    "looks_like_log_probabilities",
+    "looks_like_probabilities",
+    "per_sample_difference",
+    "unit_interval_rows",
+]
+
+# More than this share of the rows must be softmax rows or log-probabilities before the outputs are
+# called so. Bounded outputs must be bounded on every sample: a logit model rarely keeps all its logits
+# in [0, 1] on one sample, let alone on all of them.
 PROBABILITY_SHARE = 0.5
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
-
-
-def looks_like_probabilities(scores: torch.Tensor, atol: float = PROBABILITY_ATOL) -> torch.Tensor:
-    """Per row: every value in [0, 1] and the row sums to 1."""
-    in_range = ((scores >= -atol) & (scores <= 1 + atol)).all(dim=1)
-    return in_range & ((scores.sum(dim=1) - 1).abs() <= atol)
-
-
-def looks_like_log_probabilities(scores: torch.Tensor, atol: float = PROBABILITY_ATOL) -> torch.Tensor:
-    """Per row: every value at most 0 and logsumexp 0, i.e. the logarithm of a probability distribution."""
-    return (scores <= atol).all(dim=1) & (torch.logsumexp(scores, dim=1).abs() <= atol)
 
 
 def per_sample_difference(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -102,7 +109,7 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
         findings: list[Finding] = []
         unstable = self._nondeterminism(spec, scorers, first, x, details, findings)
         context.check_deadline()
-        self._probabilities(first["onnx"], details, findings)
+        self._probabilities(first["onnx"], context, details, findings)
         stable = {name: scorer for name, scorer in scorers.items() if name not in unstable}
         self._batch_dependence(spec, stable, first, x, details, findings, context)
         if module is not None:
@@ -150,22 +157,44 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
             )
         return set(unstable)
 
-    def _probabilities(self, scores: torch.Tensor, details: dict, findings: list[Finding]) -> None:
+    def _probabilities(
+        self, scores: torch.Tensor, context: CheckContext, details: dict, findings: list[Finding]
+    ) -> None:
         shares = {
             "probabilities": float(looks_like_probabilities(scores).float().mean()),
             "log_probabilities": float(looks_like_log_probabilities(scores).float().mean()),
+            "bounded": float(unit_interval_rows(scores).float().mean()),
         }
         details["probability_rows"] = shares
-        kind, share = max(shares.items(), key=lambda item: item[1])
-        if share <= PROBABILITY_SHARE:
+        if shares["probabilities"] > PROBABILITY_SHARE:
+            kind, what = "probabilities", "in [0, 1] summing to 1"
+        elif shares["log_probabilities"] > PROBABILITY_SHARE:
+            kind, what = "log_probabilities", "with logsumexp 0"
+        elif shares["bounded"] == 1.0:
+            kind, what = "bounded", "in [0, 1] without summing to 1, as a per-class sigmoid gives"
+        else:
             return
-        what = "in [0, 1] summing to 1" if kind == "probabilities" else "with logsumexp 0"
+        squashing = context.model.output_squashing
+        if kind == "log_probabilities":
+            consequence = "a cross-entropy on them equals the one on logits, so attacks are unaffected"
+        elif squashing in UNDONE:
+            consequence = (
+                f"a cross-entropy on them saturates; gate's gradient checks use the logits before the "
+                f"model's final {squashing} instead"
+            )
+        else:
+            consequence = (
+                "a cross-entropy on them saturates, and the graph ends in no Sigmoid or Softmax gate can "
+                "look behind, so white-box adversarial checks end as error"
+            )
+        share = shares[kind]
+        outputs = "values bounded in [0, 1]" if kind == "bounded" else kind.replace("_", "-")
         findings.append(
             Finding(
                 code="probability_outputs",
-                message=f"the model outputs {kind.replace('_', '-')}, not logits ({share:.0%} of rows are "
-                f"{what}); a cross-entropy on them saturates and gradient attacks underperform",
-                data={"kind": kind, "share": share},
+                message=f"the model outputs {outputs}, not logits ({share:.0%} of rows are {what}); "
+                f"{consequence}",
+                data={"kind": kind, "share": share, "squashing": squashing},
             )
         )
 

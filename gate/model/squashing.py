@@ -11,14 +11,16 @@ cross-entropy, DLR or margin on log-probabilities equals the one on the logits.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import onnx
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from gate.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 Squashing = Literal["sigmoid", "softmax", "log_softmax"]
 UNDONE: tuple[Squashing, ...] = ("sigmoid", "softmax")

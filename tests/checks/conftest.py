@@ -85,3 +85,30 @@ def factory_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def sigmoid_digits_cnn_onnx(tmp_path_factory: pytest.TempPathFactory, digits_cnn) -> Path:
+    """The standard digits CNN with a per-class sigmoid head, exported to ONNX: its probabilities saturate
+    (a quarter of the held-out samples have a logit above 17, whose float32 sigmoid is exactly 1)."""
+    import torch
+    from torch import nn
+
+    from gate.model import export_to_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "sigmoid_digits_cnn.onnx"
+    export_to_onnx(nn.Sequential(digits_cnn, nn.Sigmoid()).eval(), torch.zeros(2, 1, 8, 8), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def hardsigmoid_digits_cnn_onnx(tmp_path_factory: pytest.TempPathFactory, digits_cnn) -> Path:
+    """The digits CNN squashed by a HardSigmoid: outputs in [0, 1] that gate cannot trace back to logits."""
+    import torch
+    from torch import nn
+
+    from gate.model import export_to_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "hardsigmoid_digits_cnn.onnx"
+    export_to_onnx(nn.Sequential(digits_cnn, nn.Hardsigmoid()).eval(), torch.zeros(2, 1, 8, 8), path)
+    return path

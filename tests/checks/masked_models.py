@@ -21,3 +21,19 @@ class QuantizedInputCNN(nn.Module):
 
 def quantized_cnn() -> QuantizedInputCNN:
     return QuantizedInputCNN()
+
+
+class NaNGradientCNN(nn.Module):
+    """Finite logits, NaN input gradients: ``sqrt`` at 0 has an infinite derivative, times a zero one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = DigitsCNN()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        zero = torch.sqrt(x.flatten(1).sum(dim=1, keepdim=True) * 0)  # 0 forward, NaN backward
+        return self.net(x) * (1 + zero)
+
+
+def nan_gradient_cnn() -> NaNGradientCNN:
+    return NaNGradientCNN()

@@ -81,3 +81,81 @@ def test_an_example_outside_the_budget_is_an_error_not_a_number(
     check = only_check(report)
     assert check.status == "error" and "eps" in check.message
     assert report.verdict == "error" and report.exit_code == 3
+
+
+# --------------------------------------------------------------------- non-finite gradients
+@pytest.mark.parametrize(
+    ("attack", "norm", "epsilon", "extra"),
+    [
+        ("fgsm", "linf", 0.2, ""),
+        ("pgd", "linf", 0.2, "steps: 5"),
+        ("apgd-ce", "l2", 1.5, "steps: 5"),
+        ("autoattack", "linf", 0.2, "steps: 3\n        queries: 20"),
+    ],
+)
+def test_nan_gradients_end_the_check_as_error(
+    factory_run, masked_weights, digits_npz, attack, norm, epsilon, extra
+):
+    """Without model_sanity in the policy: sign(NaN) is 0, so the attack stood still and the model 'passed'."""
+    report = factory_run(
+        policy(attack, norm, epsilon, extra),
+        "masked_models:nan_gradient_cnn",
+        masked_weights,
+        digits_npz,
+        samples=40,
+    )
+    check = only_check(report)
+    assert check.status == "error", check.message
+    assert "non-finite values (NaN or inf) in the gradient model's logits or input gradients" in check.message
+    assert report.exit_code == 3
+
+
+def test_the_finite_watch_adds_no_host_sync_per_step(digits_split, digits_cnn):
+    from gate.attacks.base import FiniteWatch
+    from gate.attacks.pgd import PGD
+    from tests.attacks.helpers import HostSyncCounter
+
+    x = torch.from_numpy(digits_split["x_test"][:50])
+    y = torch.from_numpy(digits_split["y_test"][:50])
+    attack = PGD(norm="linf", eps=0.1, steps=40)
+    with HostSyncCounter() as bare:
+        attack.perturb(digits_cnn, x, y)
+    watch = FiniteWatch(digits_cnn, x.device)
+    with HostSyncCounter() as watched:
+        attack.perturb(watch, x, y)
+    assert watched.syncs == bare.syncs and bool(watch.finite)
+
+
+# --------------------------------------------------------------------- probability outputs
+def test_a_sigmoid_model_is_attacked_through_its_logits(
+    gate_run, sigmoid_digits_cnn_onnx, digits_cnn_onnx, digits_npz
+):
+    """Through the saturated sigmoid, PGD 'robust' accuracy was 0.53 (a pass at min 0.4); through the
+    logits it is what the same CNN without the head gets."""
+    squashed = only_check(gate_run(policy(extra="steps: 20"), sigmoid_digits_cnn_onnx, digits_npz))
+    plain = only_check(gate_run(policy(extra="steps: 20"), digits_cnn_onnx, digits_npz))
+    assert squashed.status == "fail" and squashed.value < 0.1, squashed.message
+    assert abs(squashed.value - plain.value) <= 3 / 297
+    assert squashed.details["gradients_of"].startswith("the input of the model's final sigmoid")
+
+
+def test_fgsm_on_a_sigmoid_model_matches_its_logits(
+    gate_run, sigmoid_digits_cnn_onnx, digits_cnn_onnx, digits_npz
+):
+    squashed = only_check(gate_run(policy("fgsm"), sigmoid_digits_cnn_onnx, digits_npz))
+    plain = only_check(gate_run(policy("fgsm"), digits_cnn_onnx, digits_npz))
+    assert squashed.status == "fail" and abs(squashed.value - plain.value) <= 3 / 297, squashed.message
+
+
+def test_probabilities_gate_cannot_look_behind_end_white_box_checks_as_error(
+    gate_run, hardsigmoid_digits_cnn_onnx, digits_npz
+):
+    check = only_check(
+        gate_run(policy("pgd", extra="steps: 5"), hardsigmoid_digits_cnn_onnx, digits_npz, samples=50)
+    )
+    assert check.status == "error"
+    assert "every output of the deployed model lies in [0, 1]" in check.message
+    square = only_check(
+        gate_run(policy("square", extra="queries: 50"), hardsigmoid_digits_cnn_onnx, digits_npz, samples=50)
+    )
+    assert square.status in ("pass", "fail"), square.message  # score-based: the session's scores suffice

@@ -274,3 +274,23 @@ def test_sharded_runs_diagnose_once_in_shard_one(gate_run, bad_factories, digits
     later = only_check(gate_run(policy, f"{bad_factories}:softmax", digits_npz, shard=(2, 3)))
     assert (first.n, codes(first)) == (whole.n, codes(whole)) == (128, ["probability_outputs"])
     assert later.details == {"deferred_to_shard": 1} and later.findings == []
+
+
+def test_a_trained_sigmoid_model_outputs_bounded_probabilities(
+    gate_run, sigmoid_digits_cnn_onnx, digits_npz
+) -> None:
+    """Per-class sigmoids do not sum to 1, so the softmax test missed them and the check found nothing."""
+    check = sanity(gate_run, sigmoid_digits_cnn_onnx, digits_npz)
+    assert check.status == "fail" and codes(check) == ["probability_outputs"], check.message
+    assert check.findings[0].data == {"kind": "bounded", "share": 1.0, "squashing": "sigmoid"}
+    assert "use the logits before the model's final sigmoid" in check.findings[0].message
+
+
+def test_bounded_outputs_without_a_squashing_to_undo(
+    gate_run, hardsigmoid_digits_cnn_onnx, digits_npz
+) -> None:
+    check = sanity(gate_run, hardsigmoid_digits_cnn_onnx, digits_npz)
+    assert "probability_outputs" in codes(check), check.message
+    finding = next(f for f in check.findings if f.code == "probability_outputs")
+    assert finding.data["kind"] == "bounded" and finding.data["squashing"] is None
+    assert "white-box adversarial checks end as error" in finding.message
