@@ -266,10 +266,12 @@ def check(
     """Evaluate a model against a policy and write the reports."""
     from gate.report import write_reports
     from gate.report.folder import clear_reports
-    from gate.runner import RunOptions, run_gate
 
     if report_dir.is_dir():
         clear_reports(report_dir)  # an earlier verdict must not outlive a run that stops with exit 2
+    _check_before_loading(policy, policy_roots, model_flags.get("model"), data)
+    from gate.runner import RunOptions, run_gate  # torch and ONNX Runtime load from here on
+
     spec = build_model_spec(**model_flags)
     options = RunOptions(
         policy=policy,
@@ -310,6 +312,28 @@ def check(
         raise
     print_summary(report, report_dir)
     sys.exit(report.exit_code)
+
+
+def _check_before_loading(policy: str, policy_roots: tuple[Path, ...], model: str | None, data: str) -> None:
+    """Name a mistake in the invocation before torch and ONNX Runtime load (seconds, on a cold machine):
+    the policy is read and validated, and the model and data paths must exist unless they are
+    ``package.module:function`` references."""
+    from gate.errors import DataError
+    from gate.policy import load_policy
+    from gate.references import is_reference
+
+    load_policy(policy, policy_roots=policy_roots)
+    if not is_reference(data) and not Path(data).exists():
+        raise DataError(
+            "no such file or folder; expected an .npz file, an image folder or package.module:function",
+            path=data,
+        )
+    if model is not None and not is_reference(model) and not Path(model).exists():
+        raise ModelError(
+            "model file not found: expected an existing .onnx/.pt/.ts/.pt2/.pth file "
+            "or a package.module:factory reference",
+            path=model,
+        )
 
 
 def print_summary(report: Any, report_dir: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,8 +13,9 @@ import torch
 
 from gate.data.sources import ArraySource, DatasetSource
 from gate.errors import DataError
+from gate.references import REFERENCE
 
-ENTRY_POINT = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<function>[A-Za-z_]\w*)$")
+ENTRY_POINT = REFERENCE
 
 
 def is_entry_point(source: str) -> bool:

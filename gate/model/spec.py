@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +10,14 @@ from typing import Any, Literal
 
 from gate.errors import ModelError, UsageError
 from gate.model.files import archive_kind, checked_file
+from gate.references import REFERENCE
 
 Exporter = Literal["dynamo", "torchscript"]
 Device = Literal["auto", "cpu", "cuda"]
 SourceKind = Literal["factory", "onnx", "torchscript", "torch.export", "pickle"]
 
 # ``package.module:factory``; checked before treating a source as a path.
-FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+FACTORY_PATTERN = REFERENCE
 
 CARD_KEYS = ("source", "weights", "input_shape", "mean", "std", "class_names")
 
