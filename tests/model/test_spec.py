@@ -194,7 +194,9 @@ def test_gate_check_with_weights_beside_an_onnx_model_is_exit_2(tmp_path, source
 
     from gate.cli import main
 
-    args = ["check", "-p", "builtin:baseline", "-m", sources["onnx"], "-w", "w.safetensors", "-d", "d.npz"]
+    data = tmp_path / "d.npz"
+    data.write_bytes(b"")  # present: the weights flag is the mistake named
+    args = ["check", "-p", "builtin:baseline", "-m", sources["onnx"], "-w", "w.safetensors", "-d", str(data)]
     result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert "--weights does not apply to an ONNX model" in result.output
