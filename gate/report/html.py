@@ -39,7 +39,7 @@ h1 { margin: 0 0 4px; font-size: 18px; color: var(--muted); font-weight: 600; }
 .verdict.error { background: var(--error); }
 .verdict small { display: block; font-size: 16px; font-weight: 500; letter-spacing: 0; }
 .meta { color: var(--muted); margin: 8px 0 16px; }
-.meta span { margin-right: 16px; white-space: nowrap; }
+.meta span { margin-right: 16px; display: inline-block; max-width: 100%; }
 .counts span { margin-right: 12px; }
 table { border-collapse: collapse; margin: 8px 0 16px; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
@@ -57,9 +57,21 @@ section.check h2 { font-size: 20px; margin: 8px 0; }
 .figures { display: flex; flex-wrap: wrap; gap: 12px; }
 figure { margin: 0; border: 1px solid var(--line); padding: 6px; border-radius: 4px; }
 figure img { display: block; max-width: 360px; max-height: 360px; image-rendering: pixelated; min-width: 96px; }
-figcaption { font-size: 12px; color: var(--muted); word-break: break-all; max-width: 360px; }
-code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
+figcaption { font-size: 14px; color: var(--muted); overflow-wrap: anywhere; max-width: 360px; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; overflow-wrap: anywhere; }
+.bar { display: flex; height: 28px; border-radius: 6px; overflow: hidden; margin: 8px 0 4px; }
+.bar span { display: flex; align-items: center; justify-content: center; color: #fff; font-weight: 700;
+            font-size: 13px; min-width: 2.5em; }
+.bar .pass { background: var(--pass); } .bar .fail { background: var(--fail); } .bar .warn { background: var(--warn); }
+.bar .waived { background: var(--waived); } .bar .error { background: var(--error); }
+.scroll { overflow-x: auto; max-width: 100%; }
+details.passed { margin-top: 24px; border-top: 2px solid var(--line); padding-top: 8px; }
+details.passed > summary { font-size: 18px; font-weight: 600; cursor: pointer; }
+@media (max-width: 900px) { body { padding: 12px; } .verdict { font-size: 32px; } .meta span { display: block; } }
 """
+
+# Triage order: what needs a reader first (errors, failures), then warnings, waivers, and passes last.
+TRIAGE_ORDER = {"error": 0, "fail": 1, "warn": 2, "waived": 3, "pass": 4}
 
 
 def _text(value: Any) -> str:
@@ -182,16 +194,20 @@ class HtmlFormat(ReportFormat):
     name = "html"
     filename = "report.html"
 
-    def __init__(self, artifact_root: Path | None = None) -> None:
+    def __init__(self, artifact_root: Path | None = None, source_root: Path | None = None) -> None:
         self.artifact_root = artifact_root
+        self.source_root = source_root
 
     def render(self, report: Report) -> str:
         title = f"gate {STATUS_LABELS[report.verdict]}: {report.policy.name}"
+        ordered = triage(report.checks)
+        passed = [(index, check) for index, check in ordered if check.status == "pass"]
         body = [
             *self._header(report),
-            *self._check_table(report),
+            *self._check_table(report, ordered),
             *self._waiver_notes(report),
-            *(self._check_section(index, check) for index, check in enumerate(report.checks)),
+            *(self._check_section(index, check) for index, check in ordered if check.status != "pass"),
+            *self._passed_sections(passed),
             *self._environment(report),
         ]
         return (
@@ -227,17 +243,25 @@ class HtmlFormat(ReportFormat):
             "waived": summary.waived,
             "error": summary.errored,
         }
+        total = sum(counts.values()) or 1
+        segments = "".join(
+            f'<span class="{status}" style="flex: {count} 1 0" title="{count} {status}">'
+            f"{count} {_text(STATUS_LABELS[status])}</span>"
+            for status, count in sorted(counts.items(), key=lambda item: TRIAGE_ORDER[item[0]])
+            if count
+        )
         return [
             f"<h1>gate · policy {_text(report.policy.name)}</h1>",
             f'<div class="verdict {_text(report.verdict)}" id="verdict">'
             f"{_text(STATUS_LABELS[report.verdict])}{message}</div>",
-            '<div class="meta">' + "".join(f"<span>{fact}</span>" for fact in facts) + "</div>",
+            f'<div class="bar" id="summary-bar" aria-label="{total} checks by status">{segments}</div>',
             '<div class="counts">'
             + "".join(f"<span>{_status(status)} {count}</span>" for status, count in counts.items())
             + "</div>",
+            '<div class="meta">' + "".join(f"<span>{fact}</span>" for fact in facts) + "</div>",
         ]
 
-    def _check_table(self, report: Report) -> list[str]:
+    def _check_table(self, report: Report, ordered: list[tuple[int, CheckResult]]) -> list[str]:
         confidence = (
             "point values (no confidence level)"
             if report.confidence is None
@@ -246,18 +270,29 @@ class HtmlFormat(ReportFormat):
         rows = [
             "<h2>Checks</h2>",
             f"<p class=note>Thresholds are judged on {confidence}.</p>",
-            "<table id=checks><tr><th>Check</th><th>Kind</th><th>Status</th><th>Severity</th><th>Metric</th>"
-            "<th>Value</th><th>Interval</th><th>Threshold</th><th>n</th></tr>",
+            "<div class=scroll><table id=checks><tr><th>Check</th><th>Kind</th><th>Status</th><th>Severity</th>"
+            "<th>Metric</th><th>Value</th><th>Interval</th><th>Threshold</th><th>n</th></tr>",
         ]
-        for index, check in enumerate(report.checks):
+        for index, check in ordered:
             rows.append(
                 f'<tr><td><a href="#{_anchor(index)}">{_text(check.id)}</a></td><td>{_text(check.kind)}</td>'
                 f"<td>{_status(check.status)}</td><td>{_text(check.severity)}</td><td>{_text(check.metric)}</td>"
                 f"<td class=num>{_number(check.value)}</td><td class=num>{_interval(check)}</td>"
                 f"<td>{_threshold(check)}</td><td class=num>{check.n}</td></tr>"
             )
-        rows.append("</table>")
+        rows.append("</table></div>")
         return rows
+
+    def _passed_sections(self, passed: list[tuple[int, CheckResult]]) -> list[str]:
+        """Passing checks last and collapsed: their evidence is there, but not in a reviewer's way."""
+        if not passed:
+            return []
+        sections = "\n".join(self._check_section(index, check) for index, check in passed)
+        return [
+            f'<details class="passed" id="passed"><summary>{len(passed)} passing checks</summary>',
+            sections,
+            "</details>",
+        ]
 
     def _waiver_notes(self, report: Report) -> list[str]:
         notes = []
@@ -314,7 +349,8 @@ class HtmlFormat(ReportFormat):
             )
         if check.location is not None:
             location = check.location
-            where = ":".join(str(part) for part in (location.path, location.line, location.column) if part)
+            path = policy_location(location.path, self.source_root)
+            where = ":".join(str(part) for part in (path, location.line, location.column) if part)
             facts["Policy"] = f"<code>{_text(where)}</code>"
         facts["Duration"] = f"{check.duration_s:.2f} s"
         rows = "".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in facts.items())
@@ -365,13 +401,52 @@ class HtmlFormat(ReportFormat):
         policy = {"name": report.policy.name, "files": report.policy.files, "sha256": report.policy.sha256}
         model = report.model.model_dump(mode="json", exclude_none=True)
         data = report.data.model_dump(mode="json", exclude_none=True)
+        policy["files"] = [policy_location(path, self.source_root) for path in report.policy.files]
         return [
             "<section class=check><h2>Run</h2>",
+            "<div class=scroll>",
             render_value({"policy": policy, "model": model, "data": data, "environment": environment}),
-            render_value(report.timings) if report.timings else "",
+            "</div>",
+            _timings_table(report.timings) if report.timings else "",
             f"<p class=note>Report schema version {report.schema_version}.</p>",
             "</section>",
         ]
+
+
+def triage(checks: list[CheckResult]) -> list[tuple[int, CheckResult]]:
+    """The checks with their report positions, in triage order (errors, failures, warnings, waived,
+    passes), keeping the policy's order within each status."""
+    return sorted(enumerate(checks), key=lambda item: (TRIAGE_ORDER.get(item[1].status, 0), item[0]))
+
+
+def policy_location(path: str, source_root: Path | None) -> str:
+    """A policy file as a reader knows it: ``builtin:NAME`` for gate's own, else relative to the
+    repository (``source_root``, default the working directory) when it lies inside it, never an install
+    path."""
+    from gate.policy.loader import builtin_policy_dir
+
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        return candidate.as_posix()
+    if candidate.parent == builtin_policy_dir():  # before resolving: the built-in files may be links
+        return f"builtin:{candidate.stem}"
+    resolved = candidate.resolve()
+    try:
+        return resolved.relative_to((source_root or Path.cwd()).resolve()).as_posix()
+    except ValueError:
+        return candidate.as_posix()
+
+
+def _timings_table(timings: dict[str, float]) -> str:
+    """Where the run's time went, with units (``batch_size`` is a count, everything else seconds)."""
+    rows = []
+    for name, value in timings.items():
+        shown = f"{int(value)} samples" if name == "batch_size" else f"{value:.2f} s"
+        label = (
+            f"check {name.removeprefix('check:')}" if name.startswith("check:") else name.replace("_", " ")
+        )
+        rows.append(f"<tr><th>{_text(label)}</th><td class=num>{_text(shown)}</td></tr>")
+    return "<h3>Timings</h3><table id=timings>" + "".join(rows) + "</table>"
 
 
 def _findings_table(findings: list[Finding]) -> str:

@@ -263,7 +263,6 @@ def test_a_full_disk_leaves_no_partial_report_and_says_so(
     tmp_path, policy, digits_npz, digits_cnn_onnx, monkeypatch
 ):
     import gate.report as report_module
-
     from gate.report.folder import report_files
 
     names = {path.name for path in report_files(tmp_path)}

@@ -181,6 +181,67 @@ def test_everything_from_policies_and_artifacts_is_escaped(tmp_path: Path, where
     assert 'onerror="' not in html
 
 
+def test_failing_checks_come_first_and_passes_last_collapsed(tmp_path: Path) -> None:
+    report = sample_report(tmp_path)  # policy order: pass, fail, waived
+    errored = adversarial_check(id="masking", status="error", message="timed out", artifacts=[])
+    report = report.model_copy(update={"checks": [*report.checks, errored]})
+    html = HtmlFormat(tmp_path).render(report)
+    table = html[html.index("<table id=checks>") : html.index("</table>", html.index("<table id=checks>"))]
+    assert [table.index(name) for name in ("masking", "pgd-linf-8", "fog", "clean-accuracy")] == sorted(
+        table.index(name) for name in ("masking", "pgd-linf-8", "fog", "clean-accuracy")
+    )
+    body = html[html.index("</table>", html.index("<table id=checks>")) :]
+    sections = re.findall(r'<section class="check" id="(check-\d+)">', body)
+    assert sections == ["check-3", "check-1", "check-2", "check-0"]  # error, fail, waived, then the pass
+    details = body[body.index('<details class="passed"') :]
+    assert "clean-accuracy" in details and "pgd-linf-8" not in details
+    assert '<details class="passed" id="passed" open' not in details  # collapsed
+    assert body.index('id="check-1"') < body.index('<details class="passed"')
+
+
+def test_a_summary_bar_counts_the_statuses(tmp_path: Path) -> None:
+    html = HtmlFormat(tmp_path).render(sample_report(tmp_path))
+    bar = html[html.index('id="summary-bar"') : html.index("</div>", html.index('id="summary-bar"'))]
+    assert re.findall(r'<span class="(\w+)" style="flex: (\d+)', bar) == [
+        ("fail", "1"),
+        ("waived", "1"),
+        ("pass", "1"),
+    ]
+    assert html.index('id="summary-bar"') < html.index("<table id=checks>")
+
+
+def test_policy_locations_read_as_the_repository_or_builtin(tmp_path: Path) -> None:
+    from gate.policy.loader import builtin_policy_dir
+
+    builtin = str(builtin_policy_dir() / "baseline.yaml")
+    inside = tmp_path / "repo" / "policies" / "gate-policy.yaml"
+    checks = [
+        adversarial_check(id="a", location=Location(path=builtin, line=7, column=5), artifacts=[]),
+        adversarial_check(id="b", location=Location(path=str(inside), line=3, column=5), artifacts=[]),
+    ]
+    html = HtmlFormat(tmp_path, source_root=tmp_path / "repo").render(make_report(checks))
+    assert "<code>builtin:baseline:7:5</code>" in html
+    assert "<code>policies/gate-policy.yaml:3:5</code>" in html
+    assert "builtin_policies" not in html
+
+
+def test_timings_carry_units(tmp_path: Path) -> None:
+    report = sample_report(tmp_path).model_copy(
+        update={"timings": {"load_data": 0.25, "batch_size": 256.0, "check:pgd-linf-8": 3.5}}
+    )
+    html = HtmlFormat(tmp_path).render(report)
+    timings = html[html.index("<table id=timings>") :]
+    assert "<th>load data</th><td class=num>0.25 s</td>" in timings
+    assert "<th>batch size</th><td class=num>256 samples</td>" in timings
+    assert "<th>check pgd-linf-8</th><td class=num>3.50 s</td>" in timings
+
+
+def test_wide_tables_scroll_instead_of_overflowing(tmp_path: Path) -> None:
+    html = HtmlFormat(tmp_path).render(sample_report(tmp_path))
+    assert "<div class=scroll><table id=checks>" in html
+    assert ".scroll { overflow-x: auto;" in html and "@media (max-width: 900px)" in html
+
+
 def test_details_render_generically() -> None:
     assert render_value([0.5, 0.25, 3]) == "<code>0.5, 0.25, 3</code>"
     mapping = render_value({"cat": 0.5, "nested": {"dog": 1}})
