@@ -129,7 +129,7 @@ def model_options(function: Any) -> Any:
             "--weights",
             "-w",
             type=click.Path(path_type=Path),
-            help="Weights for a factory: .safetensors or a state dict.",
+            help="Weights for a factory or a trusted pickled model: .safetensors or a state dict.",
         ),
         click.option(
             "--model-card",
@@ -151,7 +151,7 @@ def model_options(function: Any) -> Any:
         click.option(
             "--trust-pickle",
             is_flag=True,
-            help="Allow loading a fully pickled model (runs code from the file!).",
+            help="Allow loading a fully pickled model or a .pt2 holding pickles (runs code from the file!).",
         ),
         click.option(
             "--device",
