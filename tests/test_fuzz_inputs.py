@@ -9,8 +9,12 @@ with exit 0, 1 or 2 (3 only as a clean ``error`` verdict), never a traceback, an
 from __future__ import annotations
 
 import itertools
+import os
+import struct
 import sys
 import textwrap
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from onnx import TensorProto, helper
+from PIL import Image, ImageFile
 from torch import nn
 
 from gate.cli import main
@@ -33,6 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict is dep
 
 # Generated inputs per test; docs/reliability.md quotes these numbers.
 DATA_EXAMPLES = 60
+IMAGE_EXAMPLES = 30
 MODEL_EXAMPLES = 25
 SLOW_FACTOR = 10
 
@@ -90,14 +96,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def gate_check(
-    setup: dict, *, model: str | Path | None = None, data: Path | None = None
+    setup: dict,
+    *,
+    model: str | Path | None = None,
+    data: Path | None = None,
+    args: list[str] | tuple[str, ...] = (),
 ) -> tuple[int, str, Path]:
     report_dir = setup["files"].path("report")
-    args = [
+    command = [
         "check", "-p", setup["policy"], "-m", model or setup["model"], "-d", data or setup["data"],
-        "-o", report_dir, "--device", "cpu", "--timeout", "60",
+        "-o", report_dir, "--device", "cpu", "--timeout", "60", *args,
     ]  # fmt: skip
-    result = CliRunner().invoke(main, [str(a) for a in args])
+    result = CliRunner().invoke(main, [str(a) for a in command])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     if currently_in_test_context():
@@ -175,9 +185,12 @@ def data_files(draw: st.DrawFn) -> dict:
         "drop": draw(st.sampled_from([None, None, None, "x", "y"])),
         "extra_key": draw(st.booleans()),
         "compressed": draw(st.booleans()),
-        "damage": draw(st.sampled_from([None, None, None, "truncate", "random", "empty", "npy"])),
+        "damage": draw(
+            st.sampled_from([None, None, None, "truncate", "random", "empty", "npy", "flip", "header"])
+        ),
         "cut": draw(st.floats(0, 1)),
         "garbage": draw(st.binary(max_size=64)),
+        "flips": draw(st.lists(st.integers(0, 10**6), min_size=1, max_size=8)),
         "seed": draw(st.integers(0, 2**16)),
     }
 
@@ -200,6 +213,7 @@ def write_data(path: Path, spec: dict) -> None:
         del arrays[spec["drop"]]
     if spec["extra_key"]:
         arrays["notes"] = np.arange(3)
+        arrays["meta"] = np.array([{"pickled": True}], dtype=object)  # ignored, never unpickled
     if spec["damage"] == "npy":
         np.save(path.with_suffix(".npy"), arrays.get("x", np.zeros(1)), allow_pickle=True)
         path.with_suffix(".npy").rename(path)
@@ -212,6 +226,27 @@ def write_data(path: Path, spec: dict) -> None:
         path.write_bytes(spec["garbage"])
     elif spec["damage"] == "empty":
         path.write_bytes(b"")
+    elif spec["damage"] == "flip":
+        flipped = bytearray(content)
+        for position in spec["flips"]:
+            flipped[position % len(flipped)] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+    elif spec["damage"] == "header":
+        _garbage_npy_header(path, spec["garbage"], compressed=spec["compressed"])
+
+
+def _garbage_npy_header(path: Path, garbage: bytes, *, compressed: bool) -> None:
+    """Rewrite the archive with garbage inside the first member's .npy header (CRCs stay valid)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    first = next(iter(members))
+    member = members[first]
+    start = 10 + member[10:].find(b"'") if len(member) > 10 else 0
+    members[first] = member[:start] + garbage + member[start + len(garbage) :]
+    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
 
 
 @settings(FUZZ, max_examples=DATA_EXAMPLES)
@@ -250,6 +285,207 @@ def test_bad_pixels_are_refused_with_the_reason(setup: dict, fill: str, dtype: s
     code, output, _ = gate_check(setup, data=path)
     assert code == 2 and str(path) in output
     assert message.lower() in output.lower()
+
+
+# --------------------------------------------------------------------- image folders
+IMAGE_MODES = ["L", "RGB", "RGBA", "LA", "P", "P+tRNS", "1", "I;16", "CMYK"]
+JPEG_MODES = {"L", "RGB", "CMYK"}
+IMAGE_DAMAGE = [
+    "truncate", "short-stream", "flip", "huge-header", "random", "empty", "bmp", "fifo", "device", "dangling",
+]  # fmt: skip
+
+
+@st.composite
+def image_folders(draw: st.DrawFn) -> dict:
+    return {
+        "classes": draw(st.integers(1, 3)),
+        "per_class": draw(st.integers(1, 3)),
+        "modes": draw(st.lists(st.sampled_from(IMAGE_MODES), min_size=1, max_size=3)),
+        "size": draw(st.sampled_from([(8, 8), (8, 8), (5, 7)])),
+        "jpeg": draw(st.booleans()),
+        "damage": draw(st.sampled_from(IMAGE_DAMAGE) | st.none()),
+        "cut": draw(st.floats(0, 1)),
+        "flips": draw(st.lists(st.integers(0, 10**6), min_size=1, max_size=8)),
+        "garbage": draw(st.binary(max_size=64)),
+        "grey_model": draw(st.booleans()),  # --input-shape 1,8,8: every mode converted to the model's L
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def _image(mode: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    rgb = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (size[1], size[0]), dtype=np.uint16))
+    return rgb.quantize(8) if mode.startswith("P") else rgb.convert(mode)
+
+
+def _short_stream_png(width: int, height: int) -> bytes:
+    """Valid chunks and IEND around a pixel stream that stops halfway (Pillow fills the rest in)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(height // 2)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def write_folder(root: Path, spec: dict) -> Path:
+    """The folder, and the file the damage went to (the one a refusal must name)."""
+    rng = np.random.default_rng(spec["seed"])
+    paths = []
+    for c in range(spec["classes"]):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(spec["per_class"]):
+            mode = spec["modes"][(c + i) % len(spec["modes"])]
+            jpeg = (spec["jpeg"] and mode in JPEG_MODES) or mode == "CMYK"  # PNG has no CMYK
+            path = root / f"class{c}" / f"{i}.{'jpg' if jpeg else 'png'}"
+            options = {"transparency": bytes([0, 90] + [255] * 6)} if mode == "P+tRNS" else {}
+            _image(mode, spec["size"], rng).save(path, **options)
+            paths.append(path)
+    target = paths[0]
+    damage = spec["damage"]
+    content = target.read_bytes()
+    if damage in ("fifo", "device", "dangling"):
+        target.unlink()
+        if damage == "fifo":
+            os.mkfifo(target)
+        else:
+            target.symlink_to("/dev/zero" if damage == "device" else root / "missing.png")
+    elif damage == "truncate":
+        target.write_bytes(content[: int(len(content) * spec["cut"])])
+    elif damage == "short-stream":
+        target.with_suffix(".png").write_bytes(_short_stream_png(*spec["size"]))
+        target = target.with_suffix(".png")
+    elif damage == "flip":
+        flipped = bytearray(content)
+        for position in spec["flips"]:
+            flipped[position % len(flipped)] ^= 0xFF
+        target.write_bytes(bytes(flipped))
+    elif damage == "huge-header" and content.startswith(b"\x89PNG"):
+        target.write_bytes(content[:16] + struct.pack(">II", 100_000, 100_000) + content[24:])
+    elif damage == "random":
+        target.write_bytes(spec["garbage"])
+    elif damage == "empty":
+        target.write_bytes(b"")
+    elif damage == "bmp":
+        _image("RGB", spec["size"], rng).save(target, format="BMP")
+    return target
+
+
+def check_folder(setup: dict, spec: dict) -> None:
+    root = setup["files"].path("images")
+    write_folder(root, spec)
+    args = ["--input-shape", "1,8,8"] if spec["grey_model"] else []
+    code, output, report_dir = gate_check(setup, data=root, args=args)
+    assert_clean(code, output, report_dir, root)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and device links are POSIX")
+@settings(FUZZ, max_examples=IMAGE_EXAMPLES)
+@given(spec=image_folders())
+def test_generated_image_folders_never_crash(setup: dict, spec: dict) -> None:
+    check_folder(setup, spec)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and device links are POSIX")
+@settings(FUZZ, max_examples=IMAGE_EXAMPLES * SLOW_FACTOR)
+@given(spec=image_folders())
+def test_generated_image_folders_never_crash_many(setup: dict, spec: dict) -> None:
+    check_folder(setup, spec)
+
+
+FOLDER_BASE = {
+    "classes": 2, "per_class": 2, "modes": ["L"], "size": (8, 8), "jpeg": False, "damage": None, "cut": 0.6,
+    "flips": [100], "garbage": b"\x00", "grey_model": True, "seed": 0,
+}  # fmt: skip
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and device links are POSIX")
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"damage": "truncate"}, "truncated"),
+        ({"damage": "truncate", "jpeg": True, "cut": 0.97}, "image file is truncated"),  # in its scan
+        ({"damage": "short-stream"}, "truncated"),
+        ({"damage": "huge-header"}, "claims 100000x100000"),
+        ({"damage": "bmp"}, "expected a PNG or JPEG image"),
+        ({"damage": "fifo"}, "named pipe"),
+        ({"damage": "device"}, "character device"),
+    ],
+)
+def test_broken_images_are_exit_2_with_the_file_named(
+    setup: dict, monkeypatch: pytest.MonkeyPatch, change: dict, message: str
+) -> None:
+    """Found at load, before any check runs (a check would end as an error, exit 3), even with Pillow's
+    LOAD_TRUNCATED_IMAGES set by code in the process."""
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    root = setup["files"].path("images")
+    culprit = write_folder(root, {**FOLDER_BASE, **change})
+    code, output, _ = gate_check(setup, data=root)
+    assert code == 2, output
+    assert str(culprit) in output and message in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("modes", [["RGBA"], ["P+tRNS", "LA"], ["CMYK", "I;16"], ["1", "P"]])
+def test_other_image_modes_are_evaluated(setup: dict, modes: list[str]) -> None:
+    root = setup["files"].path("images")
+    write_folder(root, {**FOLDER_BASE, "modes": modes, "jpeg": True})
+    code, output, _ = gate_check(setup, data=root, args=["--input-shape", "1,8,8"])
+    assert code in (0, 1), output
+
+
+def _flipped(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 8] = bytes(b ^ 0x10 for b in content[middle : middle + 8])
+    path.write_bytes(bytes(content))
+
+
+def _npz_case(kind: str, path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    np.savez(path, x=x, y=y)
+    if kind == "flipped.npz":
+        _flipped(path)
+    elif kind == "header-garbage.npz":
+        _garbage_npy_header(path, b'garbage((("""', compressed=False)
+    elif kind == "fifo.npz":
+        path.unlink()
+        os.mkfifo(path)
+    elif kind == "dev-zero.npz":
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    elif kind == "bomb.npz":
+        np.savez_compressed(path, x=np.zeros((4096, 1, 8, 8), np.float32), y=np.zeros(4096, np.int64))
+    return path
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and device links are POSIX")
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("flipped.npz", "CRC"),
+        ("header-garbage.npz", "unreadable header"),
+        ("fifo.npz", "named pipe"),
+        ("dev-zero.npz", "character device"),
+        ("bomb.npz", "MAX_NPZ_EXTRACTED_BYTES"),
+    ],
+)
+def test_broken_npz_files_are_exit_2_with_the_file_named(
+    setup: dict, monkeypatch: pytest.MonkeyPatch, kind: str, message: str
+) -> None:
+    """flipped.npz passed, header-garbage.npz was "internal error (TokenError ...)", /dev/zero ran out of
+    memory; the bomb (1 MiB decompressed from a few KB, against a 256 KiB limit) is refused unextracted."""
+    from gate.data import files
+
+    monkeypatch.setattr(files, "MAX_NPZ_EXTRACTED_BYTES", 256 * 1024)
+    rng = np.random.default_rng(0)
+    path = _npz_case(
+        kind, setup["files"].path(kind), rng.random((32, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 32)
+    )
+    code, output, _ = gate_check(setup, data=path)
+    assert code == 2, output
+    assert str(path) in output and message in output and "Traceback" not in output
 
 
 # --------------------------------------------------------------------- model files

@@ -118,7 +118,7 @@ def sniff_size(stream: BinaryIO) -> tuple[int, int] | None:
     start = stream.tell()
     try:
         head = stream.read(24)
-        if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        if len(head) == 24 and head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
             width, height = struct.unpack(">II", head[16:24])
             return width, height
         if head.startswith(b"\xff\xd8"):

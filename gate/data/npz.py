@@ -94,8 +94,15 @@ class NpzArchive:
                     self._check_declared_sizes(list(used.values()))
                     for name, info in used.items():
                         self._open_member(archive, stream, name, info)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error) as exc:
                 raise DataError(f"the .npz archive is corrupt or truncated ({exc})", path=self.path) from exc
+            except (
+                NotImplementedError
+            ) as exc:  # e.g. "zip file version 21.0": a damaged directory, or not numpy's
+                raise DataError(
+                    f"the .npz archive uses zip features numpy never writes, or is corrupt ({exc})",
+                    path=self.path,
+                ) from exc
 
     def _used_members(self, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
         """x, y and mask, each once, in a form numpy writes; every other member is only listed."""

@@ -252,3 +252,14 @@ def test_conversion_says_what_happens(
 ) -> None:
     said = images.conversion(images.ImageHeader((1, 1), mode, transparency), channels)
     assert said == words if words is None else words in (said or "")
+
+
+@pytest.mark.parametrize("keep", range(0, 40, 3))
+def test_a_file_cut_inside_its_header_is_refused_not_crashed(tmp_path: Path, keep: int) -> None:
+    """Found by the input fuzzer: a PNG cut inside IHDR made the size sniffing raise struct.error (exit 3)."""
+    for content in (encoded(Image.fromarray(PIXELS)), encoded(Image.fromarray(PIXELS), "JPEG")):
+        path = write(tmp_path, content[:keep])
+        with pytest.raises(DataError, match="expected a"):
+            images.decode(path)
+        with open(path, "rb") as stream, pytest.raises(DataError, match="expected a"):
+            images.read_header(path, stream)

@@ -409,3 +409,15 @@ def test_a_full_disk_while_extracting_is_not_called_a_corrupt_archive() -> None:
 
     with pytest.raises(DataError, match=r"(?s)could not write .*No space left on device.*TMPDIR"):
         npz.stream_checked(io.BytesIO(b"x" * 10), Full(), declared=10, budget=10, where="m")
+
+
+def test_a_damaged_zip_directory_is_a_data_error(tmp_path: Path, small: dict[str, np.ndarray]) -> None:
+    """Found by the input fuzzer: a flipped "version needed" byte made zipfile raise NotImplementedError."""
+    path = _write(tmp_path / "d.npz", **small)
+    content = bytearray(path.read_bytes())
+    content[_central_entry(bytes(content), b"x.npy") + 6] = 0xD2  # needs zip version 21.0
+    path.write_bytes(bytes(content))
+    with pytest.raises(
+        DataError, match=r"zip features numpy never writes, or is corrupt \(zip file version 21\.0\)"
+    ):
+        load_data(str(path))
