@@ -119,13 +119,19 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            with nothing_may_run(path, "weights file"):  # a backstop: safetensors parses, never unpickles
+                return load_file(str(path), device="cpu")
+        except ModelError:
+            raise
         except Exception as error:
             raise ModelError(
                 f"expected a safetensors file, found an unreadable one: {error}", path=path
             ) from error
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with nothing_may_run(path, "weights file"):  # weights_only refuses globals; this is the backstop
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except ModelError:
+        raise
     except Exception as error:
         raise _weights_refusal(path, error) from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
@@ -232,10 +238,14 @@ def load_torch_source(spec: ModelSpec, kind: str) -> TorchSource:
         return _load_exported_program(path, spec.trust_pickle)
     if kind == "torchscript":
         try:
-            with warnings.catch_warnings():
+            # TorchScript's own unpickler takes TorchScript types only; the guard is the backstop for any
+            # route that reaches Python's pickle or loads a native library.
+            with nothing_may_run(path, "TorchScript archive"), warnings.catch_warnings():
                 # TorchScript is deprecated upstream, but archives in the wild are what gate must accept.
                 warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")
                 module = torch.jit.load(str(path), map_location="cpu")
+        except ModelError:
+            raise
         except Exception as error:
             raise ModelError(f"cannot load the TorchScript archive: {error}", path=path) from error
     elif kind == "factory":
