@@ -73,20 +73,8 @@ def open_folder(
         raise DataError(
             "expected an image folder with one sub-folder per class; found no sub-folders", path=root
         )
-    image_files: list[Path] = []
-    labels: list[int] = []
+    image_files, labels, skipped = _list_images(root, classes)
     notes: list[str] = []
-    skipped = 0
-    for label, name in enumerate(classes):
-        for path in sorted((root / name).rglob("*")):
-            if path.is_dir():
-                continue
-            files.require_regular(path)  # a device, pipe, socket or dangling link is refused unopened
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                image_files.append(path)
-                labels.append(label)
-            else:
-                skipped += 1
     if not image_files:
         raise DataError(f"expected PNG or JPEG images in the class folders {classes}; found none", path=root)
     if skipped:
@@ -107,6 +95,27 @@ def open_folder(
         sha256=sha256,
         notes=notes,
     )
+
+
+def _list_images(root: Path, classes: list[str]) -> tuple[list[Path], list[int], int]:
+    """The image files under each class folder, sorted, with their labels; and how many others were skipped.
+
+    Any entry that is neither a folder nor a regular file is refused here, before anything opens it.
+    """
+    image_files: list[Path] = []
+    labels: list[int] = []
+    skipped = 0
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.is_dir():
+                continue
+            files.require_regular(path)  # a device, pipe, socket or dangling link
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                image_files.append(path)
+                labels.append(label)
+            else:
+                skipped += 1
+    return image_files, labels, skipped
 
 
 def _digest_and_headers(root: Path, image_files: list[Path]) -> tuple[str, list[ImageHeader]]:
