@@ -60,6 +60,7 @@ def policy(tmp_path: Path) -> Path:
 def user_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Write a module into the working directory (importable, as gate makes the current directory)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
 
     def write(name: str, source: str) -> str:
         (tmp_path / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
@@ -89,6 +90,7 @@ MODELS = """
         return Net(exit_always=True)
 
     def exits_under_attack():
+        torch.manual_seed(0)
         return Net(exit_on_gradient=True)
 
     def exits_when_built():
@@ -130,13 +132,23 @@ def test_an_exit_from_user_code_is_an_invalid_input_never_a_pass(
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_an_exit_during_a_check_is_that_check_s_error(tmp_path, digits_npz, user_code):
+def test_an_exit_during_a_check_is_that_check_s_error(tmp_path, digits_split, user_code):
+    import importlib
+
+    import torch
+
     user_code("models", MODELS)
+    # Labels the untrained model gets right, so the attack runs (and calls forward with gradients).
+    x = digits_split["x_test"][:40]
+    with torch.no_grad():
+        y = importlib.import_module("models").exits_under_attack()(torch.from_numpy(x)).argmax(1).numpy()
+    data = tmp_path / "own-labels.npz"
+    np.savez(data, x=x, y=y)
     policy = write_policy(tmp_path / "policy.yaml", ADVERSARIAL_POLICY)
     out = tmp_path / "out"
     code, output = invoke(
         "check", "-p", policy, "-m", "models:exits_under_attack", "--input-shape", "1,8,8",
-        "-d", digits_npz, "-o", out, "--device", "cpu",
+        "-d", data, "-o", out, "--device", "cpu",
     )  # fmt: skip
     assert code == 3, output
     report = (out / "report.json").read_text()
