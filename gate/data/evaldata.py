@@ -270,9 +270,12 @@ def _open_npz(path: Path) -> ArraySource:
     if archive.extracted:
         notes.append(f"arrays {archive.extracted} are compressed: decompressed to a temporary file")
     if archive.ignored:
+        shown = archive.ignored[:10] + (
+            [f"... {len(archive.ignored) - 10} more"] if len(archive.ignored) > 10 else []
+        )
         notes.append(
-            f"members {archive.ignored} are ignored: gate reads only x, y and mask, and never decompresses, "
-            "parses or unpickles any other member"
+            f"members {shown} are ignored: gate reads only x, y and mask, and never decompresses, parses or "
+            "unpickles any other member"
         )
     mask = archive.array("mask") if "mask" in archive.headers else None
     return ArraySource(

@@ -96,9 +96,7 @@ class NpzArchive:
                         self._open_member(archive, stream, name, info)
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error) as exc:
                 raise DataError(f"the .npz archive is corrupt or truncated ({exc})", path=self.path) from exc
-            except (
-                NotImplementedError
-            ) as exc:  # e.g. "zip file version 21.0": a damaged directory, or not numpy's
+            except NotImplementedError as exc:  # "zip file version 21.0": a damaged directory, or not numpy's
                 raise DataError(
                     f"the .npz archive uses zip features numpy never writes, or is corrupt ({exc})",
                     path=self.path,

@@ -421,3 +421,10 @@ def test_a_damaged_zip_directory_is_a_data_error(tmp_path: Path, small: dict[str
         DataError, match=r"zip features numpy never writes, or is corrupt \(zip file version 21\.0\)"
     ):
         load_data(str(path))
+
+
+def test_a_long_list_of_ignored_members_is_cut_short(tmp_path: Path, small: dict[str, np.ndarray]) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=small["x"], y=small["y"], **{f"extra{i:02}": np.zeros(1) for i in range(25)})
+    [note] = [n for n in load_data(str(path)).notes if "ignored" in n]
+    assert "'extra09.npy', '... 15 more'" in note and "extra10" not in note
