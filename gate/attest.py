@@ -11,22 +11,34 @@ Two digests are kept for the model. The subject carries the plain SHA-256 of eac
 carries gate's own model digest from the report (``gate.model.files.sha256_of_files``): for a single file
 the same plain SHA-256, for an ONNX file with external data one SHA-256 over the files, each prefixed by
 its name, so a swapped external-data file is caught even though it is not the file being verified.
+
+Nothing read is taken on trust. ``gate attest`` re-derives the verdict, exit code and summary from the
+report's checks with ``gate.verdict`` and checks each status against its numbers, thresholds and the
+embedded policy before it states anything (``check_report``); ``gate verify`` does the same with the
+statement's checks (``check_predicate``), and every subject, the policy and the data must be checked
+against a file for a pass.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from gate.errors import GateError
-from gate.report.model import Report
+from gate.report.model import CheckResult, IntervalModel, Regression, Report, ThresholdModel, WaiverState
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://gate.dev/attestation/verdict/v1"
 _CHUNK = 1 << 20
+ROLES = ("model", "external-data", "model-source")
 
 
 class AttestationError(GateError):
@@ -61,11 +73,13 @@ class Verification:
 
     matched: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    """What the statement names but no file was given for: never a pass."""
     verdict: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.mismatched and self.verdict == "pass"
+        return not self.mismatched and not self.unchecked and self.verdict == "pass"
 
 
 # --------------------------------------------------------------------- digests (these read files)
@@ -78,8 +92,41 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_digests(path: Path) -> ModelDigests:
-    """Digests of a model file; for ``.onnx`` also gate's digest, computed as ``gate check`` computes it.
+def read_regular(path: Path, *, limit: int, what: str) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; a FIFO or device is refused, never waited on.
+
+    Raises:
+        AttestationError: the file is missing, not a regular file, or too large.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise AttestationError(f"{what} not found", path=path) from None
+    except OSError as error:
+        raise AttestationError(f"{what} cannot be opened: {error.strerror}", path=path) from None
+    with os.fdopen(descriptor, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise AttestationError(
+                f"expected the {what} to be a regular file, found {_file_type(info.st_mode)}", path=path
+            )
+        if info.st_size > limit:
+            raise AttestationError(f"the {what} is {info.st_size} bytes; the limit is {limit}", path=path)
+        return stream.read(limit + 1)
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a device or other special file"
+
+
+def model_digests(path: Path, *, onnx: bool | None = None) -> ModelDigests:
+    """Digests of a model file; for ONNX also gate's digest, computed as ``gate check`` computes it.
+
+    ``onnx=None`` decides by the suffix; ``gate verify`` passes ``True``, since the attested model is
+    always the ONNX artifact (an external-data file given in its place must not hash as a model).
 
     Raises:
         ModelError: the file is missing, too large, or an ONNX file that cannot be read safely
@@ -89,7 +136,7 @@ def model_digests(path: Path) -> ModelDigests:
     from gate.model.onnx_file import read_onnx
 
     checked_file(path, "model file")
-    if path.suffix.lower() != ".onnx":
+    if not (onnx if onnx is not None else path.suffix.lower() == ".onnx"):
         return ModelDigests(path, file_sha256(path))
     _, onnx_file = read_onnx(path, with_data=False)
     external = tuple(
@@ -196,8 +243,9 @@ def build_predicate(report: Report, *, report_sha256: str, attested_at: dt.datet
     }
 
 
-def _check_entry(check: Any) -> dict[str, Any]:
+def _check_entry(check: CheckResult) -> dict[str, Any]:
     interval = check.interval
+    waiver = check.waiver
     return {
         "id": check.id,
         "kind": check.kind,
@@ -210,8 +258,197 @@ def _check_entry(check: Any) -> dict[str, Any]:
         else {"lower": interval.lower, "upper": interval.upper, "confidence": interval.confidence},
         "n": check.n,
         "threshold": check.threshold.model_dump(exclude_none=True),
+        "waiver": None
+        if waiver is None
+        else {
+            "reason": waiver.reason,
+            "approvedBy": waiver.approved_by,
+            "expires": waiver.expires.isoformat(),
+            "state": waiver.state,
+        },
+        "regression": None if check.regression is None else check.regression.model_dump(mode="json"),
         "findings": [finding.code for finding in check.findings],
     }
+
+
+# --------------------------------------------------------------------- consistency (pure)
+def status_problems(checks: list[CheckResult]) -> list[str]:
+    """Where a check's status is not what gate.verdict's rules give for its numbers (empty if none).
+
+    Only statuses that let a run through are questioned: ``pass`` needs its bounds inside the thresholds
+    (the interval's when there is one, as ``judge`` compares) and no regression, ``waived`` an active
+    waiver, ``warn`` a ``warn`` severity. A ``fail`` or ``error`` never makes a verdict pass.
+    """
+    problems = []
+    for check in checks:
+        why = _unjustified(check)
+        if why:
+            problems.append(f"check {check.id!r} is {check.status} but {why}")
+    return problems
+
+
+def _unjustified(check: CheckResult) -> str | None:
+    if check.status == "warn" and check.severity != "warn":
+        return "its severity is block (a blocking check that fails is fail)"
+    if check.status == "waived" and (check.waiver is None or check.waiver.state != "active"):
+        return "it has no active waiver"
+    if check.status != "pass":
+        return None
+    value, threshold = check.value, check.threshold
+    if value is None or not math.isfinite(value):
+        return f"its value is {value}"
+    low, high = (check.interval.lower, check.interval.upper) if check.interval else (value, value)
+    bound = "its interval's {} bound" if check.interval else "its value"
+    if threshold.min is not None and not low >= threshold.min:
+        return f"{bound.format('lower')} {low:.6g} is below min {threshold.min:.6g}"
+    if threshold.max is not None and not high <= threshold.max:
+        return f"{bound.format('upper')} {high:.6g} is above max {threshold.max:.6g}"
+    if check.regression is not None and check.regression.regressed:
+        return "it regressed against the baseline by more than max_drop"
+    if (
+        threshold.max_drop is not None
+        and threshold.min is None
+        and threshold.max is None
+        and check.regression is None
+    ):
+        return "max_drop is its only threshold and there is no regression to judge"
+    return None
+
+
+def verdict_problems(verdict: str, exit_code: int, checks: list[CheckResult]) -> list[str]:
+    """Where a stored verdict or exit code is not what ``gate.verdict.overall_verdict`` gives the checks."""
+    from gate.verdict import overall_verdict
+
+    derived, derived_code = overall_verdict(checks)
+    problems = []
+    if verdict != derived:
+        problems.append(f"the verdict is {verdict}, but the checks give {derived}")
+    if exit_code != derived_code:
+        problems.append(f"the exit code is {exit_code}, but the checks give {derived_code}")
+    return problems + status_problems(checks)
+
+
+def check_report(report: Report, *, where: Path) -> None:
+    """Refuse to attest a report whose verdict, exit code, summary or statuses contradict its checks and
+    the policy it embeds.
+
+    Raises:
+        AttestationError: with every contradiction found.
+    """
+    from gate.runner import summarise
+
+    problems = verdict_problems(report.verdict, report.exit_code, report.checks)
+    summary = summarise(report.checks)
+    if report.summary != summary:
+        problems.append(
+            f"the summary says {report.summary.model_dump()}, but the checks give {summary.model_dump()}"
+        )
+    problems += _policy_problems(report)
+    if problems:
+        raise AttestationError(
+            "refusing to attest: report.json contradicts itself (was it edited?): " + "; ".join(problems),
+            path=where,
+        )
+
+
+def _policy_problems(report: Report) -> list[str]:
+    """Each check's kind, severity, thresholds and waiver must be the embedded policy's."""
+    from gate.policy.model import Policy
+
+    if report.resolved_policy is None:
+        return ["it embeds no policy to check the thresholds against"]
+    try:
+        policy = Policy.model_validate(report.resolved_policy)
+    except ValidationError as error:
+        return [f"its embedded policy is not valid ({str(error).splitlines()[0]})"]
+    specs = {spec.id: spec for spec in policy.checks}
+    ids = [check.id for check in report.checks]
+    problems = []
+    if sorted(ids) != sorted(specs):
+        problems.append(f"its checks {sorted(ids)} are not the policy's {sorted(specs)}")
+    for check in report.checks:
+        spec = specs.get(check.id)
+        if spec is None:
+            continue
+        policy_threshold = ThresholdModel(min=spec.min, max=spec.max, max_drop=spec.max_drop)
+        stated = (check.kind, check.severity, check.threshold)
+        if stated != (spec.kind, spec.severity, policy_threshold):
+            problems.append(
+                f"check {check.id!r} is {_rule(check.kind, check.severity, check.threshold)} in its result "
+                f"but {_rule(spec.kind, spec.severity, policy_threshold)} in the embedded policy"
+            )
+        waiver = policy.waiver_for(check.id)
+        if check.waiver is not None and (
+            waiver is None
+            or (check.waiver.reason, check.waiver.approved_by, check.waiver.expires)
+            != (waiver.reason, waiver.approved_by, waiver.expires)
+        ):
+            problems.append(f"check {check.id!r} carries a waiver the policy does not have")
+    return problems
+
+
+def _rule(kind: str, severity: str, threshold: ThresholdModel) -> str:
+    limits = ", ".join(f"{name} {value:g}" for name, value in threshold.model_dump(exclude_none=True).items())
+    return f"{kind}, severity {severity}" + (f", {limits}" if limits else "")
+
+
+def check_predicate(predicate: dict[str, Any], *, where: str | Path) -> list[CheckResult]:
+    """The statement's checks, if its verdict, exit code and statuses follow from them.
+
+    Raises:
+        AttestationError: the checks are malformed or contradict the verdict (a forged statement).
+    """
+    raw = predicate.get("checks")
+    if not isinstance(raw, list):
+        raise AttestationError("expected predicate.checks to be a list", path=where)
+    checks = [_attested_check(entry, index, where) for index, entry in enumerate(raw)]
+    exit_code = predicate.get("exitCode")
+    if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+        raise AttestationError(
+            f"expected predicate.exitCode to be an integer, found {exit_code!r}", path=where
+        )
+    problems = verdict_problems(predicate["verdict"], exit_code, checks)
+    if problems:
+        raise AttestationError(
+            "the statement contradicts itself (was it edited?): " + "; ".join(problems), path=where
+        )
+    return checks
+
+
+def _attested_check(entry: Any, index: int, where: str | Path) -> CheckResult:
+    """One ``predicate.checks`` entry as a ``CheckResult``, so the verdict rules apply to it unchanged."""
+    try:
+        if not isinstance(entry, dict):
+            raise TypeError(f"expected an object, found {type(entry).__name__}")
+        interval, waiver, regression = entry.get("interval"), entry.get("waiver"), entry.get("regression")
+        return CheckResult(
+            id=entry["id"],
+            kind=entry["kind"],
+            status=entry["status"],
+            severity=entry["severity"],
+            metric=entry["metric"],
+            value=entry.get("value"),
+            n=entry.get("n", 0),
+            threshold=ThresholdModel.model_validate(entry["threshold"]),
+            interval=None if interval is None else IntervalModel(**interval, method="attested"),
+            waiver=None
+            if waiver is None
+            else WaiverState(
+                reason=waiver["reason"],
+                approved_by=waiver["approvedBy"],
+                expires=waiver["expires"],
+                state=waiver["state"],
+            ),
+            regression=None if regression is None else Regression.model_validate(regression),
+            message="",
+        )
+    except KeyError as error:
+        raise AttestationError(f"predicate.checks[{index}] has no {error}", path=where) from None
+    except (TypeError, ValueError, ValidationError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise AttestationError(
+            f"predicate.checks[{index}] is not a gate check result: {first}", path=where
+        ) from None
 
 
 def build_statement(subjects: list[Subject], predicate: dict[str, Any]) -> dict[str, Any]:
@@ -250,13 +487,32 @@ def parse_statement(document: Any, *, where: str | Path) -> dict[str, Any]:
         digest = subject.get("digest") if isinstance(subject, dict) else None
         if not isinstance(digest, dict) or not isinstance(digest.get("sha256"), str):
             raise AttestationError(f"subject[{index}] has no digest.sha256", path=where)
+        if not isinstance(subject.get("name"), str) or subject_role(subject) not in ROLES:
+            raise AttestationError(
+                f"expected subject[{index}] to have a name and annotations.gate.role one of {', '.join(ROLES)}; "
+                f"found name {subject.get('name')!r}, role {subject_role(subject)!r}",
+                path=where,
+            )
+    roles = [subject_role(subject) for subject in subjects]
+    if roles.count("model") != 1 or roles.count("model-source") > 1:
+        raise AttestationError(
+            f"expected one subject with role model and at most one model-source; found roles {roles}",
+            path=where,
+        )
     predicate = document.get("predicate")
-    if not isinstance(predicate, dict) or not isinstance(predicate.get("verdict"), str):
-        raise AttestationError("expected a predicate with a verdict", path=where)
+    if not isinstance(predicate, dict) or predicate.get("verdict") not in ("pass", "fail", "error"):
+        raise AttestationError("expected a predicate with a verdict of pass, fail or error", path=where)
     for section in ("model", "policy", "data"):
         if not isinstance(predicate.get(section), dict):
             raise AttestationError(f"expected predicate.{section} to be an object", path=where)
+    check_predicate(predicate, where=where)
     return document
+
+
+def subject_role(subject: dict[str, Any]) -> Any:
+    """What a subject is to gate: ``model``, ``external-data`` or ``model-source`` (``annotations.gate.role``)."""
+    annotations = subject.get("annotations")
+    return annotations.get("gate.role") if isinstance(annotations, dict) else None
 
 
 def _unwrap_envelope(document: Any, where: str | Path) -> Any:
@@ -282,22 +538,29 @@ def verify_statement(
     statement: dict[str, Any],
     *,
     model: ModelDigests,
+    source_sha256: str | None = None,
     policy_sha256: str | None = None,
     data_sha256: str | None = None,
 ) -> Verification:
-    """Compare recomputed digests with a parsed statement; say which match and which do not."""
+    """Compare recomputed digests with every subject and section of a parsed statement.
+
+    The model file must be the subject with role ``model`` (not merely any subject: its external-data file
+    is one too), each external-data subject must be a file the model names with that digest and the other
+    way round, and a model source, the policy and the data the statement names are ``unchecked`` unless
+    their digests are given.
+    """
     result = Verification(verdict=str(statement["predicate"]["verdict"]))
     predicate = statement["predicate"]
-    by_digest = {s["digest"]["sha256"]: s.get("name", "?") for s in statement["subject"]}
+    subjects = statement["subject"]
+    (attested_model,) = [s for s in subjects if subject_role(s) == "model"]
     name = model.path.name
-    if model.sha256 in by_digest:
-        result.matched.append(f"model {name}: sha256 {model.sha256} is subject {by_digest[model.sha256]!r}")
-    else:
-        result.mismatched.append(
-            f"model {name}: sha256 {model.sha256} matches no subject of the statement "
-            f"({', '.join(f'{n} {d[:12]}…' for d, n in by_digest.items())})"
-        )
-    if model.gate_sha256 is not None and model.sha256 in by_digest:
+    _compare(
+        result,
+        f"model {name} (subject {attested_model['name']!r})",
+        model.sha256,
+        attested_model["digest"]["sha256"],
+    )
+    if model.gate_sha256 is not None:
         _compare(
             result,
             f"model {name} as gate digests it"
@@ -305,14 +568,43 @@ def verify_statement(
             model.gate_sha256,
             predicate["model"].get("sha256"),
         )
-    for extra in model.external:
-        if extra.sha256 not in by_digest:
-            result.mismatched.append(f"external data {extra.name}: sha256 {extra.sha256} matches no subject")
-    if policy_sha256 is not None:
-        _compare(result, "policy", policy_sha256, predicate["policy"].get("sha256"))
-    if data_sha256 is not None:
-        _compare(result, "data", data_sha256, predicate["data"].get("sha256"))
+    _compare_external(result, model, [s for s in subjects if subject_role(s) == "external-data"])
+    sources = [s for s in subjects if subject_role(s) == "model-source"]
+    if sources and source_sha256 is None:
+        result.unchecked.append(f"model source {sources[0]['name']!r}: not checked; give --source FILE")
+    elif sources and source_sha256 is not None:
+        _compare(
+            result, f"model source {sources[0]['name']!r}", source_sha256, sources[0]["digest"]["sha256"]
+        )
+    elif source_sha256 is not None:
+        result.mismatched.append("model source: a file was given, but the statement names no model source")
+    files = predicate["policy"].get("files")
+    for what, actual, named, option in (
+        ("policy", policy_sha256, files[-1] if isinstance(files, list) and files else None, "--policy"),
+        ("data", data_sha256, predicate["data"].get("source"), "--data"),
+    ):
+        if actual is None:
+            result.unchecked.append(f"{what}: not checked; give {option} (the statement names {named})")
+        else:
+            _compare(result, what, actual, predicate[what].get("sha256"))
     return result
+
+
+def _compare_external(result: Verification, model: ModelDigests, attested: list[dict[str, Any]]) -> None:
+    """The model's external-data files and the statement's external-data subjects, matched by name."""
+    actual = {extra.name: extra.sha256 for extra in model.external}
+    named = {subject["name"]: subject["digest"]["sha256"] for subject in attested}
+    for file_name in sorted(set(actual) | set(named)):
+        if file_name not in named:
+            result.mismatched.append(
+                f"external data {file_name}: sha256 {actual[file_name]} matches no subject of the statement"
+            )
+        elif file_name not in actual:
+            result.mismatched.append(
+                f"external data {file_name}: the statement names it, but {model.path.name} does not use it"
+            )
+        else:
+            _compare(result, f"external data {file_name}", actual[file_name], named[file_name])
 
 
 def _compare(result: Verification, what: str, actual: str, attested: Any) -> None:
@@ -331,11 +623,16 @@ __all__ = [
     "Verification",
     "build_predicate",
     "build_statement",
+    "check_predicate",
+    "check_report",
     "data_digest",
     "file_sha256",
     "model_digests",
     "parse_statement",
     "policy_digest",
+    "read_regular",
     "report_subjects",
+    "status_problems",
+    "subject_role",
     "verify_statement",
 ]
