@@ -263,3 +263,15 @@ def test_a_file_cut_inside_its_header_is_refused_not_crashed(tmp_path: Path, kee
             images.decode(path)
         with open(path, "rb") as stream, pytest.raises(DataError, match="expected a"):
             images.read_header(path, stream)
+
+
+def test_a_text_chunk_bomb_is_a_data_error(tmp_path: Path) -> None:
+    """A zTXt chunk inflating past Pillow's text limit: Pillow's ValueError is the file's fault, exit 2."""
+    content = encoded(Image.fromarray(PIXELS))
+    ztxt = chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"\x00" * (2 << 20)))
+    path = write(tmp_path, content[:33] + ztxt + content[33:])
+    with pytest.raises(DataError, match="Decompressed [Dd]ata [Tt]oo [Ll]arge") as info:
+        images.decode(path)
+    assert str(path) in str(info.value)
+    with open(path, "rb") as stream, pytest.raises(DataError, match="Decompressed [Dd]ata [Tt]oo [Ll]arge"):
+        images.read_header(path, stream)
