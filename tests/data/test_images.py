@@ -270,8 +270,8 @@ def test_a_text_chunk_bomb_is_a_data_error(tmp_path: Path) -> None:
     content = encoded(Image.fromarray(PIXELS))
     ztxt = chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"\x00" * (2 << 20)))
     path = write(tmp_path, content[:33] + ztxt + content[33:])
-    with pytest.raises(DataError, match="Decompressed [Dd]ata [Tt]oo [Ll]arge") as info:
+    with pytest.raises(DataError, match=r"Decompressed [Dd]ata [Tt]oo [Ll]arge") as info:
         images.decode(path)
     assert str(path) in str(info.value)
-    with open(path, "rb") as stream, pytest.raises(DataError, match="Decompressed [Dd]ata [Tt]oo [Ll]arge"):
+    with open(path, "rb") as stream, pytest.raises(DataError, match=r"Decompressed [Dd]ata [Tt]oo [Ll]arge"):
         images.read_header(path, stream)
