@@ -423,6 +423,7 @@ __all__ = [
     "RunFingerprint",
     "document_sha256",
     "fingerprint_run",
+    "judgement_key",
     "open_resume_state",
     "run_secret",
 ]

@@ -19,7 +19,14 @@ import pytest
 from conftest import write_policy
 
 from gate.model import ModelSpec
-from gate.resume import FINGERPRINT_FILE, SECRET_ENV, STATE_FILE, ResumeState, RunFingerprint
+from gate.resume import (
+    FINGERPRINT_FILE,
+    SECRET_ENV,
+    STATE_FILE,
+    ResumeState,
+    RunFingerprint,
+    judgement_key,
+)
 from gate.runner import RunOptions, run_gate
 
 POLICY = """
@@ -240,3 +247,18 @@ def test_state_is_bound_to_its_key_and_secret(tmp_path):
     assert ResumeState(state, "key", resume=True, secret=b"guessed", judged="judged").resumed == 0
     assert ResumeState(state, "other", resume=True, secret=b"secret", judged="judged").resumed == 0
     assert ResumeState(state, "key", resume=True, secret=None, judged="judged").resumed == 0
+
+
+def test_judged_results_are_keyed_by_the_day_and_the_baseline(tmp_path):
+    one, other = tmp_path / "one.json", tmp_path / "other.json"
+    one.write_text("{}")
+    other.write_text("{ }")
+    today = dt.date(2030, 1, 31)
+    keys = {
+        judgement_key("run", today=today, baseline=None),
+        judgement_key("run", today=today, baseline=one),
+        judgement_key("run", today=today, baseline=other),
+        judgement_key("run", today=today + dt.timedelta(days=1), baseline=one),
+        judgement_key("other run", today=today, baseline=one),
+    }
+    assert len(keys) == 5
