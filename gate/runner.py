@@ -212,6 +212,7 @@ def _assemble_report(
             sha256=data.sha256,
             n=len(data),
             shard=f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
+            notes=list(getattr(data, "notes", ())),
         ),
         environment=environment(context.device, model.provider),
         seed=context.seed,
@@ -271,8 +272,9 @@ def _run_check(
         result = error_result(
             spec, f"ran out of memory ({type(exc).__name__}); lower --batch-size", waiver, settings
         )
-    except GateError as exc:
-        result = error_result(spec, exc.message, waiver, settings)
+    except GateError as exc:  # with the file it names (a data file that changed after loading, say)
+        message = f"{exc.path}: {exc.message}" if exc.path else exc.message
+        result = error_result(spec, message, waiver, settings)
     except Exception as exc:  # fail closed: an unexpected failure is an error result, never a pass
         logger.debug("check %s raised:\n%s", spec.id, traceback.format_exc())
         result = error_result(spec, f"{type(exc).__name__}: {exc}", waiver, settings)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gate.errors import DataError
+from gate.sizes import human_size
 
 MAX_NPZ_EXTRACTED_BYTES = 4 * 1024**3
 """Bytes the compressed members an ``.npz`` run uses (x, y, mask) may decompress to, in all, on disk."""
@@ -37,18 +38,6 @@ _KINDS = (
 _OPEN_FLAGS = (
     os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 )
-
-
-def human_size(count: int) -> str:
-    """``1536`` -> ``"1.5 KiB"`` (as ``gate.model.files`` writes sizes; importing it would load the model stack)."""
-    if count < 1024:
-        return f"{count} bytes"
-    value, unit = count / 1024, "KiB"
-    for larger in ("MiB", "GiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, larger
-    return f"{value:.1f} {unit}"
 
 
 def file_kind(mode: int) -> str:

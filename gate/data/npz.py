@@ -32,8 +32,8 @@ from typing import BinaryIO
 import numpy as np
 
 from gate.data import files
-from gate.data.files import human_size
 from gate.errors import DataError
+from gate.sizes import human_size
 
 USED_MEMBERS = ("x", "y", "mask")
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then file name and extra field lengths

@@ -8,21 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gate.errors import ModelError
+from gate.sizes import human_size
 
 # Upper bound on any single model, weights or external-data file; raise it here for very large models.
 MAX_FILE_BYTES = 4 * 1024**3
-
-
-def human_size(count: int) -> str:
-    """``1536`` -> ``"1.5 KiB"``: sizes in messages a reader can take in at a glance."""
-    if count < 1024:
-        return f"{count} bytes"
-    value = count / 1024
-    for unit in ("KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
 
 
 def checked_file(path: Path, what: str, *, max_bytes: int | None = None) -> Path:

@@ -142,6 +142,10 @@ class ModelInfo(ArtifactDigest):
 class DataInfo(ArtifactDigest):
     n: int = 0
     shard: str | None = None
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What gate did to the data on the way in (image modes converted, npz members ignored).",
+    )
 
 
 class PolicyInfo(ReportModel):

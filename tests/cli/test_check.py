@@ -287,3 +287,15 @@ def test_same_seed_same_results(tmp_path, digits_cnn_onnx, digits_npz, policy_fa
         reports.append(load_report(report_dir))
     first, second = ([c.model_dump(exclude={"duration_s"}) for c in r.checks] for r in reports)
     assert first == second
+
+
+def test_what_gate_did_to_the_data_is_in_the_report(tmp_path, digits_cnn_onnx, digits_split, policy_factory):
+    data = tmp_path / "with-extras.npz"
+    np.savez(data, x=digits_split["x_test"], y=digits_split["y_test"], class_names=np.array(["zero"] * 10))
+    report_dir = tmp_path / "out"
+    code, output, _ = run_check(
+        "--policy", policy_factory(0.5), "--model", digits_cnn_onnx, "--data", data, "--report-dir", report_dir
+    )  # fmt: skip
+    assert code == 0, output
+    notes = load_report(report_dir).data.notes
+    assert notes and any("class_names" in note for note in notes)
