@@ -280,3 +280,12 @@ def test_bad_shard_spec_is_exit_2(tmp_path, digits_cnn_onnx, digits_npz, spec):
         main, ["check", "-p", str(policy), "-m", str(digits_cnn_onnx), "-d", str(digits_npz), "--shard", spec]
     )
     assert result.exit_code == 2 and "--shard" in result.output
+
+
+def test_a_merged_report_can_be_attested(two_shards, tmp_path):
+    """The merged verdict follows from its checks and policy, so gate attest accepts it as it is."""
+    result = CliRunner().invoke(main, ["attest", str(two_shards["merged"]), "-o", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    statement = json.loads((tmp_path / "s.json").read_text())
+    merged = json.loads((two_shards["merged"] / "report.json").read_text())
+    assert statement["predicate"]["verdict"] == merged["verdict"]
