@@ -214,7 +214,10 @@ def merge_reports(
             "checks": results,
             "summary": summarise(results),
             "data": DataInfo(
-                source=first.data.source, sha256=first.data.sha256, n=sum(p.report.data.n for p in partials)
+                source=first.data.source,
+                sha256=first.data.sha256,
+                n=sum(p.report.data.n for p in partials),
+                notes=list(dict.fromkeys(note for p in partials for note in p.report.data.notes)),
             ),
             "duration_s": max(p.report.duration_s for p in partials),
             "timings": {**first.timings, "shards": float(total)},

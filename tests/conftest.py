@@ -57,6 +57,13 @@ def train_digits_model(
     return _train(make_model, x, y, epochs=epochs, adversarial_eps=adversarial_eps, seed=seed)
 
 
+@pytest.fixture(autouse=True)
+def _state_outside_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gate keeps resume secrets under $XDG_STATE_HOME: the suite writes them to a temporary folder,
+    never into the home folder of whoever runs it."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-state"))
+
+
 @pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     return load_digits_arrays()

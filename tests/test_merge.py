@@ -289,3 +289,29 @@ def test_a_merged_report_can_be_attested(two_shards, tmp_path):
     statement = json.loads((tmp_path / "s.json").read_text())
     merged = json.loads((two_shards["merged"] / "report.json").read_text())
     assert statement["predicate"]["verdict"] == merged["verdict"]
+
+
+def test_the_merged_report_keeps_the_shards_data_notes(tmp_path, digits_cnn_onnx, digits_split):
+    import numpy as np
+
+    data = tmp_path / "with-extras.npz"
+    np.savez(data, x=digits_split["x_test"], y=digits_split["y_test"], class_names=np.array(["digit"] * 10))
+    policy = write_policy(tmp_path / "policy.yaml", POLICY)
+    for k in (1, 2):
+        invoke(
+            "check",
+            "-p",
+            policy,
+            "-m",
+            digits_cnn_onnx,
+            "-d",
+            data,
+            "-o",
+            tmp_path / f"s{k}",
+            "--shard",
+            f"{k}/2",
+        )
+    code, output = merge(tmp_path / "s1", tmp_path / "s2", "-o", tmp_path / "merged")
+    assert code in (0, 1), output
+    notes = json.loads((tmp_path / "merged" / "report.json").read_text())["data"]["notes"]
+    assert len(notes) == 1 and "class_names" in notes[0]  # the same note from both shards, once
