@@ -24,6 +24,7 @@ from torch import nn
 
 from gate.attacks import APGDCE, PGD, AutoAttack
 from gate.demo.models import DigitsCNN
+from gate.stats import paired_sign_test
 
 EPS = 0.2  # linf, on inputs in [0, 1]
 CIFAR_EPS = 2 / 255  # the CIFAR-shaped model is not adversarially trained: about 60% of its points hold here
@@ -52,25 +53,33 @@ def train(
     epochs: int = 15,
     make_model: Callable[[], nn.Module] = DigitsCNN,
     device: torch.device | None = None,
+    eps: float = EPS,
+    max_steps: int | None = None,
 ) -> nn.Module:
-    """A quick model; ``adversarial`` trains on PGD-7 examples at eps=0.2 (Madry et al. 2018)."""
+    """A quick model; ``adversarial`` trains on PGD-7 examples at ``eps`` (Madry et al. 2018), each from a
+    random start (restart 1 of gate's PGD: its first run starts at the clean point). ``max_steps`` stops
+    after that many optimiser steps."""
     torch.manual_seed(0)
     model = make_model()
     if device is not None:
         model, x, y = model.to(device), x.to(device), y.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    attack = PGD(norm="linf", eps=EPS, steps=7)
+    attack = PGD(norm="linf", eps=eps, steps=7)
+    taken = 0
     for epoch in range(epochs):
         order = torch.randperm(len(x), device=x.device)
         for start in range(0, len(x), 64):
             xb, yb = x[order[start : start + 64]], y[order[start : start + 64]]
             if adversarial:
                 model.eval()
-                xb = attack._run(model, xb, yb, None, _rng(len(xb), epoch * 100 + start, x.device), 0).x_adv
+                xb = attack._run(model, xb, yb, None, _rng(len(xb), epoch * 100 + start, x.device), 1).x_adv
             model.train()
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(xb), yb).backward()
             optimizer.step()
+            taken += 1
+            if max_steps is not None and taken >= max_steps:
+                return model.eval()
     return model.eval()
 
 
@@ -237,6 +246,11 @@ def compare(
             row[f"{library}_s"] = peer_time
             row[f"{library}_robust_acc"] = robust.float().mean().item()
             row[f"{library}_time_over_gate"] = peer_time / gate_time
+            # Paired, per point (the peer tests' comparison): points the peer broke and gate did not.
+            paired = paired_sign_test((~outcome.robust)[None].cpu().numpy(), (~robust)[None].cpu().numpy())
+            row[f"{library}_paired"] = {
+                "peer_ahead": paired.theirs_ahead, "gate_ahead": paired.ours_ahead, "p_peer_stronger": paired.p_value,
+            }  # fmt: skip
             print(f"  {name}: {library} {peer_time:.3f} s", flush=True)
             save()
 

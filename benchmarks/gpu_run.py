@@ -7,6 +7,7 @@ here by ``benchmarks/make_gpu_bundle.sh PYTHON_VERSION`` and carried along; gate
 checkout. Every step has its own time limit and the whole run stays under ``--budget`` seconds.
 
     python3 benchmarks/gpu_run.py            # from the repository root, OUT set
+    python3 benchmarks/gpu_run.py --rehearse --out /tmp/rehearsal   # on the CPU first: the same commands, tiny
 """
 
 from __future__ import annotations
@@ -33,13 +34,30 @@ def gpu_test_files() -> list[str]:
     return files or ["tests"]
 
 
-def steps(out: Path) -> list[tuple[str, list[str], float]]:
-    """(name, command, seconds allowed); benchmarks small enough for a few minutes on one GPU."""
+# bench_resnet at the sizes of the device run, and tiny ones for the CPU rehearsal (--rehearse).
+RESNET_ARGS = ["--device", "cuda", "--samples", "1000", "10000", "--aa-samples", "1000", "--scaling", "625"]
+RESNET_REHEARSAL = ["--device", "cpu", "--width", "8", "--train-steps", "5", "--samples", "32", "--aa-samples", "16",
+                    "--aa-limit-samples", "16", "--scaling", "8", "--batch-sizes", "8", "16", "--per-step-batch", "16"]  # fmt: skip
+
+
+def steps(out: Path, rehearse: bool = False) -> list[tuple[str, list[str], float]]:
+    """(name, command, seconds allowed); benchmarks small enough for a few minutes on one GPU. The
+    ResNet-18 rows come right after the GPU tests, each part in its own JSON, so a run cut short by the
+    budget keeps them; AutoAttack on 10,000 samples against its limit is a step of its own."""
     python = sys.executable
+    resnet = [python, "benchmarks/bench_resnet.py", *(RESNET_REHEARSAL if rehearse else RESNET_ARGS)]
+    resnet_steps = [
+        ("bench_resnet", [*resnet, "--only", "per_step", "attacks", "scaling", "batch_size",
+                          "--out", str(out / "bench_resnet_cuda.json")], 210),
+        ("bench_resnet_limit", [*resnet, "--only", "limit", "--out", str(out / "bench_resnet_limit_cuda.json")], 120),
+    ]  # fmt: skip
+    if rehearse:
+        return resnet_steps
     return [
         ("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
                        "--continue-on-collection-errors", f"--junitxml={out / 'gpu_tests.xml'}",
-                       *gpu_test_files()], 120),
+                       *gpu_test_files()], 90),
+        *resnet_steps,
         ("bench_onnx_cuda", [python, "benchmarks/bench_onnx_cuda.py", "--out", str(out / "bench_onnx_cuda.json")], 50),
         ("bench_attacks", [python, "benchmarks/bench_attacks.py", "--device", "cuda", "--repeats", "2",
                            "--out", str(out / "bench_attacks_cuda.json")], 300),
@@ -115,13 +133,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     parser.add_argument("--budget", type=float, default=480, help="seconds for everything")
     parser.add_argument("--only", nargs="*", help="run only these steps")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="run the ResNet-18 steps on the CPU at tiny sizes: what the device run will execute, minus the scale")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment()
     deadline = time.monotonic() + args.budget
     summary: dict = {"machine": machine(env), "steps": []}
     with open(args.out / "gpu_run.log", "w") as log:
-        for name, command, allowed in steps(args.out.resolve()):
+        for name, command, allowed in steps(args.out.resolve(), rehearse=args.rehearse):
             if args.only and name not in args.only:
                 continue
             left = deadline - time.monotonic()
