@@ -78,9 +78,28 @@ STATUS_STYLE = {
 }
 
 
+_colour_off = False
+
+
+def disable_colour() -> None:
+    """``--no-color``: plain text everywhere, whatever the terminal."""
+    global _colour_off
+    _colour_off = True
+
+
+def colour_wanted() -> bool:
+    """Colour unless ``--no-color`` was given or ``NO_COLOR`` is set to anything (no-color.org); click
+    drops the codes by itself when the output is not a terminal."""
+    return not _colour_off and not os.environ.get("NO_COLOR")
+
+
+def _style(text: str, **style: object) -> str:
+    return click.style(text, **style) if colour_wanted() else text  # type: ignore[arg-type]
+
+
 def status_label(status: str) -> str:
     text, colour = STATUS_STYLE[status]
-    return click.style(f"{text:<6}", fg=colour, bold=True)
+    return _style(f"{text:<6}", fg=colour, bold=True)
 
 
 def info(message: str) -> None:
@@ -88,7 +107,63 @@ def info(message: str) -> None:
 
 
 def error(message: str) -> None:
-    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    click.echo(_style("error: ", fg="red", bold=True) + message, err=True)
+
+
+COUNT_METRICS = frozenset({"findings"})
+"""Metrics that count things: printed as integers, not as 0.0000."""
+
+
+def value_text(metric: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0f}" if metric in COUNT_METRICS else f"{value:.4f}"
+
+
+def _bounds(check: object) -> str:
+    interval = getattr(check, "interval", None)
+    if interval is None:
+        return ""
+    return f"[{interval.lower:.4f}, {interval.upper:.4f}]"
+
+
+def _threshold(check: object) -> str:
+    threshold = getattr(check, "threshold", None)
+    parts = []
+    if threshold is not None and threshold.min is not None:
+        parts.append(f">= {threshold.min:g}")
+    if threshold is not None and threshold.max is not None:
+        parts.append(f"<= {threshold.max:g}")
+    if threshold is not None and threshold.max_drop is not None:
+        parts.append(f"drop <= {threshold.max_drop:g}")
+    return ", ".join(parts)
+
+
+def summary_table(report: object, report_dir: object, width: int | None = None) -> str:
+    """The table ``gate check`` prints: a header, one line per check with its value, interval and
+    threshold, the reason under each check that did not pass (wrapped at word boundaries), the verdict."""
+    import shutil
+    import textwrap
+
+    width = width or max(60, min(shutil.get_terminal_size((100, 24)).columns, 140))
+    environment = report.environment  # type: ignore[attr-defined]
+    lines = [
+        f"gate · policy {report.policy.name} · {report.data.n} samples · {environment.device}",  # type: ignore[attr-defined]
+        f"  {'STATUS':<6} {'CHECK':<28} {'METRIC':<22} {'VALUE':>8}  {'INTERVAL':<18}  THRESHOLD",
+    ]
+    for check in report.checks:  # type: ignore[attr-defined]
+        value = value_text(check.metric, check.value)
+        lines.append(
+            f"  {status_label(check.status)} {check.id:<28} {check.metric:<22} {value:>8}  "
+            f"{_bounds(check):<18}  {_threshold(check)}".rstrip()
+        )
+        if check.status != "pass":
+            lines += textwrap.wrap(
+                check.message, width=width, initial_indent=" " * 9, subsequent_indent=" " * 9
+            )
+    lines.append(f"verdict: {status_label(report.verdict)} {report.message}")  # type: ignore[attr-defined]
+    lines.append(f"reports: {report_dir}/")
+    return "\n".join(lines)
 
 
 def out(message: str = "") -> None:

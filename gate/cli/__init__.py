@@ -54,6 +54,26 @@ def _internal_error(exc: BaseException) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
+def complete_path(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of a file or folder path (the shell lists them)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+def complete_policy(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion for ``--policy``: the built-in policies as ``builtin:NAME``, else file paths."""
+    from click.shell_completion import CompletionItem
+
+    from gate.policy import builtin_policy_names
+
+    builtins = [CompletionItem(f"builtin:{name}") for name in builtin_policy_names()]
+    if incomplete.startswith("builtin:"):
+        return [item for item in builtins if item.value.startswith(incomplete)]
+    files = [CompletionItem(incomplete, type="file")]
+    return [*builtins, *files] if "builtin:".startswith(incomplete) else files
+
+
 def _floats(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -101,11 +121,16 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.group(cls=GateGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gate")
 @click.option("--debug", is_flag=True, help="Log details (and tracebacks of internal errors) to stderr.")
-def main(debug: bool) -> None:
+@click.option(
+    "--no-color", "no_color", is_flag=True, help="Plain text, no colour (NO_COLOR set does the same)."
+)
+def main(debug: bool, no_color: bool) -> None:
     """gate: decide whether an ML model may ship, with evidence."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if no_color:
+        console.disable_colour()
 
 
 def policy_root_option(function: Any) -> Any:
@@ -124,7 +149,13 @@ def policy_root_option(function: Any) -> Any:
 def model_options(function: Any) -> Any:
     """Options that say which model to load; shared by ``check`` and ``export``."""
     options = [
-        click.option("--model", "-m", "model", help="An .onnx/.pt/.ts/.pt2 file, or package.module:factory."),
+        click.option(
+            "--model",
+            "-m",
+            "model",
+            help="An .onnx/.pt/.ts/.pt2 file, or package.module:factory.",
+            shell_complete=lambda *a: complete_path(*a),
+        ),
         click.option(
             "--weights",
             "-w",
@@ -200,11 +231,21 @@ def build_model_spec(
 
 
 @main.command()
-@click.option("--policy", "-p", required=True, help="Policy file, or builtin:NAME.")
+@click.option(
+    "--policy",
+    "-p",
+    required=True,
+    help="Policy file, or builtin:NAME.",
+    shell_complete=lambda *a: complete_policy(*a),
+)
 @policy_root_option
 @model_options
 @click.option(
-    "--data", "-d", required=True, help="An .npz (x, y[, mask]), an image folder, or package.module:function."
+    "--data",
+    "-d",
+    required=True,
+    help="An .npz (x, y[, mask]), an image folder, or package.module:function.",
+    shell_complete=lambda *a: complete_path(*a),
 )
 @click.option(
     "--report-dir", "-o", type=click.Path(path_type=Path), default=Path("gate-report"), show_default=True
@@ -247,6 +288,16 @@ def build_model_spec(
     type=click.IntRange(min=1),
     help="With --ray: how many shards (default: the cluster's GPUs, or its CPUs when it has none).",
 )
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="What goes to stdout: the summary table, or the report as JSON (for scripts).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no table: only errors, and the exit code.")
 def check(
     policy: str,
     policy_roots: tuple[Path, ...],
@@ -261,6 +312,9 @@ def check(
     resume: bool,
     ray_address: str | None,
     shards: int | None,
+    output_format: str,
+    as_json: bool,
+    quiet: bool,
     **model_flags: Any,
 ) -> None:
     """Evaluate a model against a policy and write the reports."""
@@ -285,7 +339,7 @@ def check(
         batch_size=_batch_size(batch_size),
         shard=_shard(shard),
         resume=resume,
-        progress=console.Progress(),
+        progress=console.Progress(enabled=False if quiet or as_json or output_format == "json" else None),
         policy_roots=tuple(policy_roots),
         exit_when_stuck=True,
     )
@@ -310,7 +364,8 @@ def check(
         if exc.errno == errno.ENOSPC:  # the export cache may hold a truncated model.onnx: drop it
             shutil.rmtree(report_dir / "model", ignore_errors=True)
         raise
-    print_summary(report, report_dir)
+    if not quiet:
+        print_summary(report, report_dir, "json" if as_json else output_format)
     sys.exit(report.exit_code)
 
 
@@ -336,18 +391,14 @@ def _check_before_loading(policy: str, policy_roots: tuple[Path, ...], model: st
         )
 
 
-def print_summary(report: Any, report_dir: Path) -> None:
-    """The human-readable table: one line per check, then the verdict and where the reports are."""
-    console.out(
-        f"gate {__version__} · policy {report.policy.name} · {report.data.n} samples · {report.environment.device}"
-    )
-    for check in report.checks:
-        value = "–" if check.value is None else f"{check.value:.4f}"
-        console.out(f"  {console.status_label(check.status)} {check.id:<28} {check.metric:<22} {value:>8}")
-        if check.status != "pass":
-            console.out(f"         {check.message}")
-    console.out(f"verdict: {console.status_label(report.verdict)} {report.message}")
-    console.out(f"reports: {report_dir}/")
+def print_summary(report: Any, report_dir: Path, output_format: str = "text") -> None:
+    """What ``gate check`` prints on stdout: the table (``text``), or the whole report.json (``json``)."""
+    if output_format == "json":
+        from gate.report.formats import JsonFormat
+
+        click.echo(JsonFormat().render(report), nl=False)
+        return
+    console.out(f"gate {__version__} · " + console.summary_table(report, report_dir).removeprefix("gate · "))
 
 
 @main.command()
