@@ -71,10 +71,26 @@ def _install_hook() -> None:
             _hook_installed = True
 
 
-def _refuse_cpp_unpickling(*_args: Any, **_kwargs: Any) -> Any:
+_cpp_unpickler: Any = None  # torch's own, behind the wrapper
+
+
+def _install_cpp_guard(torch: Any) -> None:
+    """Put the refusing wrapper in front of torch's C++ unpickler once, for good: outside a guard it
+    passes straight through, so there is nothing to restore and no race between threads."""
+    global _cpp_unpickler
+    with _hook_lock:
+        current = getattr(torch._C, "_pickle_load_obj", None)
+        if current is not None and current is not _refuse_cpp_unpickling:
+            _cpp_unpickler = current
+            torch._C._pickle_load_obj = _refuse_cpp_unpickling
+
+
+def _refuse_cpp_unpickling(*args: Any, **kwargs: Any) -> Any:
     # torch's C++ unpickler (custom script objects in .pt2 constants) does not go through Python's
-    # pickle, so the audit hook would not see it.
+    # pickle, so the audit hook would not see it. Another thread, outside any guard, keeps torch's own.
     guard = _active.get()
+    if guard is None and _cpp_unpickler is not None:
+        return _cpp_unpickler(*args, **kwargs)
     if guard is not None:
         guard.refused.append("a pickled TorchScript object")
     raise _Refused("a pickled TorchScript object")
@@ -88,9 +104,7 @@ def nothing_may_run(path: Path, what: str) -> Iterator[None]:
     _install_hook()
     guard = _Guard(path)
     token = _active.set(guard)
-    original = getattr(torch._C, "_pickle_load_obj", None)
-    if original is not None:
-        torch._C._pickle_load_obj = _refuse_cpp_unpickling
+    _install_cpp_guard(torch)
     try:
         yield
     except _Refused:
@@ -101,8 +115,6 @@ def nothing_may_run(path: Path, what: str) -> Iterator[None]:
         # else the loader swallowed the refusal and failed later: the refusal is what to report
     finally:
         _active.reset(token)
-        if original is not None:
-            torch._C._pickle_load_obj = original
     if guard.refused:
         raise ModelError(
             f"this {what} would run code from the file while loading: it holds {guard.refused[0]}",

@@ -116,3 +116,19 @@ def test_the_guard_is_per_thread(tmp_path):
         done.wait(5)
     worker.join(5)
     assert results == [threading.Lock]
+
+
+def test_torch_s_cpp_unpickler_is_refused_inside_a_guard_and_untouched_outside(tmp_path, monkeypatch):
+    import gate.model.untrusted as untrusted
+
+    with nothing_may_run(tmp_path / "m", "model"):
+        pass  # installs the wrapper
+    calls: list[bytes] = []
+    monkeypatch.setattr(untrusted, "_cpp_unpickler", lambda data: calls.append(data) or "object")
+    assert torch._C._pickle_load_obj(b"outside") == "object" and calls == [b"outside"]
+    with (
+        pytest.raises(ModelError, match="a pickled TorchScript object"),
+        nothing_may_run(tmp_path / "m", "model"),
+    ):
+        torch._C._pickle_load_obj(b"inside")
+    assert calls == [b"outside"]
