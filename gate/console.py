@@ -110,6 +110,10 @@ def error(message: str) -> None:
     click.echo(_style("error: ", fg="red", bold=True) + message, err=True)
 
 
+def warn(message: str) -> None:
+    click.echo(_style("warning: ", fg="yellow", bold=True) + message, err=True)
+
+
 COUNT_METRICS = frozenset({"findings"})
 """Metrics that count things: printed as integers, not as 0.0000."""
 

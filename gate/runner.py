@@ -115,6 +115,12 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     prepare_report_folder(options.report_dir, state_file=STATE_FILE, resume=options.resume)
     resolved = load_policy(options.policy, policy_roots=options.policy_roots)
     policy = resolved.policy
+    if policy.require_weights and own_weights_note(options.model):
+        raise UsageError(
+            f"the policy requires weights (require_weights), but the factory {options.model.source!r} was given "
+            "without --weights: it would be judged with the weights it builds itself",
+            hint="pass --weights FILE (.safetensors or a state dict)",
+        )
     seed = options.seed if options.seed is not None else policy.seed
     samples = options.samples if options.samples is not None else policy.samples
     baseline = load_baseline(options.baseline) if options.baseline else {}
@@ -206,6 +212,7 @@ def _assemble_report(
             provider=model.provider,
             source_kind=model.source_kind,
             gradients="available" if model.gradient_model is not None else model.gradient_unavailable_reason,
+            notes=[note] if (note := own_weights_note(options.model)) else [],
         ),
         data=DataInfo(
             source=options.data,
@@ -226,6 +233,19 @@ def _assemble_report(
         expired_waivers=waivers_in_state(results, "expired"),
         resolved_policy=policy.model_dump(mode="json"),
         resumed_entries=context.resume.resumed if context.resume is not None else 0,
+    )
+
+
+def own_weights_note(spec: ModelSpec) -> str | None:
+    """The warning for a factory given without weights (None otherwise): its numbers are those of
+    whatever weights the factory builds, random ones unless it loads trained weights itself."""
+    from gate.references import is_reference
+
+    if spec.weights is not None or not is_reference(str(spec.source)) or Path(str(spec.source)).exists():
+        return None
+    return (
+        f"the factory {spec.source} was evaluated with the weights it builds itself (no --weights): random ones "
+        "unless it loads trained weights; a policy can refuse this with require_weights: true"
     )
 
 

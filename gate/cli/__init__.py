@@ -324,9 +324,11 @@ def check(
     if report_dir.is_dir():
         clear_reports(report_dir)  # an earlier verdict must not outlive a run that stops with exit 2
     _check_before_loading(policy, policy_roots, model_flags.get("model"), data)
-    from gate.runner import RunOptions, run_gate  # torch and ONNX Runtime load from here on
+    from gate.runner import RunOptions, own_weights_note, run_gate  # torch and ONNX Runtime load from here on
 
     spec = build_model_spec(**model_flags)
+    if (note := own_weights_note(spec)) and not quiet:
+        console.warn(note.upper()[:1] + note[1:])
     options = RunOptions(
         policy=policy,
         model=spec,

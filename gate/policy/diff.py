@@ -209,7 +209,18 @@ CHECK_RULES: dict[str, Rule] = {
     "sweep": neutral("the ε sweep of the diagnostics"),
 }
 
+
+def _require_weights(before: object, after: object) -> tuple[str, str]:
+    if after:
+        return "stricter", "a factory model now needs --weights"
+    return (
+        "looser",
+        "a factory model may now be judged with the weights it builds itself (random, unless it loads trained ones)",
+    )
+
+
 SETTING_RULES: dict[str, Rule] = {
+    "require_weights": _require_weights,
     "confidence": _confidence,
     "samples": _samples,
     "seed": neutral("a different seed draws different samples and attack starts"),

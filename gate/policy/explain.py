@@ -110,6 +110,14 @@ def _judging(policy: Policy) -> list[str]:
         f"  {judged}",
         f"  It uses {samples}, drawn with seed {policy.seed}.",
         f"  Inputs lie in [{low:g}, {high:g}]; perturbation budgets (ε) are measured in those units.",
+        *(
+            [
+                "  A package.module:factory model must come with --weights (require_weights): one judged with"
+                " the weights its factory builds is refused."
+            ]
+            if policy.require_weights
+            else []
+        ),
     ]
 
 

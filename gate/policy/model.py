@@ -96,6 +96,11 @@ class PolicyDocument(StrictModel):
         default=None, description="Maximum evaluation samples."
     )
     seed: Annotated[int, Field(ge=0)] | None = None
+    require_weights: bool | None = Field(
+        default=None,
+        description="Refuse a package.module:factory model given without --weights: it would be judged "
+        "with whatever weights the factory builds (random ones, unless it loads trained weights itself).",
+    )
     checks: list[AnyCheckSpec] = Field(default_factory=list)
     waivers: list[Waiver] = Field(default_factory=list)
 
@@ -131,6 +136,7 @@ class Policy(StrictModel):
     confidence: float | None = 0.95
     samples: int | None = None
     seed: int = 0
+    require_weights: bool = False
     checks: list[AnyCheckSpec]
     waivers: list[Waiver] = Field(default_factory=list)
 

@@ -137,6 +137,10 @@ class ModelInfo(ArtifactDigest):
     gradients: str | None = Field(
         default=None, description="Where gradients come from, or why there are none."
     )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What a reader of the verdict should know about the model (a factory judged with its own weights).",
+    )
 
 
 class DataInfo(ArtifactDigest):

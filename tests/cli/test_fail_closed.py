@@ -297,3 +297,28 @@ def test_a_full_disk_leaves_no_partial_report_and_says_so(
     assert "disk full" in output and "internal error" not in output
     assert len(written) == 2 and not any(path.exists() for path in written)
     assert not (out / "report.json").exists()
+
+
+def test_a_factory_without_weights_is_flagged_and_a_policy_can_refuse_it(tmp_path, digits_npz, user_code):
+    user_code(
+        "plain_models",
+        "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n",
+    )
+    common = ("-m", "plain_models:build", "--input-shape", "1,8,8", "-d", digits_npz, "--device", "cpu")
+    policy = write_policy(tmp_path / "policy.yaml", POLICY)
+    result = CliRunner().invoke(
+        main, ["check", "-p", str(policy), *map(str, common), "-o", str(tmp_path / "a")]
+    )
+    assert (
+        "warning: The factory plain_models:build was evaluated with the weights it builds itself"
+        in result.output
+    )
+    report = (tmp_path / "a" / "report.json").read_text()
+    assert "weights it builds itself" in report  # model.notes
+    strict = write_policy(
+        tmp_path / "strict.yaml",
+        POLICY.replace("name: fail-closed", "name: strict\n    require_weights: true"),
+    )
+    code, output = invoke("check", "-p", strict, *common, "-o", tmp_path / "b")
+    assert code == 2 and "the policy requires weights (require_weights)" in output
+    assert not (tmp_path / "b" / "report.json").exists()

@@ -263,3 +263,10 @@ def test_cli_exits_2_for_an_invalid_file(tmp_path: Path) -> None:
     bad.write_text("version: 1\nchecks: []\n")
     result = CliRunner().invoke(main, ["policy", "diff", write(tmp_path, "a.yaml", "8/255"), str(bad)])
     assert result.exit_code == 2
+
+
+def test_requiring_weights_is_stricter_and_dropping_the_requirement_looser() -> None:
+    stricter = only(diff_policies(make_policy(), make_policy(require_weights=True)))
+    assert (stricter.field, stricter.direction) == ("require_weights", "stricter")
+    looser = only(diff_policies(make_policy(require_weights=True), make_policy()))
+    assert looser.direction == "looser" and "weights it builds itself" in looser.reason

@@ -450,3 +450,16 @@ def test_an_overlong_builtin_name_is_an_unknown_builtin(write_policy: WritePolic
     assert (
         "unknown built-in policy 'builtin:bbbb" in problem.message and "(5008 characters)" in problem.message
     )
+
+
+def test_require_weights_is_inherited_and_can_be_overridden(write_policy: WritePolicy) -> None:
+    base = write_policy(
+        "version: 1\nrequire_weights: true\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n", "base.yaml"
+    )
+    child = write_policy("version: 1\nextends: [base.yaml]\n", "child.yaml")
+    assert load_policy(child).policy.require_weights is True
+    relaxed = write_policy("version: 1\nextends: [base.yaml]\nrequire_weights: false\n", "relaxed.yaml")
+    assert load_policy(relaxed).policy.require_weights is False
+    plain = write_policy("version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n", "plain.yaml")
+    assert load_policy(plain).policy.require_weights is False
+    assert base.exists()
