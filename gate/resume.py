@@ -188,22 +188,8 @@ def judgement_key(run: str, *, today: dt.date, baseline: Path | None) -> str:
     return document_sha256({"run": run, "today": today.isoformat(), "baseline": baseline_sha256})
 
 
-def open_resume_state(
-    options: RunOptions,
-    resolved: ResolvedPolicy,
-    *,
-    model: ModelUnderTest,
-    data: EvalData,
-    seed: int,
-    samples: int | None,
-    batch_size: int,
-    device: torch.device,
-) -> ResumeState:
+def open_resume_state(options: RunOptions, fingerprint: RunFingerprint) -> ResumeState:
     """The run's resume state, keyed by its fingerprint (also written to ``run.json`` for ``gate merge``)."""
-    fingerprint = fingerprint_run(
-        options, resolved, model=model, data=data, seed=seed, samples=samples, batch_size=batch_size,
-        device=device,
-    )  # fmt: skip
     write_fingerprint(fingerprint, options.report_dir)
     key = fingerprint.key()
     judged = judgement_key(key, today=options.today or dt.date.today(), baseline=options.baseline)

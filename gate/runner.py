@@ -40,7 +40,7 @@ from gate.report.model import (
     SampleRecord,
     Summary,
 )
-from gate.resume import STATE_FILE, open_resume_state
+from gate.resume import STATE_FILE, fingerprint_run, open_resume_state
 from gate.scale.autobatch import choose_batch_size
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
@@ -152,10 +152,11 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     model.batch_size = batch_size
     timings["batch_size"] = float(batch_size)
 
-    resume = open_resume_state(
+    fingerprint = fingerprint_run(
         options, resolved, model=model, data=data, seed=seed, samples=samples, batch_size=batch_size,
         device=device,
     )  # fmt: skip
+    resume = open_resume_state(options, fingerprint)
     context = CheckContext(
         policy=policy,
         model=model,
@@ -219,7 +220,7 @@ def _assemble_report(
             sha256=data.sha256,
             n=len(data),
             shard=f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
-            notes=list(getattr(data, "notes", ())),
+            notes=list(data.notes),
         ),
         environment=environment(context.device, model.provider),
         seed=context.seed,

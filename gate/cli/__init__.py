@@ -154,7 +154,7 @@ def model_options(function: Any) -> Any:
             "-m",
             "model",
             help="An .onnx/.pt/.ts/.pt2 file, or package.module:factory.",
-            shell_complete=lambda *a: complete_path(*a),
+            shell_complete=complete_path,
         ),
         click.option(
             "--weights",
@@ -236,7 +236,7 @@ def build_model_spec(
     "-p",
     required=True,
     help="Policy file, or builtin:NAME.",
-    shell_complete=lambda *a: complete_policy(*a),
+    shell_complete=complete_policy,
 )
 @policy_root_option
 @model_options
@@ -245,7 +245,7 @@ def build_model_spec(
     "-d",
     required=True,
     help="An .npz (x, y[, mask]), an image folder, or package.module:function.",
-    shell_complete=lambda *a: complete_path(*a),
+    shell_complete=complete_path,
 )
 @click.option(
     "--report-dir", "-o", type=click.Path(path_type=Path), default=Path("gate-report"), show_default=True

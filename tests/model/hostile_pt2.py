@@ -49,6 +49,12 @@ def rewritten(clean: Path, target: Path, change: Callable[[str, bytes], bytes | 
     return target
 
 
+def top_folder(clean: Path) -> str:
+    """The folder a new-layout archive keeps its members in (the one holding ``archive_format``)."""
+    with zipfile.ZipFile(clean) as archive:
+        return next(n for n in archive.namelist() if n.endswith("archive_format")).rsplit("/", 1)[0]
+
+
 def member(clean: Path, suffix: str) -> bytes:
     with zipfile.ZipFile(clean) as archive:
         return archive.read(next(n for n in archive.namelist() if n.endswith(suffix)))
@@ -73,24 +79,18 @@ def new_layout_pickled_weight(clean: Path, target: Path, payload: bytes) -> Path
 
 def new_layout_legacy_weights(clean: Path, target: Path, payload: bytes) -> Path:
     """The legacy ``data/weights/model.pt`` member takes precedence over the config and is unpickled."""
-    prefix = next(n for n in zipfile.ZipFile(clean).namelist() if n.endswith("archive_format")).rsplit(
-        "/", 1
-    )[0]
+    prefix = top_folder(clean)
     return rewritten(clean, target, lambda n, d: d, extra=[(f"{prefix}/data/weights/model.pt", payload)])
 
 
 def new_layout_legacy_constants(clean: Path, target: Path, payload: bytes) -> Path:
-    prefix = next(n for n in zipfile.ZipFile(clean).namelist() if n.endswith("archive_format")).rsplit(
-        "/", 1
-    )[0]
+    prefix = top_folder(clean)
     return rewritten(clean, target, lambda n, d: d, extra=[(f"{prefix}/data/constants/model.pt", payload)])
 
 
 def new_layout_custom_object_constant(clean: Path, target: Path, payload: bytes) -> Path:
-    """A constant whose config says "custom object": torch reads it with ``pickle.loads``."""
-    prefix = next(n for n in zipfile.ZipFile(clean).namelist() if n.endswith("archive_format")).rsplit(
-        "/", 1
-    )[0]
+    """A constant whose config says "custom object": torch reads it with its C++ object unpickler."""
+    prefix = top_folder(clean)
 
     def change(name: str, data: bytes) -> bytes:
         if name.endswith("model_constants_config.json"):
@@ -139,9 +139,7 @@ def old_layout(slot: str) -> Callable[[Path, Path, bytes], Path]:
 
 def new_layout_opaque_object_constant(clean: Path, target: Path, payload: bytes) -> Path:
     """An "opaque object" constant: torch reads it with a plain ``pickle.loads``."""
-    prefix = next(n for n in zipfile.ZipFile(clean).namelist() if n.endswith("archive_format")).rsplit(
-        "/", 1
-    )[0]
+    prefix = top_folder(clean)
 
     def change(name: str, data: bytes) -> bytes:
         if name.endswith("model_constants_config.json"):
