@@ -335,7 +335,7 @@ def check_report(report: Report, *, where: Path) -> None:
     Raises:
         AttestationError: with every contradiction found.
     """
-    from gate.runner import summarise
+    from gate.report.assemble import summarise
 
     problems = verdict_problems(report.verdict, report.exit_code, report.checks)
     summary = summarise(report.checks)

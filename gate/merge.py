@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from gate.checks.base import Measurement
 from gate.errors import UsageError
+from gate.measurement import Measurement
 from gate.policy.checks import CheckSpec
 from gate.policy.model import Policy
+from gate.report.assemble import summarise, verdict_message, waivers_in_state
 from gate.report.model import CheckResult, DataInfo, Report, SampleRecord
 from gate.resume import FINGERPRINT_FILE, RunFingerprint, document_sha256
-from gate.runner import summarise, verdict_message, waivers_in_state
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
 logger = logging.getLogger(__name__)

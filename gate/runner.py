@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import platform
 import signal
 import sys
 import threading
@@ -21,32 +20,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from pydantic import ValidationError
 
-from gate import __version__
-from gate.checks import REGISTRY, CheckContext, CheckTimeout, Measurement
+from gate.checks import REGISTRY, CheckContext, CheckTimeout
 from gate.console import Progress
 from gate.errors import EXIT_ERROR, CheckError, DataError, GateError, ModelError, RunTimeout, UsageError
+from gate.measurement import Measurement
+from gate.model.spec import own_weights_note
 from gate.policy import CheckSpec, ResolvedPolicy, load_policy
+from gate.report import load_baseline
+from gate.report.assemble import assemble_report
 from gate.report.folder import prepare_report_folder
 from gate.report.model import (
     CheckResult,
-    DataInfo,
-    Environment,
     Location,
-    ModelInfo,
-    PolicyInfo,
     Report,
     SampleRecord,
-    Summary,
 )
 from gate.resume import STATE_FILE, fingerprint_run, open_resume_state
 from gate.scale.autobatch import choose_batch_size
-from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
+from gate.verdict import JudgeSettings, error_result, judge
 
 if TYPE_CHECKING:
     from gate.data import EvalData
-    from gate.model import ModelSpec, ModelUnderTest
+    from gate.model import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -83,18 +79,6 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
-
-
-def load_baseline(path: Path) -> dict[str, CheckResult]:
-    """Results of a previous run by check id, for ``max_drop``."""
-    try:
-        report = Report.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise UsageError("baseline report not found", path=path) from None
-    except (ValidationError, ValueError) as exc:
-        first = str(exc).splitlines()[0]
-        raise UsageError(f"not a gate report.json: {first}", path=path) from None
-    return {check.id: check for check in report.checks}
 
 
 def run_gate(options: RunOptions) -> Report:
@@ -182,72 +166,7 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     ]
     for result in results:
         timings[f"check:{result.id}"] = result.duration_s
-    return _assemble_report(options, resolved, model, data, context, results, timings, started_at, start)
-
-
-def _assemble_report(
-    options: RunOptions,
-    resolved: ResolvedPolicy,
-    model: ModelUnderTest,
-    data: EvalData,
-    context: CheckContext,
-    results: list[CheckResult],
-    timings: dict[str, float],
-    started_at: dt.datetime,
-    start: float,
-) -> Report:
-    """Everything the run decided, with the digests and versions an auditor needs."""
-    verdict, exit_code = overall_verdict(results)
-    policy = resolved.policy
-    return Report(
-        verdict=verdict,
-        exit_code=exit_code,
-        message=verdict_message(verdict, results),
-        policy=PolicyInfo(
-            name=policy.name, files=[str(f.path) for f in resolved.files], sha256=resolved.sha256
-        ),
-        model=ModelInfo(
-            source=options.model.source,
-            sha256=model.onnx_sha256,
-            onnx_path=str(model.onnx_path),
-            provider=model.provider,
-            source_kind=model.source_kind,
-            gradients="available" if model.gradient_model is not None else model.gradient_unavailable_reason,
-            notes=[note] if (note := own_weights_note(options.model)) else [],
-        ),
-        data=DataInfo(
-            source=options.data,
-            sha256=data.sha256,
-            n=len(data),
-            shard=f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
-            notes=list(data.notes),
-        ),
-        environment=environment(context.device, model.provider),
-        seed=context.seed,
-        confidence=policy.confidence,
-        started_at=started_at,
-        duration_s=time.monotonic() - start,
-        timings=timings,
-        summary=summarise(results),
-        checks=results,
-        stale_waivers=waivers_in_state(results, "stale"),
-        expired_waivers=waivers_in_state(results, "expired"),
-        resolved_policy=policy.model_dump(mode="json"),
-        resumed_entries=context.resume.resumed if context.resume is not None else 0,
-    )
-
-
-def own_weights_note(spec: ModelSpec) -> str | None:
-    """The warning for a factory given without weights (None otherwise): its numbers are those of
-    whatever weights the factory builds, random ones unless it loads trained weights itself."""
-    from gate.references import is_reference
-
-    if spec.weights is not None or not is_reference(str(spec.source)) or Path(str(spec.source)).exists():
-        return None
-    return (
-        f"the factory {spec.source} was evaluated with the weights it builds itself (no --weights): random ones "
-        "unless it loads trained weights; a policy can refuse this with require_weights: true"
-    )
+    return assemble_report(options, resolved, model, data, context, results, timings, started_at, start)
 
 
 def _check_labels(data: EvalData, num_classes: int, source: str) -> None:
@@ -423,53 +342,4 @@ def _hard_deadline(deadline: float | None, timeout: type[BaseException] = CheckT
         signal.signal(signal.SIGALRM, previous)
 
 
-def waivers_in_state(results: list[CheckResult], state: str) -> list[str]:
-    """Ids of the checks whose waiver is ``stale`` or ``expired``, for the report's reminders."""
-    return [r.id for r in results if r.waiver is not None and r.waiver.state == state]
-
-
-def summarise(results: list[CheckResult]) -> Summary:
-    counts = {
-        status: sum(r.status == status for r in results)
-        for status in ("pass", "fail", "warn", "waived", "error")
-    }
-    return Summary(
-        passed=counts["pass"],
-        failed=counts["fail"],
-        warned=counts["warn"],
-        waived=counts["waived"],
-        errored=counts["error"],
-    )
-
-
-def verdict_message(verdict: str, results: list[CheckResult]) -> str:
-    if verdict == "error":
-        names = ", ".join(r.id for r in results if r.status == "error")
-        return f"could not complete: {names}; the gate fails closed"
-    if verdict == "fail":
-        names = ", ".join(r.id for r in results if r.status == "fail")
-        return f"blocking checks failed: {names}"
-    return "every blocking check meets the policy"
-
-
-def environment(device: torch.device, provider: str | None) -> Environment:
-    import onnx
-    import onnxruntime
-
-    name = str(device)
-    if device.type == "cuda":
-        name += f" ({torch.cuda.get_device_name(device)})"
-    if provider:
-        name += f"; onnxruntime: {provider}"
-    return Environment(
-        gate=__version__,
-        python=platform.python_version(),
-        torch=torch.__version__,
-        onnx=onnx.__version__,
-        onnxruntime=onnxruntime.__version__,
-        platform=platform.platform(),
-        device=name,
-    )
-
-
-__all__ = ["CheckError", "RunOptions", "load_baseline", "resolve_device", "run_gate"]
+__all__ = ["CheckError", "RunOptions", "resolve_device", "run_gate"]

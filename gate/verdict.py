@@ -17,8 +17,8 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
-from gate.checks.base import Measurement
 from gate.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
+from gate.measurement import Measurement
 from gate.policy.checks import CheckSpec
 from gate.policy.model import Waiver
 from gate.report.model import (

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gate.checks.base import Measurement
+from gate.measurement import Measurement
 from gate.policy.checks import AccuracySpec, AttributionSpec, CheckSpec, GradientMaskingSpec
 from gate.policy.model import Waiver
 from gate.report.model import CheckResult

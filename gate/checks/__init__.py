@@ -9,7 +9,7 @@ from __future__ import annotations
 from gate.checks.accuracy import AccuracyCheck
 from gate.checks.adversarial import AdversarialCheck
 from gate.checks.attribution import AttributionCheck
-from gate.checks.base import CheckContext, CheckKind, CheckTimeout, Measurement
+from gate.checks.base import CheckContext, CheckKind, CheckTimeout
 from gate.checks.corruption import CorruptionCheck
 from gate.checks.export_parity import ExportParityCheck
 from gate.checks.gradient_masking import GradientMaskingCheck
@@ -28,4 +28,4 @@ IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (
 
 REGISTRY: dict[str, CheckKind] = {kind_of(impl.spec_type): impl() for impl in IMPLEMENTATIONS}
 
-__all__ = ["REGISTRY", "CheckContext", "CheckKind", "CheckTimeout", "Measurement"]
+__all__ = ["REGISTRY", "CheckContext", "CheckKind", "CheckTimeout"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.checks.base import CheckContext, CheckKind
+from gate.measurement import Measurement
 from gate.policy.checks import AccuracySpec
 
 

@@ -20,9 +20,10 @@ import torch
 
 from gate.attacks.base import Attack, FiniteWatch, Model
 from gate.attacks.threat import perturbation_norm
-from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.checks.base import CheckContext, CheckKind
 from gate.checks.evidence import caption, save_example_pairs
 from gate.errors import CheckError
+from gate.measurement import Measurement
 from gate.model.squashing import UNDONE
 from gate.policy.checks import AdversarialSpec
 

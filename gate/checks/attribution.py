@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.checks.base import CheckContext, CheckKind
 from gate.errors import CheckError
 from gate.explain import (
     AttributionOptions,
@@ -27,6 +27,7 @@ from gate.explain import (
     save_heatmaps,
 )
 from gate.explain.registry import get_method
+from gate.measurement import Measurement
 from gate.policy.checks import AttributionSpec
 
 NEEDS_MASK = ("roi_mass", "pointing_game")

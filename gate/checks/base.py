@@ -13,16 +13,15 @@ import numpy as np
 import torch
 
 from gate.errors import CheckError
+from gate.measurement import Measurement
 from gate.model.squashing import unit_interval_rows
 from gate.policy.checks import CheckSpec
-from gate.stats import Interval
 
 if TYPE_CHECKING:
     from gate.console import Progress
     from gate.data import EvalData
     from gate.model import ModelUnderTest
     from gate.policy import Policy
-    from gate.report.model import Finding
     from gate.resume import ResumeState
 
 SpecT = TypeVar("SpecT", bound=CheckSpec)
@@ -30,54 +29,6 @@ SpecT = TypeVar("SpecT", bound=CheckSpec)
 
 class CheckTimeout(CheckError):
     """The check ran past its ``timeout`` (or the run's ``--timeout``)."""
-
-
-@dataclass
-class Measurement:
-    """The outcome of a check before it is judged against thresholds.
-
-    A proportion gives ``successes`` (an exact interval follows); any other metric gives ``per_sample``
-    values (a bootstrap interval of the mean follows) or its own ``interval``.
-    """
-
-    value: float
-    n: int
-    successes: int | None = None
-    per_sample: np.ndarray | None = None
-    interval: Interval | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    artifacts: list[Path] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    message: str = ""
-    violations: list[str] = field(default_factory=list)
-    """Secondary thresholds the check judged itself (e.g. ``max_abs_diff``); each one fails the check."""
-
-    @classmethod
-    def proportion(cls, hits: np.ndarray | torch.Tensor, **extra: Any) -> Measurement:
-        """A proportion measured as the mean of per-sample booleans."""
-        flags = hits.cpu().numpy() if isinstance(hits, torch.Tensor) else np.asarray(hits)
-        flags = flags.astype(bool).ravel()
-        if flags.size == 0:
-            raise CheckError("no evaluation samples: a proportion needs at least one")
-        return cls(
-            value=float(flags.mean()),
-            n=int(flags.size),
-            successes=int(flags.sum()),
-            per_sample=flags.astype(np.float64),
-            **extra,
-        )
-
-    @classmethod
-    def mean_of(cls, values: np.ndarray | torch.Tensor, **extra: Any) -> Measurement:
-        """A mean of per-sample values (interval by bootstrap)."""
-        array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-        array = array.astype(np.float64).ravel()
-        if array.size == 0:
-            raise CheckError("no evaluation samples: a mean needs at least one")
-        if not np.all(np.isfinite(array)):
-            bad = int((~np.isfinite(array)).sum())
-            raise CheckError(f"{bad} of {array.size} per-sample values are NaN or infinite")
-        return cls(value=float(array.mean()), n=int(array.size), per_sample=array, **extra)
 
 
 @dataclass

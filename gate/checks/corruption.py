@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.checks.base import CheckContext, CheckKind
 from gate.checks.evidence import caption, save_example_pairs
 from gate.corruptions import corrupt_batch
+from gate.measurement import Measurement
 from gate.policy.checks import CorruptionSpec
 
 

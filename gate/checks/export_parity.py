@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from gate.checks.base import CheckContext, CheckKind, Measurement
+from gate.checks.base import CheckContext, CheckKind
+from gate.measurement import Measurement
 from gate.policy.checks import AdversarialSpec, ExportParitySpec, GradientMaskingSpec
 from gate.policy.model import Policy
 from gate.sample_random import SampleRandom

@@ -23,8 +23,9 @@ import torch
 from torch.nn import functional
 
 from gate.checks.adversarial import build_attack, run_attack
-from gate.checks.base import CheckContext, CheckKind, Measurement, deferred_to_first_shard
+from gate.checks.base import CheckContext, CheckKind, deferred_to_first_shard
 from gate.checks.evidence import save_curve
+from gate.measurement import Measurement
 from gate.policy.checks import GradientMaskingSpec
 from gate.report.model import Finding
 

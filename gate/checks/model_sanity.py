@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from gate.checks.base import CheckContext, CheckKind, Measurement, deferred_to_first_shard
+from gate.checks.base import CheckContext, CheckKind, deferred_to_first_shard
+from gate.measurement import Measurement
 from gate.model.squashing import (
     PROBABILITY_ATOL,
     UNDONE,

@@ -324,7 +324,8 @@ def check(
     if report_dir.is_dir():
         clear_reports(report_dir)  # an earlier verdict must not outlive a run that stops with exit 2
     _check_before_loading(policy, policy_roots, model_flags.get("model"), data)
-    from gate.runner import RunOptions, own_weights_note, run_gate  # torch and ONNX Runtime load from here on
+    from gate.model.spec import own_weights_note  # torch and ONNX Runtime load from here on
+    from gate.runner import RunOptions, run_gate
 
     spec = build_model_spec(**model_flags)
     if (note := own_weights_note(spec)) and not quiet:
@@ -438,8 +439,7 @@ def report_schema() -> None:
 def merge(directories: tuple[Path, ...], report_dir: Path, baseline: Path | None) -> None:
     """Combine the report folders of gate check --shard 1/N ... N/N into the final verdict and reports."""
     from gate.merge import merge_reports
-    from gate.report import write_reports
-    from gate.runner import load_baseline
+    from gate.report import load_baseline, write_reports
 
     report = merge_reports(
         list(directories), report_dir, baseline=load_baseline(baseline) if baseline else None

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from gate.errors import ModelError, UsageError
 from gate.model.files import archive_kind, checked_file
-from gate.references import REFERENCE
+from gate.references import REFERENCE, is_reference
 
 Exporter = Literal["dynamo", "torchscript"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -108,6 +108,17 @@ def source_kind(spec: ModelSpec) -> SourceKind:
     if path.suffix.lower() == ".onnx":
         return "onnx"
     return archive_kind(path)  # type: ignore[return-value]
+
+
+def own_weights_note(spec: ModelSpec) -> str | None:
+    """The warning for a factory given without weights (None otherwise): its numbers are those of
+    whatever weights the factory builds, random ones unless it loads trained weights itself."""
+    if spec.weights is not None or not is_reference(str(spec.source)) or Path(str(spec.source)).exists():
+        return None
+    return (
+        f"the factory {spec.source} was evaluated with the weights it builds itself (no --weights): random ones "
+        "unless it loads trained weights; a policy can refuse this with require_weights: true"
+    )
 
 
 def given_options(spec: ModelSpec) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Reports: the report model, its formats, and atomic writing of the report folder."""
+"""Reports: the report model, its formats, atomic writing of the report folder, and reading one back as a baseline."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from gate.errors import UsageError
 from gate.report.formats import ReportFormat
 from gate.report.model import CheckResult, Report
 from gate.report.registry import FORMATS, formats_for
@@ -53,4 +56,24 @@ def write_reports(report: Report, directory: Path, formats: Iterable[str] | None
     return written
 
 
-__all__ = ["FORMATS", "CheckResult", "Report", "ReportFormat", "write_atomic", "write_reports"]
+def load_baseline(path: Path) -> dict[str, CheckResult]:
+    """Results of a previous run by check id, for ``max_drop``."""
+    try:
+        report = Report.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise UsageError("baseline report not found", path=path) from None
+    except (ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UsageError(f"not a gate report.json: {first}", path=path) from None
+    return {check.id: check for check in report.checks}
+
+
+__all__ = [
+    "FORMATS",
+    "CheckResult",
+    "Report",
+    "ReportFormat",
+    "load_baseline",
+    "write_atomic",
+    "write_reports",
+]

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from gate.errors import GateError, UsageError
+from gate.report import load_baseline
 from gate.report.model import Report
-from gate.runner import RunOptions, load_baseline
+from gate.runner import RunOptions
 
 SHARD_FOLDER = "shard-{}"
 
