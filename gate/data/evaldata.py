@@ -41,21 +41,15 @@ class Batch:
 
 @dataclass(frozen=True, eq=False)
 class EvalData:
-    """A validated data source plus the samples selected for this run; batches are read on demand.
-
-    ``num_classes_seen`` is one more than the largest label in the whole data set (the number of model
-    outputs the labels need); ``labels_seen`` lists the distinct labels.
-    """
+    """A validated data source plus the samples selected for this run; batches are read on demand."""
 
     source: str
     sha256: str
     sample_shape: tuple[int, ...]
-    num_classes_seen: int
     has_mask: bool
     selected: np.ndarray
     n_total: int
     input_range: tuple[float, float]
-    labels_seen: tuple[int, ...]
     notes: tuple[str, ...]
     _reader: Source = field(repr=False)
 
@@ -115,7 +109,6 @@ def load_data(
     seed: int = 0,
     shard: tuple[int, int] | None = None,
     input_shape: tuple[int, ...] | None = None,
-    num_classes: int | None = None,
 ) -> EvalData:
     """Open, validate (one streamed pass) and digest ``source``; select the samples this run evaluates.
 
@@ -126,7 +119,6 @@ def load_data(
         seed: seed of the draw; the same seed gives the same samples whatever the sharding.
         shard: ``(k, n)`` keeps the k-th (1-based) of n disjoint shards of the drawn samples.
         input_shape: the model's per-sample input shape; the data must match (folders are resized to it).
-        num_classes: the model's number of classes; labels must lie in ``[0, num_classes)``.
 
     Raises:
         DataError: the source is missing, malformed, or inconsistent with the arguments.
@@ -142,7 +134,6 @@ def load_data(
         seed=seed,
         shard=shard,
         input_shape=input_shape,
-        num_classes=num_classes,
     )
 
 
@@ -157,7 +148,6 @@ def from_arrays(
     seed: int = 0,
     shard: tuple[int, int] | None = None,
     input_shape: tuple[int, ...] | None = None,
-    num_classes: int | None = None,
 ) -> EvalData:
     """``load_data`` for arrays already in memory (library callers and tests); same checks, digest of the arrays."""
     low, high = _checked_range(input_range)
@@ -174,7 +164,6 @@ def from_arrays(
         seed=seed,
         shard=shard,
         input_shape=input_shape,
-        num_classes=num_classes,
     )
 
 
@@ -188,17 +177,14 @@ def _evaluation_data(
     seed: int,
     shard: tuple[int, int] | None,
     input_shape: tuple[int, ...] | None,
-    num_classes: int | None,
 ) -> EvalData:
     """Check ``reader`` against the model's expectations in one streamed pass, then select samples."""
-    if num_classes is not None and num_classes < 1:
-        raise DataError(f"num_classes must be >= 1; found {num_classes}", path=source)
     if input_shape is not None and tuple(input_shape) != reader.sample_shape:
         raise DataError(
             f"the model expects samples of shape {tuple(input_shape)}; the data has {reader.sample_shape}",
             path=source,
         )
-    scan = _scan(reader, input_range, num_classes)
+    digest = _scan(reader, input_range)
     # Every sample the run may read (shard 1's whole-set diagnostics read beyond its shard): a broken image
     # among them is refused here, exit 2, rather than in the middle of a check.
     reader.verify(select_indices(reader.n, samples=samples, seed=seed, shard=None))
@@ -209,14 +195,12 @@ def _evaluation_data(
         logger.info("%s: %s", source, note)
     return EvalData(
         source=source,
-        sha256=file_digest or scan.digest,
+        sha256=file_digest or digest,
         sample_shape=reader.sample_shape,
-        num_classes_seen=max(scan.labels) + 1,
         has_mask=reader.has_mask,
         selected=select_indices(reader.n, samples=samples, seed=seed, shard=shard),
         n_total=reader.n,
         input_range=input_range,
-        labels_seen=tuple(scan.labels),
         notes=tuple(notes),
         _reader=reader,
     )
@@ -291,26 +275,19 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class _ScanResult:
-    digest: str
-    labels: list[int]
-
-
-def _scan(reader: Source, input_range: tuple[float, float], num_classes: int | None) -> _ScanResult:
-    """One chunked pass: labels always, pixels (finite, in range) and an array digest where needed."""
+def _scan(reader: Source, input_range: tuple[float, float]) -> str:
+    """One chunked pass: labels always, pixels (finite, in range) where needed; returns the array digest."""
     row_bytes = 4 * int(np.prod(reader.sample_shape))
     chunk = max(1, SCAN_CHUNK_BYTES // max(row_bytes, 1))
     digest = hashlib.sha256(repr((reader.sample_shape, reader.has_mask)).encode())
-    labels = np.zeros(0, dtype=np.int64)
     extremes = _Extremes()
     for start in range(0, reader.n, chunk):
         indices = np.arange(start, min(start + chunk, reader.n), dtype=np.int64)
         if not reader.scan_pixels:
-            labels = np.union1d(labels, _checked_labels(reader, indices, reader.labels(indices), num_classes))
+            _check_labels(reader, indices, reader.labels(indices))
             continue
         rows = reader.read(indices)
-        labels = np.union1d(labels, _checked_labels(reader, indices, rows.y, num_classes))
+        _check_labels(reader, indices, rows.y)
         _check_finite(reader.origin, "x", indices, rows.x)
         extremes.update(indices, rows.x)
         if rows.mask is not None:
@@ -319,20 +296,19 @@ def _scan(reader: Source, input_range: tuple[float, float], num_classes: int | N
             if part is not None:
                 digest.update(memoryview(np.ascontiguousarray(part)))  # no copy
     extremes.check(reader.origin, input_range)
-    return _ScanResult(digest=digest.hexdigest(), labels=[int(v) for v in labels])
+    return digest.hexdigest()
 
 
-def _checked_labels(
-    reader: Source, indices: np.ndarray, y: np.ndarray, num_classes: int | None
-) -> np.ndarray:
-    bad = (y < 0) if num_classes is None else (y < 0) | (y >= num_classes)
+def _check_labels(reader: Source, indices: np.ndarray, y: np.ndarray) -> None:
+    """Labels are class indices. Whether the model has that many outputs is checked by the runner once the
+    model is loaded (the data loads first: its first sample is the model's example input)."""
+    bad = y < 0
     if bad.any():
         first = int(np.argmax(bad))
-        expected = "labels >= 0" if num_classes is None else f"labels in [0, {num_classes})"
         raise DataError(
-            f"expected {expected}; sample {int(indices[first])} has label {int(y[first])}", path=reader.origin
+            f"expected labels >= 0; sample {int(indices[first])} has label {int(y[first])}",
+            path=reader.origin,
         )
-    return np.unique(y)
 
 
 def _check_finite(origin: str, name: str, indices: np.ndarray, values: np.ndarray) -> None:

@@ -45,27 +45,26 @@ class MethodSpec:
         name: Registry key (as written in a policy).
         function: The implementation, with the common signature.
         needs_gradients: ``True`` if it differentiates ``gradient_model``; ``False`` if it only calls ``score_fn``.
-        signed: ``True`` if attributions carry a sign (evidence for / against the target).
-        paper: The reference the implementation follows.
+
+    The paper a method follows is in its docstring, whether its maps are signed in docs/explain.md:
+    only what the dispatch reads lives here.
     """
 
     name: str
     function: AttributionFn
     needs_gradients: bool
-    signed: bool
-    paper: str
 
 
 METHODS: Mapping[str, MethodSpec] = MappingProxyType(
     {
         spec.name: spec
         for spec in (
-            MethodSpec("saliency", saliency, True, False, "Simonyan et al. 2014"),
-            MethodSpec("input_x_gradient", input_x_gradient, True, True, "Shrikumar et al. 2016"),
-            MethodSpec("integrated_gradients", integrated_gradients, True, True, "Sundararajan et al. 2017"),
-            MethodSpec("smoothgrad", smoothgrad, True, True, "Smilkov et al. 2017"),
-            MethodSpec("occlusion", occlusion, False, True, "Zeiler & Fergus 2014"),
-            MethodSpec("rise", rise, False, False, "Petsiuk et al. 2018"),
+            MethodSpec("saliency", saliency, needs_gradients=True),
+            MethodSpec("input_x_gradient", input_x_gradient, needs_gradients=True),
+            MethodSpec("integrated_gradients", integrated_gradients, needs_gradients=True),
+            MethodSpec("smoothgrad", smoothgrad, needs_gradients=True),
+            MethodSpec("occlusion", occlusion, needs_gradients=False),
+            MethodSpec("rise", rise, needs_gradients=False),
         )
     }
 )

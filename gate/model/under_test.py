@@ -84,7 +84,6 @@ class ModelUnderTest:
         self.batch_size = batch_size
         self.provider: str = session.get_providers()[0]
         self.gradient_unavailable_reason = gradient_unavailable_reason
-        self.twin_verified = False
         self._session = session
         self._input_name = session.get_inputs()[0].name
         self._output_name = session.get_outputs()[0].name
@@ -269,8 +268,6 @@ class ModelUnderTest:
                 f"(max |difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|)"
             )
             logger.warning("%s", self.gradient_unavailable_reason)
-            return
-        self.twin_verified = True
 
 
 # --------------------------------------------------------------------- loading
@@ -369,7 +366,6 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
             model.verify_twin(probe)
         except ModelError as error:
             model.gradient_unavailable_reason = error.message
-        model.twin_verified = False
     return model
 
 

@@ -3,7 +3,6 @@ with the file, line, column and field path that a policy author needs to fix the
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
@@ -249,9 +248,7 @@ def _version_problem(raw: dict[Any, Any], path: Path) -> Problem | None:
     return Problem(path, position_of(raw, ("version",)), "version", message)
 
 
-def load_policy(
-    path: str | Path, *, today: dt.date | None = None, policy_roots: Iterable[str | Path] = ()
-) -> ResolvedPolicy:
+def load_policy(path: str | Path, *, policy_roots: Iterable[str | Path] = ()) -> ResolvedPolicy:
     """Load a policy and everything it extends; later files and the file itself override by check id.
 
     ``extends`` may name ``builtin:NAME`` or files inside the policy's repository (``repository_root``);

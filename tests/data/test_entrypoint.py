@@ -78,8 +78,8 @@ DATASET = """
 @pytest.mark.parametrize("function", ["load", "load_tensors"])
 def test_arrays_and_tensors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str) -> None:
     name = _module(tmp_path, monkeypatch, ARRAYS)
-    data = load_data(f"{name}:{function}", samples=8, seed=1, input_shape=(1, 4, 4), num_classes=4)
-    assert len(data) == 8 and data.sample_shape == (1, 4, 4) and data.num_classes_seen == 4
+    data = load_data(f"{name}:{function}", samples=8, seed=1, input_shape=(1, 4, 4))
+    assert len(data) == 8 and data.sample_shape == (1, 4, 4)
     x = np.random.default_rng(0).random((20, 1, 4, 4), dtype=np.float32)
     batch = next(data.batches(8))
     np.testing.assert_array_equal(batch.x.numpy(), x[data.selected])

@@ -14,7 +14,7 @@ from gate.errors import DataError
 
 
 def test_batches_cover_the_selection_in_order(digits_npz: Path, digits_split: dict[str, np.ndarray]) -> None:
-    data = load_data(str(digits_npz), samples=100, seed=3, num_classes=10, input_shape=(1, 8, 8))
+    data = load_data(str(digits_npz), samples=100, seed=3, input_shape=(1, 8, 8))
     batches = list(data.batches(32))
     assert [len(b) for b in batches] == [32, 32, 32, 4]
     index = torch.cat([b.index for b in batches]).numpy()
@@ -33,13 +33,8 @@ def test_batches_cover_the_selection_in_order(digits_npz: Path, digits_split: di
 
 def test_metadata(digits_npz: Path) -> None:
     data = load_data(str(digits_npz))
-    assert (data.source, data.sample_shape, data.num_classes_seen, data.has_mask) == (
-        str(digits_npz),
-        (1, 8, 8),
-        10,
-        False,
-    )
-    assert len(data) == data.n_total == 297 and data.labels_seen == tuple(range(10))
+    assert (data.source, data.sample_shape, data.has_mask) == (str(digits_npz), (1, 8, 8), False)
+    assert len(data) == data.n_total == 297
 
 
 def test_same_arguments_give_the_same_run(digits_npz: Path) -> None:
@@ -106,13 +101,11 @@ def test_memory_does_not_grow_with_the_data(
 
 def test_from_arrays_checks_and_digests_like_a_file(digits_split: dict[str, np.ndarray]) -> None:
     x, y = digits_split["x_test"], digits_split["y_test"]
-    data = from_arrays(torch.from_numpy(x), y, samples=50, seed=2, num_classes=10)
+    data = from_arrays(torch.from_numpy(x), y, samples=50, seed=2)
     assert len(data) == 50 and data.source == "<arrays>" and data.sha256 == from_arrays(x, y).sha256
     np.testing.assert_array_equal(next(data.batches(50)).x.numpy(), x[data.selected])
     with pytest.raises(DataError, match="x values must lie in input_range"):
         from_arrays(x * 2, y)
-    with pytest.raises(DataError, match="num_classes must be >= 1; found 0"):
-        from_arrays(x, y, num_classes=0)
 
 
 @pytest.mark.gpu

@@ -31,8 +31,8 @@ def _write_folder(root: Path, *, mode: str = "L", size: tuple[int, int] = (6, 5)
 
 def test_round_trip_grayscale(tmp_path: Path) -> None:
     written = _write_folder(tmp_path)
-    data = load_data(str(tmp_path), input_shape=(1, 5, 6), num_classes=3)
-    assert data.sample_shape == (1, 5, 6) and len(data) == 6 and data.num_classes_seen == 3
+    data = load_data(str(tmp_path), input_shape=(1, 5, 6))
+    assert data.sample_shape == (1, 5, 6) and len(data) == 6
     batch = next(data.batches(6))
     assert batch.y.tolist() == [0, 0, 1, 1, 2, 2]  # ant, mole, zebra
     order = ["ant/0.png", "ant/1.png", "mole/0.png", "mole/1.png", "zebra/0.png", "zebra/1.png"]
@@ -126,12 +126,6 @@ def test_input_shape_must_be_one_or_three_channel_images(tmp_path: Path, shape: 
     _write_folder(tmp_path)
     with pytest.raises(DataError, match=r"input shape \(C, H, W\) with C = 1 or 3"):
         load_data(str(tmp_path), input_shape=shape)
-
-
-def test_more_class_folders_than_model_classes(tmp_path: Path) -> None:
-    _write_folder(tmp_path)
-    with pytest.raises(DataError, match=r"labels in \[0, 2\); sample 4 has label 2"):
-        load_data(str(tmp_path), num_classes=2)
 
 
 # --------------------------------------------------------------------- broken and hostile images

@@ -80,7 +80,7 @@ def test_onnx_only_model_gets_a_verified_twin_with_source_gradients(
     model = load_model(ModelSpec(str(path)), work_dir=tmp_path)
     assert model.source_kind == "onnx" and model.export_info is None
     model.verify_twin(x_test)
-    assert model.twin_verified
+    assert model.gradient_model is not None and model.gradient_unavailable_reason is None
     twin = model.require_gradient_model()
     x, y = x_test[:64], y_test[:64]
     torch.testing.assert_close(input_gradient(twin, x, y), input_gradient(source, x, y), atol=1e-6, rtol=1e-4)
@@ -119,7 +119,7 @@ def test_a_twin_that_disagrees_is_withdrawn(tmp_path, cnn_onnx, digits_cnn, x_te
     weight = next(b for b in model.require_gradient_model().buffers() if b.is_floating_point())
     weight.add_(1.0)
     model.verify_twin(x_test)
-    assert model.gradient_model is None and not model.twin_verified
+    assert model.gradient_model is None
     assert "disagrees with the ONNX Runtime session" in model.gradient_unavailable_reason
 
 
