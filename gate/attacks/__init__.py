@@ -1,24 +1,61 @@
-"""Evasion attacks in pure PyTorch behind one interface: ``Attack(norm=, eps=, ...).perturb(model, x, y)``."""
+"""Evasion attacks in pure PyTorch behind one interface: ``Attack(norm=, eps=, ...).perturb(model, x, y)``.
 
-from gate.attacks.apgd import APGD, APGDCE, APGDT
-from gate.attacks.autoattack import AutoAttack, AutoAttackOutcome
-from gate.attacks.base import Attack, AttackOutcome, Model
-from gate.attacks.fab import FAB
-from gate.attacks.fgsm import FGSM
-from gate.attacks.pgd import PGD
-from gate.attacks.registry import ATTACKS, attack_class, make_attack
-from gate.attacks.square import Square
-from gate.attacks.threat import Norm, ThreatModel, perturbation_norm
+The names below load on first use (PEP 562), so ``gate.attacks.catalogue`` can be read by the policy tools
+without importing torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gate.attacks.apgd import APGD, APGDCE, APGDT
+    from gate.attacks.autoattack import AutoAttack, AutoAttackOutcome
+    from gate.attacks.base import Attack, AttackOutcome, Model
+    from gate.attacks.catalogue import CATALOGUE, AttackInfo
+    from gate.attacks.fab import FAB
+    from gate.attacks.fgsm import FGSM
+    from gate.attacks.pgd import PGD
+    from gate.attacks.registry import ATTACKS, attack_class, build_attack, make_attack
+    from gate.attacks.square import Square
+    from gate.attacks.threat import Norm, ThreatModel, perturbation_norm
+
+_HOMES: dict[str, str] = {
+    "APGD": "apgd",
+    "APGDCE": "apgd",
+    "APGDT": "apgd",
+    "ATTACKS": "registry",
+    "CATALOGUE": "catalogue",
+    "FAB": "fab",
+    "FGSM": "fgsm",
+    "PGD": "pgd",
+    "Attack": "base",
+    "AttackInfo": "catalogue",
+    "AttackOutcome": "base",
+    "AutoAttack": "autoattack",
+    "AutoAttackOutcome": "autoattack",
+    "Model": "base",
+    "Norm": "threat",
+    "Square": "square",
+    "ThreatModel": "threat",
+    "attack_class": "registry",
+    "build_attack": "registry",
+    "make_attack": "registry",
+    "perturbation_norm": "threat",
+}
 
 __all__ = [
     "APGD",
     "APGDCE",
     "APGDT",
     "ATTACKS",
+    "CATALOGUE",
     "FAB",
     "FGSM",
     "PGD",
     "Attack",
+    "AttackInfo",
     "AttackOutcome",
     "AutoAttack",
     "AutoAttackOutcome",
@@ -27,6 +64,21 @@ __all__ = [
     "Square",
     "ThreatModel",
     "attack_class",
+    "build_attack",
     "make_attack",
     "perturbation_norm",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` the first time someone asks for it."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

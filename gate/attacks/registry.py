@@ -1,10 +1,15 @@
-"""The attacks by name, as policies and the CLI spell them; one source of truth for both."""
+"""The attack classes by name, as policies and the CLI spell them, and the one way a policy builds one.
+
+What each name means (defaults, options, norms, tasks) is written once, in the torch-free ``catalogue``;
+this module only maps the names to the classes that implement them.
+"""
 
 from __future__ import annotations
 
 from gate.attacks.apgd import APGDCE, APGDT
 from gate.attacks.autoattack import AutoAttack
 from gate.attacks.base import Attack
+from gate.attacks.catalogue import constructor_options
 from gate.attacks.fab import FAB
 from gate.attacks.fgsm import FGSM
 from gate.attacks.pgd import PGD
@@ -26,3 +31,25 @@ def attack_class(name: str) -> type[Attack]:
 def make_attack(name: str, **options: object) -> Attack:
     """Build the attack ``name`` with keyword options (``norm``, ``eps``, ``steps`` ...)."""
     return attack_class(name)(**options)  # type: ignore[arg-type]
+
+
+def build_attack(
+    name: str,
+    *,
+    norm: str,
+    epsilon: float,
+    bounds: tuple[float, float],
+    seed: int,
+    steps: int | None = None,
+    restarts: int = 1,
+    step_size: float | None = None,
+    queries: int | None = None,
+    targeted: bool = False,
+    num_classes: int = 10,
+) -> Attack:
+    """The attack a policy names, with its budget and the catalogue's defaults filled in."""
+    options = constructor_options(
+        name, norm=norm, epsilon=epsilon, bounds=bounds, seed=seed, steps=steps, restarts=restarts,
+        step_size=step_size, queries=queries, targeted=targeted, num_classes=num_classes,
+    )  # fmt: skip
+    return make_attack(name, **options)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from gate.attacks.base import Attack, FiniteWatch, Model
+from gate.attacks.registry import build_attack
 from gate.attacks.threat import perturbation_norm
 from gate.checks.base import CheckContext, CheckKind
 from gate.checks.evidence import caption, save_example_pairs
@@ -29,40 +30,6 @@ from gate.policy.checks import AdversarialSpec
 
 BUDGET_TOLERANCE = 1e-5
 MAX_LISTED_DISAGREEMENTS = 20
-
-
-def build_attack(
-    name: str,
-    *,
-    norm: str,
-    epsilon: float,
-    bounds: tuple[float, float],
-    seed: int,
-    steps: int | None = None,
-    restarts: int = 1,
-    step_size: float | None = None,
-    queries: int | None = None,
-    targeted: bool = False,
-    num_classes: int = 10,
-) -> Attack:
-    """The attack a policy names, with its budget and the policy's defaults filled in."""
-    from gate.attacks.registry import ATTACKS
-
-    options: dict[str, Any] = {"norm": norm, "eps": epsilon, "bounds": bounds, "seed": seed}
-    targets = max(1, min(9, num_classes - 1))
-    if name == "square":
-        options.update(steps=queries or 5000, restarts=restarts)
-    elif name == "autoattack":
-        options.update(steps=steps or 100, square_queries=queries or 5000, n_target_classes=targets)
-    elif name == "fgsm":
-        options["targeted"] = targeted
-    else:
-        options.update(steps=steps or (20 if name == "pgd" else 100), restarts=restarts)
-        if name == "pgd":
-            options.update(step_size=step_size, targeted=targeted)
-        if name in ("apgd-dlr", "fab"):
-            options["n_target_classes"] = targets
-    return ATTACKS[name](**options)
 
 
 def attack_model(attack: Attack, context: CheckContext) -> Model:

@@ -22,7 +22,8 @@ import math
 import torch
 from torch.nn import functional
 
-from gate.checks.adversarial import build_attack, run_attack
+from gate.attacks.registry import build_attack
+from gate.checks.adversarial import run_attack
 from gate.checks.base import CheckContext, CheckKind, deferred_to_first_shard
 from gate.checks.evidence import save_curve
 from gate.measurement import Measurement

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from gate.attacks.catalogue import CATALOGUE, OPTIONS, masking_diagnosable, option_help, policy_refusal
 from gate.policy.source import quoted
 
 FRACTION_PATTERN = r"^\s*[-+]?[0-9.]+([eE][-+]?[0-9]+)?\s*/\s*[-+]?[0-9.]+([eE][-+]?[0-9]+)?\s*$"
@@ -241,7 +242,17 @@ class ExportParitySpec(CheckSpec):
     primary_metric: ClassVar[str] = "agreement"
 
 
-AttackName = Literal["fgsm", "pgd", "apgd-ce", "apgd-dlr", "fab", "square", "autoattack"]
+# The attack names and what each accepts come from the torch-free catalogue (gate/attacks/catalogue.py).
+AttackName = Literal[tuple(CATALOGUE)]  # type: ignore[valid-type]
+MaskingAttackName = Literal[masking_diagnosable()]  # type: ignore[valid-type]
+
+
+def attack_refused(attack: str, norm: str, values: dict[str, Any]) -> None:
+    """Refuse a norm or an attack option that ``attack`` cannot honour, naming the field for the loader."""
+    refusal = policy_refusal(attack, norm, values)
+    if refusal is not None:
+        field, message = refusal
+        raise PydanticCustomError("field_value", "{message}", {"field": field, "message": message})
 
 
 class AdversarialSpec(CheckSpec):
@@ -251,14 +262,20 @@ class AdversarialSpec(CheckSpec):
     attack: AttackName = "pgd"
     norm: Literal["linf", "l2"] = "linf"
     epsilon: Budget
-    steps: PositiveInt | None = Field(default=None, description="Iterations (default per attack).")
-    restarts: PositiveInt = 1
-    step_size: Budget | None = None
-    queries: PositiveInt | None = Field(default=None, description="Query budget of the Square attack.")
-    targeted: bool = False
+    steps: PositiveInt | None = Field(default=None, description=option_help("steps"))
+    restarts: PositiveInt = Field(default=1, description=option_help("restarts"))
+    step_size: Budget | None = Field(default=None, description=option_help("step_size"))
+    queries: PositiveInt | None = Field(default=None, description=option_help("queries"))
+    targeted: bool = Field(default=False, description=option_help("targeted"))
     examples: Annotated[int, Field(ge=0, le=32)] = 4
 
     primary_metric: ClassVar[str] = "robust_accuracy"
+
+    @model_validator(mode="after")
+    def _attack_reads_its_options(self) -> AdversarialSpec:
+        # An option the attack would silently drop makes the verdict describe a test that never ran.
+        attack_refused(self.attack, self.norm, {option: getattr(self, option) for option in OPTIONS})
+        return self
 
 
 class GradientMaskingSpec(CheckSpec):
@@ -268,9 +285,7 @@ class GradientMaskingSpec(CheckSpec):
     """
 
     kind: Literal["gradient_masking"]
-    attack: Literal["pgd", "apgd-ce"] = Field(
-        default="pgd", description="The white-box attack under diagnosis."
-    )
+    attack: MaskingAttackName = Field(default="pgd", description="The white-box attack under diagnosis.")
     norm: Literal["linf", "l2"] = "linf"
     epsilon: Budget
     steps: PositiveInt = 20
@@ -294,6 +309,12 @@ class GradientMaskingSpec(CheckSpec):
     scale: ClassVar[MetricScale] = FINDINGS
 
     primary_metric: ClassVar[str] = "findings"
+
+    @model_validator(mode="after")
+    def _attacks_support_the_norm(self) -> GradientMaskingSpec:
+        for attack in (self.attack, "square"):  # Square is the black-box comparison
+            attack_refused(attack, self.norm, {})
+        return self
 
 
 class ModelSanitySpec(CheckSpec):

@@ -11,14 +11,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gate.attacks.catalogue import compare_strength
 from gate.policy.checks import CheckSpec
 from gate.policy.explain import number_text
 from gate.policy.model import Policy, Waiver
 
 Direction = Literal["stricter", "looser", "neutral"]
-
-ATTACK_STRENGTH = {"fgsm": 0, "pgd": 1, "apgd-ce": 2, "apgd-dlr": 2, "autoattack": 3}
-"""White-box attacks by strength; Square (black-box) is comparable only with AutoAttack, which contains it."""
 
 KIND_RULES: dict[tuple[str, str], tuple[Direction, str]] = {
     **{
@@ -146,11 +144,12 @@ def _epsilon(old: Any, new: Any) -> tuple[Direction, str]:
 
 
 def _attack(old: str, new: str) -> tuple[Direction, str]:
-    if "autoattack" in (old, new):
-        return ("looser", "a weaker attack") if old == "autoattack" else ("stricter", "a stronger attack")
-    if old in ATTACK_STRENGTH and new in ATTACK_STRENGTH and ATTACK_STRENGTH[old] != ATTACK_STRENGTH[new]:
-        stronger = ATTACK_STRENGTH[new] > ATTACK_STRENGTH[old]
-        return ("stricter", "a stronger attack") if stronger else ("looser", "a weaker attack")
+    # The catalogue orders white-box attacks by rank; Square only against AutoAttack, which contains it.
+    order = compare_strength(old, new)
+    if order == 1:
+        return "stricter", "a stronger attack"
+    if order == -1:
+        return "looser", "a weaker attack"
     return "neutral", "a different attack of no clear relative strength"
 
 

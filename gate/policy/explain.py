@@ -6,6 +6,7 @@ import datetime as dt
 from fractions import Fraction
 from pathlib import Path
 
+from gate.attacks.catalogue import AttackInfo, attack_info
 from gate.policy.checks import (
     AccuracySpec,
     AdversarialSpec,
@@ -18,14 +19,6 @@ from gate.policy.checks import (
 from gate.policy.loader import BUILTIN_PREFIX, ResolvedPolicy, builtin_policy_dir
 from gate.policy.model import Policy, Waiver
 
-ATTACKS = {
-    "fgsm": "FGSM (a single gradient step; Goodfellow et al. 2015)",
-    "pgd": "PGD (projected gradient descent; Madry et al. 2018)",
-    "apgd-ce": "APGD-CE (auto-PGD on the cross-entropy loss; Croce & Hein 2020)",
-    "apgd-dlr": "APGD-DLR (auto-PGD on the DLR loss; Croce & Hein 2020)",
-    "square": "Square (a query-based black-box attack; Andriushchenko et al. 2020)",
-    "autoattack": "AutoAttack (the standard ensemble of APGD-CE, APGD-T, FAB-T and Square; Croce & Hein 2020)",
-}
 NORMS = {
     "linf": "L∞ norm (no input value moves by more than ε)",
     "l2": "L2 norm (the perturbation's Euclidean length is at most ε)",
@@ -149,19 +142,36 @@ def _budget(epsilon: float, norm: str, policy: Policy) -> str:
     return f"ε = {number_text(epsilon)}{scale} in the {NORMS[norm]}"
 
 
+def _attack_effort(spec: AdversarialSpec, info: AttackInfo) -> str:
+    """The work the attack does, as it will run: only the options it reads, defaults spelled out."""
+    parts = []
+    if "steps" in info.options:
+        parts.append(
+            f"{spec.steps} steps" if spec.steps else f"{info.default_steps} steps (the attack's default)"
+        )
+    elif info.default_steps == 1:
+        parts.append("a single step")
+    if "restarts" in info.options:
+        parts.append(f"{spec.restarts} restart{'s' * (spec.restarts != 1)}")
+    if "queries" in info.options:
+        queries = spec.queries or info.default_queries
+        parts.append(f"{queries} queries" + ("" if spec.queries else " (the attack's default)"))
+    if spec.step_size:
+        parts.append(f"step size {number_text(spec.step_size)}")
+    return ", ".join(parts)
+
+
 def _method(spec: CheckSpec, policy: Policy) -> list[str]:
     if isinstance(spec, AdversarialSpec):
-        steps = f"{spec.steps} steps" if spec.steps else "the attack's default number of steps"
-        restarts = f"{spec.restarts} restart{'s' * (spec.restarts != 1)}"
-        extra = f", {spec.queries} queries" if spec.queries else ""
+        info = attack_info(spec.attack)
         goal = (
-            "targeted (aims at a chosen wrong class)"
-            if spec.targeted
+            "targeted (aims at each of the most likely wrong classes in turn)"
+            if spec.targeted or info.always_targeted
             else "untargeted (any wrong class counts)"
         )
-        step_size = f", step size {number_text(spec.step_size)}" if spec.step_size else ""
         return [
-            f"Attack: {ATTACKS[spec.attack]}, {steps}, {restarts}{extra}{step_size}, {goal}.",
+            f"Attack: {info.summary}, {_attack_effort(spec, info)}, {goal}.",
+            f"How it attacks: {info.description}",
             f"Budget: {_budget(spec.epsilon, spec.norm, policy)}.",
             "Metric: robust accuracy, the share of samples still classified correctly under attack.",
         ]
@@ -171,7 +181,7 @@ def _method(spec: CheckSpec, policy: Policy) -> list[str]:
             if spec.sweep
             else "the default ε sweep (0.25x to 4x ε, then the whole input range)"
         )
-        attack = ATTACKS[spec.attack]
+        attack = attack_info(spec.attack).summary
         return [
             f"Method: diagnostics that the white-box evaluation with {attack} can be trusted (gradient "
             "masking would make robustness look better than it is): more steps and restarts must not help, "

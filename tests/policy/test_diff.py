@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from gate.attacks.catalogue import CATALOGUE
 from gate.cli import main
 from gate.policy.checks import ALL_CHECK_SPECS, kind_of
 from gate.policy.diff import (
@@ -29,7 +30,6 @@ ADVERSARIAL: dict[str, Any] = {
     "epsilon": 8 / 255,
     "steps": 20,
     "restarts": 2,
-    "queries": 1000,
     "min": 0.4,
     "max_drop": 0.02,
 }
@@ -70,11 +70,6 @@ def only(changes: list[Change]) -> Change:
         ({"steps": None}, "steps", "neutral"),
         ({"restarts": 1}, "restarts", "looser"),
         ({"restarts": 5}, "restarts", "stricter"),
-        ({"queries": 500}, "queries", "looser"),
-        ({"attack": "fgsm"}, "attack", "looser"),
-        ({"attack": "autoattack"}, "attack", "stricter"),
-        ({"attack": "apgd-ce"}, "attack", "stricter"),
-        ({"attack": "square"}, "attack", "neutral"),
         ({"targeted": True}, "targeted", "looser"),
         ({"norm": "l2"}, "norm", "neutral"),
         ({"description": "reworded"}, "description", "neutral"),
@@ -88,9 +83,87 @@ def test_adversarial_changes(changes: dict[str, Any], field: str, direction: str
 
 
 def test_stronger_attack_to_weaker_autoattack_to_pgd_is_looser() -> None:
-    before = make_policy([{**ADVERSARIAL, "attack": "autoattack"}])
-    change = only(diff_policies(before, make_policy()))
+    before = make_policy([{**ADVERSARIAL, "attack": "autoattack", "restarts": 1}])
+    change = only(diff_policies(before, make_policy([{**ADVERSARIAL, "restarts": 1}])))
     assert (change.old, change.new, change.direction) == ("autoattack", "pgd", "looser")
+
+
+def test_fewer_queries_are_looser() -> None:
+    square = {
+        "id": "square",
+        "kind": "adversarial",
+        "attack": "square",
+        "epsilon": 0.1,
+        "queries": 1000,
+        "min": 0.4,
+    }
+    change = only(diff_policies(make_policy([square]), make_policy([{**square, "queries": 500}])))
+    assert (change.field, change.direction) == ("queries", "looser")
+
+
+def attack_check(attack: str) -> dict[str, Any]:
+    """An adversarial check that sets nothing the attack might not read, so any attack can replace any."""
+    return {"id": "robust", "kind": "adversarial", "attack": attack, "epsilon": 8 / 255, "min": 0.4}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "direction"),
+    [
+        ("pgd", "fgsm", "looser"),
+        ("pgd", "apgd-ce", "stricter"),
+        ("pgd", "fab", "stricter"),
+        ("pgd", "autoattack", "stricter"),
+        ("pgd", "square", "neutral"),
+        ("apgd-ce", "apgd-dlr", "neutral"),
+        ("apgd-dlr", "fab", "neutral"),
+        ("fab", "autoattack", "stricter"),
+        ("square", "autoattack", "stricter"),
+        ("autoattack", "square", "looser"),
+        ("fgsm", "square", "neutral"),
+    ],
+)
+def test_attack_changes_follow_the_catalogue_strength(old: str, new: str, direction: str) -> None:
+    change = only(diff_policies(make_policy([attack_check(old)]), make_policy([attack_check(new)])))
+    assert (change.field, change.old, change.new, change.direction) == ("attack", old, new, direction)
+
+
+OPPOSITE = {"stricter": "looser", "looser": "stricter", "neutral": "neutral"}
+
+
+@pytest.mark.parametrize("new", list(CATALOGUE))
+@pytest.mark.parametrize("old", list(CATALOGUE))
+def test_every_pair_of_catalogue_attacks_compares_both_ways(old: str, new: str) -> None:
+    forward = diff_policies(make_policy([attack_check(old)]), make_policy([attack_check(new)]))
+    backward = diff_policies(make_policy([attack_check(new)]), make_policy([attack_check(old)]))
+    if old == new:
+        assert forward == backward == []
+        return
+    assert OPPOSITE[only(forward).direction] == only(backward).direction
+
+
+ATTACK_POLICY = """\
+version: 1
+name: release
+checks:
+  - id: robust
+    kind: adversarial
+    attack: {attack}
+    epsilon: 8/255
+    min: 0.4
+"""
+
+
+@pytest.mark.parametrize("attack", list(CATALOGUE))
+def test_cli_diffs_every_catalogue_attack(tmp_path: Path, attack: str) -> None:
+    """From the weakest attack to any, and from any to AutoAttack, is never looser: exit 0."""
+    paths = {}
+    for name in ("fgsm", attack, "autoattack"):
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(ATTACK_POLICY.format(attack=name))
+    for old, new in (("fgsm", attack), (attack, "autoattack")):
+        result = CliRunner().invoke(main, ["policy", "diff", str(paths[old]), str(paths[new])])
+        assert result.exit_code == 0, result.output
+        assert old == new or f"attack {old} → {new}" in result.output
 
 
 def test_max_thresholds_are_looser_when_higher() -> None:

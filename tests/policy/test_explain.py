@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from gate.attacks.catalogue import CATALOGUE, masking_diagnosable
 from gate.cli import main
 from gate.policy import load_policy
 from gate.policy.explain import explain_policy, fraction_text, number_text
@@ -34,7 +35,7 @@ checks:
     kind: adversarial
     attack: autoattack
     epsilon: 8/255
-    restarts: 2
+    queries: 2000
     min: 0.4
     max_drop: 0.02
   - id: blur
@@ -84,7 +85,8 @@ def test_the_budget_is_given_as_fraction_and_decimal_with_norm_attack_and_steps(
     text = explain(release)
     assert "ε = 8/255 ≈ 0.03137" in text
     assert "L∞ norm" in text
-    assert "AutoAttack" in text and "2 restarts" in text and "the attack's default number of steps" in text
+    assert "Attack: AutoAttack (Croce & Hein 2020), 100 steps (the attack's default), 2000 queries," in text
+    assert "How it attacks: The standard ensemble: APGD-CE, APGD-T, FAB-T and Square" in text
 
 
 def test_gradient_masking_names_the_attack_it_diagnoses(tmp_path: Path) -> None:
@@ -162,3 +164,59 @@ def test_cli_rejects_an_invalid_policy_with_exit_2(tmp_path: Path) -> None:
     path.write_text("version: 1\nchecks:\n  - id: x\n    kind: accuracy\n    mni: 0.9\n")
     result = CliRunner().invoke(main, ["policy", "explain", str(path)])
     assert result.exit_code == 2
+
+
+ATTACK_POLICY = """\
+version: 1
+name: attacks
+checks:
+  - id: robust
+    kind: adversarial
+    attack: {attack}
+    epsilon: 8/255
+    min: 0.4
+"""
+
+
+@pytest.mark.parametrize("attack", list(CATALOGUE))
+def test_cli_explains_every_catalogue_attack(tmp_path: Path, attack: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(ATTACK_POLICY.format(attack=attack))
+    result = CliRunner().invoke(main, ["policy", "explain", str(path)])
+    assert result.exit_code == 0, result.output
+    info = CATALOGUE[attack]
+    assert f"Attack: {info.summary}, " in result.output
+    assert f"How it attacks: {info.description}" in result.output
+
+
+@pytest.mark.parametrize("attack", masking_diagnosable())
+def test_cli_explains_every_attack_gradient_masking_diagnoses(tmp_path: Path, attack: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        BASE + f"  - id: masking\n    kind: gradient_masking\n    epsilon: 4/255\n    attack: {attack}\n"
+    )
+    result = CliRunner().invoke(main, ["policy", "explain", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"white-box evaluation with {CATALOGUE[attack].summary}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("attack", "options", "effort"),
+    [
+        ("fgsm", "", "a single step, untargeted"),
+        (
+            "pgd",
+            "steps: 40\n    restarts: 3\n    step_size: 1/255\n",
+            "40 steps, 3 restarts, step size 1/255",
+        ),
+        ("apgd-dlr", "", "100 steps (the attack's default), 1 restart, targeted"),
+        ("fab", "targeted: true\n", "100 steps (the attack's default), 1 restart, targeted"),
+        ("square", "queries: 300\n", "1 restart, 300 queries, untargeted"),
+    ],
+)
+def test_the_attack_line_shows_only_what_the_attack_reads(
+    tmp_path: Path, attack: str, options: str, effort: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(ATTACK_POLICY.format(attack=attack) + (f"    {options}" if options else ""))
+    assert effort in explain(path)

@@ -43,7 +43,7 @@ checks:
     noise: 1/255
   - id: pgd
     kind: adversarial
-    attack: apgd-ce
+    attack: pgd
     norm: l2
     epsilon: 8/255
     steps: 50
@@ -93,7 +93,7 @@ def test_every_check_kind_parses_with_its_fields(write_policy: WritePolicy) -> N
     assert parity.max_abs_diff == pytest.approx(1e-4) and parity.noise == pytest.approx(1 / 255)
     assert pgd.epsilon == pytest.approx(8 / 255) and pgd.step_size == pytest.approx(2 / 255)
     assert (pgd.attack, pgd.norm, pgd.steps, pgd.restarts, pgd.targeted, pgd.severity) == (
-        "apgd-ce",
+        "pgd",
         "l2",
         50,
         2,

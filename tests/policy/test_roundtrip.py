@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from gate.attacks.catalogue import CATALOGUE
 from gate.policy import load_policy
 from gate.policy.checks import parse_number
 
@@ -43,9 +44,10 @@ def check_specs(draw: st.DrawFn) -> dict[str, Any]:
     spec = common(draw, kind)
     if kind == "adversarial":
         spec["epsilon"] = draw(positive)
-        spec["attack"] = draw(st.sampled_from(["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square", "autoattack"]))
-        spec["norm"] = draw(st.sampled_from(["linf", "l2"]))
-        spec["restarts"] = draw(st.integers(1, 10))
+        spec["attack"] = draw(st.sampled_from(list(CATALOGUE)))
+        spec["norm"] = draw(st.sampled_from(CATALOGUE[spec["attack"]].norms))
+        if "restarts" in CATALOGUE[spec["attack"]].options:  # the others refuse it
+            spec["restarts"] = draw(st.integers(1, 10))
         spec["examples"] = draw(st.integers(0, 32))
     elif kind == "corruption":
         spec["corruption"] = draw(st.sampled_from(["gaussian_noise", "jpeg", "pixelate", "contrast"]))
