@@ -27,6 +27,7 @@ from PIL import Image
 
 from gate import seeding
 from gate.errors import DataError, GateError
+from gate.policy.checks import CORRUPTION_INPUTS
 
 LEVELS = (1, 2, 3, 4, 5)
 LARGE_IMAGE_PX = 128  # from this short side on, the ImageNet-C table applies
@@ -337,9 +338,10 @@ def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
 
 
 def _corruption(
-    apply: Apply, imagenet: tuple[Any, ...], cifar: tuple[Any, ...], *, images_only: bool, random: bool
+    apply: Apply, imagenet: tuple[Any, ...], cifar: tuple[Any, ...], *, random: bool
 ) -> Corruption:
     name = apply.__name__
+    images_only = "features" not in CORRUPTION_INPUTS[name]  # the policy validator reads the same table
     return Corruption(name, apply, imagenet, cifar, images_only=images_only, random=random)
 
 
@@ -350,46 +352,35 @@ CORRUPTIONS: dict[str, Corruption] = {
             gaussian_noise,
             (0.08, 0.12, 0.18, 0.26, 0.38),
             (0.04, 0.06, 0.08, 0.09, 0.10),
-            images_only=False,
             random=True,
         ),
-        _corruption(shot_noise, (60, 25, 12, 5, 3), (500, 250, 100, 75, 50), images_only=False, random=True),
+        _corruption(shot_noise, (60, 25, 12, 5, 3), (500, 250, 100, 75, 50), random=True),
         _corruption(
             impulse_noise,
             (0.03, 0.06, 0.09, 0.17, 0.27),
             (0.01, 0.02, 0.03, 0.05, 0.07),
-            images_only=False,
             random=True,
         ),
         _corruption(
             speckle_noise,
             (0.15, 0.2, 0.35, 0.45, 0.6),
             (0.06, 0.1, 0.12, 0.16, 0.2),
-            images_only=False,
             random=True,
         ),
-        _corruption(
-            gaussian_blur, (1, 2, 3, 4, 6), (0.4, 0.6, 0.7, 0.8, 1.0), images_only=True, random=False
-        ),
+        _corruption(gaussian_blur, (1, 2, 3, 4, 6), (0.4, 0.6, 0.7, 0.8, 1.0), random=False),
         _corruption(
             defocus_blur,
             ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
             ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
-            images_only=True,
             random=False,
         ),
-        _corruption(
-            brightness, (0.1, 0.2, 0.3, 0.4, 0.5), (0.05, 0.1, 0.15, 0.2, 0.3), images_only=True, random=False
-        ),
-        _corruption(
-            contrast, (0.4, 0.3, 0.2, 0.1, 0.05), (0.75, 0.5, 0.4, 0.3, 0.15), images_only=True, random=False
-        ),
-        _corruption(jpeg, (25, 18, 15, 10, 7), (80, 65, 58, 50, 40), images_only=True, random=False),
+        _corruption(brightness, (0.1, 0.2, 0.3, 0.4, 0.5), (0.05, 0.1, 0.15, 0.2, 0.3), random=False),
+        _corruption(contrast, (0.4, 0.3, 0.2, 0.1, 0.05), (0.75, 0.5, 0.4, 0.3, 0.15), random=False),
+        _corruption(jpeg, (25, 18, 15, 10, 7), (80, 65, 58, 50, 40), random=False),
         _corruption(
             pixelate,
             (0.6, 0.5, 0.4, 0.3, 0.25),
             (0.95, 0.9, 0.85, 0.75, 0.65),
-            images_only=True,
             random=False,
         ),
     )

@@ -5,6 +5,7 @@ The CLI calls ``run_gate``; everything here is library code that raises typed er
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -26,7 +27,8 @@ from gate.console import Progress
 from gate.errors import EXIT_ERROR, CheckError, DataError, GateError, ModelError, RunTimeout, UsageError
 from gate.measurement import Measurement
 from gate.model.spec import own_weights_note
-from gate.policy import CheckSpec, ResolvedPolicy, load_policy
+from gate.policy import CheckSpec, PolicyValidationError, ResolvedPolicy, load_policy
+from gate.policy.task_support import task_problems
 from gate.report import load_baseline
 from gate.report.assemble import assemble_report
 from gate.report.folder import prepare_report_folder
@@ -38,11 +40,14 @@ from gate.report.model import (
 )
 from gate.resume import STATE_FILE, fingerprint_run, open_resume_state
 from gate.scale.autobatch import choose_batch_size
+from gate.tasks import TASKS, Task, infer_task
 from gate.verdict import JudgeSettings, error_result, judge
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from gate.data import EvalData
-    from gate.model import ModelSpec
+    from gate.model import ModelSpec, ModelUnderTest
 
 logger = logging.getLogger(__name__)
 
@@ -124,17 +129,20 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     timings["load_data"] = time.monotonic() - tick
     if first is None:
         raise DataError("the evaluation data selected no samples", path=options.data)
+    task = task_for(resolved, data.sample_shape, options.data)
     tick = time.monotonic()
     with _loading(run_deadline, ModelError, "the model's code", options.model.source):
         model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)
         timings["load_model"] = time.monotonic() - tick
-        _check_labels(data, model.num_classes, options.data)
+        _check_targets(task, data, model.num_classes, options.data)
         full_selection = select_indices(data.n_total, samples=samples, seed=seed, shard=None)
         batch_size = choose_batch_size(
             options.batch_size, model, device, data.sample_shape, len(full_selection)
         )
     model.batch_size = batch_size
     timings["batch_size"] = float(batch_size)
+    with _loading(run_deadline, ModelError, "the model's code", options.model.source):
+        _verify_twin(model, data, full_selection[:batch_size], device)
 
     fingerprint = fingerprint_run(
         options, resolved, model=model, data=data, seed=seed, samples=samples, batch_size=batch_size,
@@ -143,6 +151,7 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     resume = open_resume_state(options, fingerprint)
     context = CheckContext(
         policy=policy,
+        task=task,
         model=model,
         data=data,
         device=device,
@@ -169,14 +178,48 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     return assemble_report(options, resolved, model, data, context, results, timings, started_at, start)
 
 
-def _check_labels(data: EvalData, num_classes: int, source: str) -> None:
-    """Labels must index the model's outputs; otherwise every accuracy number would be meaningless."""
-    max_label = int(data.labels().max())
-    if max_label >= num_classes:
-        raise DataError(
-            f"labels go up to {max_label} but the model has {num_classes} outputs (classes 0..{num_classes - 1})",
-            path=source,
+def task_for(resolved: ResolvedPolicy, sample_shape: tuple[int, ...], source: str) -> Task:
+    """The policy's task, or the one the data's shape implies; either way, one that fits the data and
+    supports every check of the policy (refused with the checks' lines before the model loads)."""
+    name = resolved.policy.task
+    if name is not None:
+        task = TASKS[name]
+        problem = task.input_problem(sample_shape)
+        if problem is not None:
+            raise DataError(problem, path=source, hint="give data of that shape, or change the policy's task")
+        return task
+    task = infer_task(sample_shape, source)
+    problems = task_problems(resolved, task)
+    if problems:
+        inferred = f" (the policy names no task; the data's shape implies {task.name}: name it with task:)"
+        raise PolicyValidationError(
+            [dataclasses.replace(problem, message=problem.message + inferred) for problem in problems]
         )
+    return task
+
+
+def _check_targets(task: Task, data: EvalData, outputs: int, source: str) -> None:
+    """Targets must be judgeable against the model's outputs; otherwise every accuracy would be meaningless."""
+    problem = task.target_problem(int(data.labels().max()), outputs)
+    if problem is not None:
+        raise DataError(problem, path=source)
+
+
+def _verify_twin(model: ModelUnderTest, data: EvalData, selection: np.ndarray, device: torch.device) -> None:
+    """Compare an ONNX-only model's twin with the session on the first batch the run evaluates, before
+    any check takes gradients from it: loading compared them on the example input only.
+
+    The batch starts the whole, unsharded selection, so every shard of a run keeps or withdraws the twin
+    alike. A twin that disagrees is withdrawn (``model.gradients`` in the report says by how much); a
+    session that fails on the batch is left to the checks, which meet the same failure and report it.
+    """
+    if model.source_kind != "onnx" or model.gradient_model is None:
+        return
+    batch = next(data.with_selection(selection).batches(len(selection), device))
+    try:
+        model.verify_twin(batch.x, on=f"the first evaluation batch ({len(batch)} samples)")
+    except ModelError as error:
+        logger.debug("the twin was not compared on the first batch: %s", error.message)
 
 
 def _run_check(

@@ -24,6 +24,7 @@ from gate.attacks.base import (
 )
 from gate.attacks.threat import Norm, per_sample
 from gate.sample_random import SampleRandom
+from gate.tasks.classification import is_correct
 
 Loss = Literal["ce", "dlr"]
 MOMENTUM = 0.75  # alpha in the paper
@@ -129,7 +130,7 @@ class APGD(Attack):
     ) -> _State:
         x_adv = self.threat.random_start(x, rng, tag=0, l2_inside=False)
         loss, logits, grad = loss_and_grad(model, x_adv, loss_fn)
-        found = logits.argmax(dim=1) != y
+        found = ~is_correct(logits, y)
         return _State(
             x_adv=x_adv, x_prev=x_adv.clone(), grad=grad, loss=loss,
             step=torch.full_like(loss, 2.0 * self.eps),
@@ -163,7 +164,7 @@ class APGD(Attack):
         state.x_prev = state.x_adv
         state.x_adv = project(moved)
         loss, logits, grad = loss_and_grad(model, state.x_adv, loss_fn)
-        misclassified = logits.argmax(dim=1) != y
+        misclassified = ~is_correct(logits, y)
         state.x_found = where_samples(misclassified, state.x_adv, state.x_found)  # the latest adversarial
         state.found |= misclassified
         state.increases += loss > state.loss

@@ -15,6 +15,7 @@ from gate.attacks.fab import FAB
 from gate.attacks.square import Square
 from gate.attacks.threat import Norm
 from gate.sample_random import SampleRandom
+from gate.tasks.classification import is_correct
 
 NOT_BROKEN = -1
 
@@ -76,7 +77,7 @@ class AutoAttack(Attack):
         x = x.detach()
         y = y.to(x.device)
         keys = sample_index(index, x)
-        robust = predict(model, x).argmax(dim=1) == y
+        robust = is_correct(predict(model, x), y)
         broken_by = torch.where(robust, NOT_BROKEN, 0)
         x_adv = x.clone()
         queries = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)

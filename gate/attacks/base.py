@@ -11,6 +11,7 @@ import torch
 
 from gate.attacks.threat import Norm, ThreatModel, l2_norm, per_sample
 from gate.sample_random import SampleRandom
+from gate.tasks.classification import is_correct
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 """A batch in the input range -> logits ``[N, classes]``; must already be in eval mode."""
@@ -196,7 +197,7 @@ class Attack(ABC):
         y = y.to(x.device)
         keys = sample_index(index, x)
         clean_logits = predict(model, x)
-        robust = clean_logits.argmax(dim=1) == y
+        robust = is_correct(clean_logits, y)
         x_adv = x.clone()
         queries = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if self.counts_queries else None
         for rank in self._target_ranks(clean_logits.shape[1]):
@@ -212,7 +213,7 @@ class Attack(ABC):
                 run = self._run(model, x_active, y_active, target, rng, restart)
                 candidate = self.threat.project(run.x_adv.detach(), x_active)
                 x_adv[active] = candidate
-                robust[active] = predict(model, candidate).argmax(dim=1) == y_active
+                robust[active] = is_correct(predict(model, candidate), y_active)
                 if queries is not None and run.queries is not None:
                     queries[active] += run.queries
         return AttackOutcome(x_adv, robust, queries)

@@ -21,6 +21,7 @@ from gate.attacks.base import (
 )
 from gate.attacks.threat import Norm, per_sample, perturbation_norm
 from gate.sample_random import SampleRandom
+from gate.tasks.classification import is_correct
 
 _COMPACT_EVERY = 10  # steps between dropping points already broken within eps (a host sync)
 
@@ -155,7 +156,7 @@ class FAB(Attack):
                     if ids.numel() == 0:
                         return RunResult(x_out)
             x_next = self._step(model, x, x_cur, y, target)
-            adversarial = predict(model, x_next).argmax(dim=1) != y
+            adversarial = ~is_correct(predict(model, x_next), y)
             size = perturbation_norm(x, x_next, self.norm)
             better = adversarial & (size < best_size)
             x_best = where_samples(better, x_next, x_best)

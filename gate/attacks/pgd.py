@@ -11,6 +11,7 @@ from gate.attacks import losses
 from gate.attacks.base import Attack, Model, RunResult, keep_rows, logits_and_grad, rows_left, where_samples
 from gate.attacks.threat import Norm
 from gate.sample_random import SampleRandom
+from gate.tasks.classification import is_correct
 
 Loss = Literal["ce", "dlr"]
 _COMPACT_EVERY = 5  # steps between dropping points already broken (a host sync)
@@ -91,7 +92,7 @@ class PGD(Attack):
             logits, grad = logits_and_grad(
                 model, x_adv, lambda z, y=y, target=target: total_loss(z, y, target)
             )
-            misclassified = logits.argmax(dim=1) != y
+            misclassified = ~is_correct(logits, y)
             x_found = where_samples(misclassified, x_adv, x_found)  # the latest misclassified iterate
             found |= misclassified
             x_adv = project(x_adv.add_(self.threat.steepest_direction(grad), alpha=self.step_size))

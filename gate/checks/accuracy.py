@@ -16,7 +16,7 @@ class AccuracyCheck(CheckKind[AccuracySpec]):
 
     def run(self, spec: AccuracySpec, context: CheckContext) -> Measurement:
         _, labels, predictions = context.clean_predictions()
-        correct = predictions == labels
+        correct = context.task.correct(predictions, labels)
         return Measurement.proportion(
             correct, details={"per_class_accuracy": per_class_accuracy(labels, correct)}
         )

@@ -23,6 +23,7 @@ from gate.attacks.registry import build_attack
 from gate.attacks.threat import perturbation_norm
 from gate.checks.base import CheckContext, CheckKind
 from gate.checks.evidence import caption, save_example_pairs
+from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.measurement import Measurement
 from gate.model.squashing import UNDONE
@@ -55,34 +56,41 @@ def _refuse_masking_outputs(attack: Attack, context: CheckContext) -> None:
 
 @dataclass
 class AttackRun:
-    """Per-sample results of one attack over the evaluation data, as the ONNX session scores them."""
+    """Per-sample results of one attack over the evaluation data, as the ONNX session scores them.
 
-    index: list[torch.Tensor] = field(default_factory=list)
-    robust: list[torch.Tensor] = field(default_factory=list)
-    clean_correct: list[torch.Tensor] = field(default_factory=list)
-    distance: list[torch.Tensor] = field(default_factory=list)
-    disagreements: list[dict[str, Any]] = field(default_factory=list)
-    disagreement_count: int = 0
+    ``columns``: ``index``, ``robust``, ``clean_correct``, ``distance`` (the perturbation's size where the
+    attack broke the sample, else 0), ``disagrees`` (the gradient model and the session judge the
+    adversarial example differently) and ``pytorch_robust`` (the gradient model's judgement).
+    """
+
+    columns: dict[str, torch.Tensor]
     examples: list[tuple[torch.Tensor, torch.Tensor, int, int]] = field(default_factory=list)
 
     def tensor(self, name: str) -> torch.Tensor:
-        return torch.cat(getattr(self, name)).cpu()
+        return self.columns[name]
 
-    def snapshot(self, position: int) -> dict[str, Any]:
-        """The per-sample results of the batch recorded at ``position``, as plain JSON for the resume state."""
-        return {
-            "index": self.index[position].tolist(),
-            "robust": self.robust[position].tolist(),
-            "clean_correct": self.clean_correct[position].tolist(),
-            "distance": self.distance[position].tolist(),
-        }
+    @property
+    def broken_distances(self) -> torch.Tensor:
+        """Perturbation sizes of the samples the attack broke, in data order."""
+        broken = self.columns["clean_correct"] & ~self.columns["robust"]
+        return self.columns["distance"][broken]
 
-    def restore(self, saved: dict[str, Any]) -> None:
-        """Append a batch finished by an interrupted run."""
-        self.index.append(torch.tensor(saved["index"], dtype=torch.int64))
-        self.robust.append(torch.tensor(saved["robust"], dtype=torch.bool))
-        self.clean_correct.append(torch.tensor(saved["clean_correct"], dtype=torch.bool))
-        self.distance.append(torch.tensor(saved["distance"], dtype=torch.float32))
+    @property
+    def disagreement_count(self) -> int:
+        return int(self.columns["disagrees"].sum())
+
+    @property
+    def disagreements(self) -> list[dict[str, Any]]:
+        """The first samples on which PyTorch and ONNX Runtime judge the adversarial example differently."""
+        differs = self.columns["disagrees"].nonzero().squeeze(1)[:MAX_LISTED_DISAGREEMENTS]
+        return [
+            {
+                "index": int(self.columns["index"][i]),
+                "pytorch_says_robust": bool(self.columns["pytorch_robust"][i]),
+                "onnx_says_robust": not bool(self.columns["pytorch_robust"][i]),
+            }
+            for i in differs.tolist()
+        ]
 
 
 def run_attack(
@@ -96,59 +104,50 @@ def run_attack(
     """Attack every selected sample (or those whose dataset index is in ``only``) batch by batch."""
     model = attack_model(attack, context)
     bounds = attack.bounds
-    result = AttackRun()
-    total = len(context.data) if only is None else len(only)
-    with context.progress.task(label, total) as progress:
-        _, _, clean_predictions = context.clean_predictions()  # one session pass per run, shared by checks
-        position = 0
-        for batch in context.data.batches(context.batch_size, context.device):
-            context.check_deadline()
-            x, y, index = batch.x, batch.y, batch.index
-            predictions = clean_predictions[position : position + len(batch)].to(x.device)
-            position += len(batch)
-            if only is not None:
-                keep = torch.isin(index, only.to(index.device))
-                if not bool(keep.any()):
-                    continue
-                x, y, index, predictions = x[keep], y[keep], index[keep], predictions[keep]
-            batch_key = f"{label}@{int(index[0])}+{len(index)}"
-            saved = context.finished_batch(batch_key)
-            if saved is not None:
-                result.restore(saved)
-                progress.advance(len(x))
-                continue
-            recorded = len(result.index)
-            clean_correct = predictions == y
-            x_adv = x.clone()
-            attacked = clean_correct.nonzero().squeeze(1)
-            outcome = None
-            if len(attacked):
-                watch = FiniteWatch(model, x.device)
-                outcome = attack.perturb(watch, x[attacked], y[attacked], index=index[attacked])
-                _check_finite(attack, watch, index[attacked])
-                x_adv[attacked] = outcome.x_adv
-                _check_budget(attack, x, x_adv, bounds)
-            adversarial_prediction = context.model.scores(x_adv).argmax(1)  # the deployed model decides
-            if outcome is not None:
-                deployed_correct = adversarial_prediction[attacked] == y[attacked]
-                _record_disagreements(
-                    result, index[attacked], outcome.robust, deployed_correct, context, x_adv[attacked]
-                )
-            robust = clean_correct & (adversarial_prediction == y)
-            broken = clean_correct & ~robust
-            result.index.append(index)
-            result.robust.append(robust)
-            result.clean_correct.append(clean_correct)
-            result.distance.append(perturbation_norm(x[broken], x_adv[broken], attack.norm))
-            for i in broken.nonzero().squeeze(1).tolist()[: max(0, keep_examples - len(result.examples))]:
-                result.examples.append(
-                    (x[i].cpu(), x_adv[i].cpu(), int(y[i]), int(adversarial_prediction[i]))
-                )
-            context.record_batch(batch_key, result.snapshot(recorded))
-            progress.advance(len(x))
-    if not result.index:
+    examples: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
+    _, _, clean_predictions = context.clean_predictions()  # one session pass per run, shared by checks
+
+    def attack_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        x, y, index = batch.x, batch.y, batch.index
+        predictions = clean_predictions[rows].to(x.device)
+        clean_correct = context.task.correct(predictions, y)
+        x_adv = x.clone()
+        attacked = clean_correct.nonzero().squeeze(1)
+        pytorch_robust = torch.zeros_like(clean_correct)
+        outcome = None
+        if len(attacked):
+            watch = FiniteWatch(model, x.device)
+            outcome = attack.perturb(watch, x[attacked], y[attacked], index=index[attacked])
+            _check_finite(attack, watch, index[attacked])
+            x_adv[attacked] = outcome.x_adv
+            _check_budget(attack, x, x_adv, bounds)
+        adversarial_prediction = context.task.predict(
+            context.model.scores(x_adv)
+        )  # the deployed model decides
+        deployed_correct = context.task.correct(adversarial_prediction, y)
+        disagrees = torch.zeros_like(clean_correct)
+        if outcome is not None:
+            pytorch_robust[attacked] = outcome.robust
+            disagrees[attacked] = outcome.robust != deployed_correct[attacked]
+        robust = clean_correct & deployed_correct
+        broken = clean_correct & ~robust
+        distance = torch.zeros(len(x), dtype=torch.float32, device=x.device)
+        distance[broken] = perturbation_norm(x[broken], x_adv[broken], attack.norm).to(torch.float32)
+        for i in broken.nonzero().squeeze(1).tolist()[: max(0, keep_examples - len(examples))]:
+            examples.append((x[i].cpu(), x_adv[i].cpu(), int(y[i]), int(adversarial_prediction[i])))
+        return {
+            "index": index,
+            "robust": robust,
+            "clean_correct": clean_correct,
+            "distance": distance,
+            "disagrees": disagrees,
+            "pytorch_robust": pytorch_robust,
+        }
+
+    columns = context.per_sample(label, attack_batch, only=only)
+    if not columns:
         raise CheckError("the evaluation data selected no samples to attack")
-    return result
+    return AttackRun(columns, examples)
 
 
 def _check_finite(attack: Attack, watch: FiniteWatch, index: torch.Tensor) -> None:
@@ -176,27 +175,6 @@ def _check_budget(attack: Attack, x: torch.Tensor, x_adv: torch.Tensor, bounds: 
         raise CheckError(f"{attack.name} left the input range [{low}, {high}]")
 
 
-def _record_disagreements(
-    result: AttackRun,
-    index: torch.Tensor,
-    torch_robust: torch.Tensor,
-    deployed_correct: torch.Tensor,
-    context: CheckContext,
-    x_adv: torch.Tensor,
-) -> None:
-    """Where the gradient model and the ONNX session judge an adversarial example differently."""
-    differs = (torch_robust != deployed_correct).nonzero().squeeze(1)
-    result.disagreement_count += len(differs)
-    for i in differs.tolist()[: max(0, MAX_LISTED_DISAGREEMENTS - len(result.disagreements))]:
-        result.disagreements.append(
-            {
-                "index": int(index[i]),
-                "pytorch_says_robust": bool(torch_robust[i]),
-                "onnx_says_robust": bool(deployed_correct[i]),
-            }
-        )
-
-
 class AdversarialCheck(CheckKind[AdversarialSpec]):
     spec_type = AdversarialSpec
 
@@ -210,7 +188,7 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
         robust, clean_correct, distance = (
             run.tensor("robust"),
             run.tensor("clean_correct"),
-            run.tensor("distance"),
+            run.broken_distances,
         )
         attacked = int(clean_correct.sum())
         broken = attacked - int(robust.sum())

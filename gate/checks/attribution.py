@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from gate.checks.base import CheckContext, CheckKind
+from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.explain import (
     AttributionOptions,
@@ -59,26 +60,24 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         gradient_model = self._gradient_model(spec, context)
         bounds = context.policy.input.range
         options = attribution_options(spec, bounds, context.batch_size)
-        values, artifacts = [], []
+        artifacts: list = []
         _, _, clean_predictions = context.clean_predictions()
-        position = 0
-        with context.progress.task(
-            f"{spec.id}: {spec.method} / {spec.metric}", len(context.data)
-        ) as progress:
-            for batch in context.data.batches(context.batch_size, context.device):
-                context.check_deadline()
-                predictions = clean_predictions[position : position + len(batch)].to(context.device)
-                position += len(batch)
-                target = batch.y if spec.target == "label" else predictions
-                values.append(
-                    self._metric(
-                        spec, context, gradient_model, options, batch.x, target, batch.mask, batch.index
-                    )
-                )
-                if not artifacts and spec.examples:
-                    artifacts = self._heatmaps(spec, context, gradient_model, options, batch, predictions)
-                progress.advance(len(batch))
-        per_sample = torch.cat(values).cpu()
+
+        def attribute_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+            nonlocal artifacts
+            predictions = clean_predictions[rows].to(context.device)
+            target = batch.y if spec.target == "label" else predictions
+            values = self._metric(
+                spec, context, gradient_model, options, batch.x, target, batch.mask, batch.index
+            )
+            if not artifacts and spec.examples:
+                artifacts = self._heatmaps(spec, context, gradient_model, options, batch, predictions)
+            return {"value": values}
+
+        columns = context.per_sample(f"{spec.id}: {spec.method} / {spec.metric}", attribute_batch)
+        if not columns:
+            raise CheckError("the evaluation data selected no samples")
+        per_sample = columns["value"]
         details = {
             "method": spec.method,
             "metric": spec.metric,

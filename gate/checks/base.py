@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -20,11 +22,55 @@ from gate.policy.checks import CheckSpec
 if TYPE_CHECKING:
     from gate.console import Progress
     from gate.data import EvalData
+    from gate.data.evaldata import Batch
     from gate.model import ModelUnderTest
     from gate.policy import Policy
     from gate.resume import ResumeState
+    from gate.tasks import Task
 
 SpecT = TypeVar("SpecT", bound=CheckSpec)
+Columns = dict[str, torch.Tensor]
+"""Per-sample results of a batch (or of the whole data), by name: 1-D tensors of one value per sample."""
+_DTYPES = {
+    "bool": torch.bool,
+    "uint8": torch.uint8,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+def batch_key(label: str, index: torch.Tensor) -> str:
+    """Names a batch in the resume state by its label and exact samples (first index, count, digest)."""
+    digest = hashlib.sha256(index.cpu().numpy().astype("<i8").tobytes()).hexdigest()[:16]
+    return f"{label}@{int(index[0])}+{len(index)}#{digest}"
+
+
+def encode_columns(columns: Columns) -> dict[str, Any]:
+    """A batch's per-sample results as JSON for the resume state, with their dtypes."""
+    encoded = {}
+    for name, values in columns.items():
+        dtype = str(values.dtype).removeprefix("torch.")
+        if dtype not in _DTYPES:
+            raise CheckError(
+                f"per-sample result {name!r} has dtype {dtype}, which the resume state cannot hold"
+            )
+        encoded[name] = {"dtype": dtype, "values": values.detach().cpu().tolist()}
+    return encoded
+
+
+def decode_columns(payload: dict[str, Any]) -> Columns:
+    """The inverse of :func:`encode_columns`: the same values and dtypes, bit for bit."""
+    return {
+        name: torch.tensor(column["values"], dtype=_DTYPES[column["dtype"]])
+        for name, column in payload.items()
+    }
+
+
+def _rows_of(batch: Batch, keep: torch.Tensor) -> Batch:
+    mask = None if batch.mask is None else batch.mask[keep]
+    return dataclasses.replace(batch, index=batch.index[keep], x=batch.x[keep], y=batch.y[keep], mask=mask)
 
 
 class CheckTimeout(CheckError):
@@ -36,6 +82,7 @@ class CheckContext:
     """Everything a check may use; checks never load files or parse options themselves."""
 
     policy: Policy
+    task: Task
     model: ModelUnderTest
     data: EvalData
     device: torch.device
@@ -52,13 +99,49 @@ class CheckContext:
     check_key: str = ""
     """Identifies the running check (its spec) in the resume state."""
 
-    def finished_batch(self, batch: str) -> dict[str, Any] | None:
-        """Per-sample results of a batch an interrupted run already finished (``--resume``), if any."""
-        return None if self.resume is None else self.resume.finished_batch(self.check_key, batch)
+    def per_sample(
+        self,
+        label: str,
+        compute: Callable[[Batch, torch.Tensor], Columns],
+        *,
+        only: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+    ) -> Columns:
+        """Per-sample results of ``compute`` over the selected samples, in data order, on the CPU.
 
-    def record_batch(self, batch: str, payload: dict[str, Any]) -> None:
-        if self.resume is not None:
-            self.resume.record_batch(self.check_key, batch, payload)
+        The runner's batch loop, offered to every check: it polls the deadline, advances the progress
+        bar, and with ``--resume`` stores each finished batch's results and hands back those an interrupted
+        run already finished, so that a check only says what one batch yields (AutoAttack's ``state.py``:
+        resume belongs to the orchestrator). ``compute(batch, rows)`` gets the batch, restricted to the
+        samples whose data set index is in ``only``, and the rows' positions in the selection (to read
+        :meth:`clean_predictions`); it returns one 1-D tensor per result, one value per sample. Batches
+        without a selected sample are skipped; an empty result means none was selected.
+        """
+        total = len(self.data) if only is None else len(only)
+        parts: dict[str, list[torch.Tensor]] = {}
+        start = 0
+        with self.progress.task(label, total) as progress:
+            for batch in self.data.batches(self.batch_size, device if device is not None else self.device):
+                self.check_deadline()
+                rows = torch.arange(start, start + len(batch))
+                start += len(batch)
+                if only is not None:
+                    keep = torch.isin(batch.index, only.to(batch.index.device))
+                    if not bool(keep.any()):
+                        continue
+                    batch, rows = _rows_of(batch, keep), rows[keep.cpu()]
+                key = batch_key(label, batch.index)
+                saved = None if self.resume is None else self.resume.finished_batch(self.check_key, key)
+                if saved is not None:
+                    columns = decode_columns(saved)
+                else:
+                    columns = compute(batch, rows)
+                    if self.resume is not None:
+                        self.resume.record_batch(self.check_key, key, encode_columns(columns))
+                for name, values in columns.items():
+                    parts.setdefault(name, []).append(values.detach().cpu())
+                progress.advance(len(batch))
+        return {name: torch.cat(values) for name, values in parts.items()}
 
     def check_deadline(self) -> None:
         """Called between batches by long checks so a timeout ends them promptly."""
@@ -89,18 +172,22 @@ class CheckContext:
         ``target: prediction``), so the data set is scored by ONNX Runtime only once.
         """
         if "clean" not in self.cache:
-            indices, labels, predictions, bounded = [], [], [], []
-            for batch in self.data.batches(self.batch_size, self.device):
-                self.check_deadline()
+
+            def score_batch(batch: Batch, rows: torch.Tensor) -> Columns:
                 scores = self.model.scores(batch.x)
-                predictions.append(scores.argmax(dim=1))
-                bounded.append(unit_interval_rows(scores).all())  # read once, by outputs_are_probabilities
-                indices.append(batch.index)
-                labels.append(batch.y)
-            if not indices:
+                # ``bounded`` is read once, by outputs_are_probabilities
+                return {
+                    "index": batch.index,
+                    "label": batch.y,
+                    "prediction": self.task.predict(scores),
+                    "bounded": unit_interval_rows(scores),
+                }
+
+            columns = self.per_sample("clean predictions", score_batch)
+            if not columns:
                 raise CheckError("the evaluation data selected no samples")
-            self.cache["clean"] = (torch.cat(indices), torch.cat(labels), torch.cat(predictions))
-            self.cache["clean_bounded"] = torch.stack(bounded).all()
+            self.cache["clean"] = (columns["index"], columns["label"], columns["prediction"])
+            self.cache["clean_bounded"] = bool(columns["bounded"].all())
         return self.cache["clean"]
 
     def outputs_are_probabilities(self) -> bool:

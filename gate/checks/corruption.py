@@ -11,6 +11,8 @@ import torch
 from gate.checks.base import CheckContext, CheckKind
 from gate.checks.evidence import caption, save_example_pairs
 from gate.corruptions import corrupt_batch
+from gate.data.evaldata import Batch
+from gate.errors import CheckError
 from gate.measurement import Measurement
 from gate.policy.checks import CorruptionSpec
 
@@ -20,36 +22,36 @@ class CorruptionCheck(CheckKind[CorruptionSpec]):
 
     def run(self, spec: CorruptionSpec, context: CheckContext) -> Measurement:
         bounds = context.policy.input.range
-        correct_parts = []
-        examples: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        with context.progress.task(
-            f"{spec.id}: {spec.corruption} level {spec.level}", len(context.data)
-        ) as progress:
-            for batch in context.data.batches(context.batch_size, "cpu"):
-                context.check_deadline()
-                corrupted = corrupt_batch(
-                    batch.x, spec.corruption, spec.level, seed=context.seed, index=batch.index, bounds=bounds
-                )
-                predictions = context.model.scores(corrupted.to(context.device)).argmax(1).cpu()
-                correct_parts.append(predictions == batch.y)
-                if examples is None:
-                    examples = (batch.x, corrupted, batch.y, predictions)
-                progress.advance(len(batch))
-        correct = torch.cat(correct_parts)
+        examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+        def corrupted_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+            corrupted = corrupt_batch(
+                batch.x, spec.corruption, spec.level, seed=context.seed, index=batch.index, bounds=bounds
+            )
+            predictions = context.task.predict(context.model.scores(corrupted.to(context.device))).cpu()
+            if not examples:
+                examples.append((batch.x, corrupted, batch.y, predictions))
+            return {"correct": context.task.correct(predictions, batch.y)}
+
+        columns = context.per_sample(
+            f"{spec.id}: {spec.corruption} level {spec.level}", corrupted_batch, device="cpu"
+        )
+        if not columns:
+            raise CheckError("the evaluation data selected no samples")
+        correct = columns["correct"]
         _, labels, clean_predictions = context.clean_predictions()
-        clean = (clean_predictions == labels).cpu()
+        clean = context.task.correct(clean_predictions, labels).cpu()
         artifacts = []
-        if examples is not None:
-            count = min(4, len(examples[0]))
+        if examples:
+            x, corrupted, y, predictions = examples[0]
+            count = min(4, len(x))
             names = context.model.class_names
             captions = [
                 (f"clean: {caption(int(y), names)}", f"{spec.corruption}: {caption(int(p), names)}")
-                for y, p in zip(examples[2][:count], examples[3][:count], strict=True)
+                for y, p in zip(y[:count], predictions[:count], strict=True)
             ]
             path = context.artifact_path(spec.id, "examples.png")
-            artifacts.append(
-                save_example_pairs(path, examples[0][:count], examples[1][:count], captions, bounds)
-            )
+            artifacts.append(save_example_pairs(path, x[:count], corrupted[:count], captions, bounds))
         clean_accuracy = float(clean.float().mean())
         return Measurement.proportion(
             correct,

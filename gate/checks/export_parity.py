@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 
 from gate.checks.base import CheckContext, CheckKind
+from gate.data.evaldata import Batch
+from gate.errors import CheckError
 from gate.measurement import Measurement
 from gate.policy.checks import AdversarialSpec, ExportParitySpec, GradientMaskingSpec
 from gate.policy.model import Policy
@@ -36,26 +38,23 @@ class ExportParityCheck(CheckKind[ExportParitySpec]):
     def run(self, spec: ExportParitySpec, context: CheckContext) -> Measurement:
         radius = spec.noise if spec.noise is not None else default_noise_radius(context.policy)
         low, high = context.policy.input.range
-        agree_clean, agree_noisy, max_diff_clean, max_diff_noisy = [], [], 0.0, 0.0
-        total = len(context.data)
-        with context.progress.task(f"{spec.id}: export parity", total) as progress:
-            for batch in context.data.batches(context.batch_size, context.device):
-                context.check_deadline()
-                noise = SampleRandom(batch.index, (context.seed, NOISE_STREAM)).uniform(0, batch.x.shape[1:])
-                noisy = (batch.x + (noise.to(batch.x.dtype) * 2 - 1) * radius).clamp(low, high)
-                for inputs, agreements, name in (
-                    (batch.x, agree_clean, "clean"),
-                    (noisy, agree_noisy, "noisy"),
-                ):
-                    deployed, source = context.model.scores(inputs), context.model.source_scores(inputs)
-                    agreements.append(deployed.argmax(1) == source.argmax(1))
-                    difference = float((deployed - source).abs().max())
-                    if name == "clean":
-                        max_diff_clean = max(max_diff_clean, difference)
-                    else:
-                        max_diff_noisy = max(max_diff_noisy, difference)
-                progress.advance(len(batch))
-        clean, noisy_agree = torch.cat(agree_clean), torch.cat(agree_noisy)
+
+        def compare_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+            noise = SampleRandom(batch.index, (context.seed, NOISE_STREAM)).uniform(0, batch.x.shape[1:])
+            noisy = (batch.x + (noise.to(batch.x.dtype) * 2 - 1) * radius).clamp(low, high)
+            columns = {}
+            for inputs, name in ((batch.x, "clean"), (noisy, "noisy")):
+                deployed, source = context.model.scores(inputs), context.model.source_scores(inputs)
+                columns[f"agree_{name}"] = context.task.predict(deployed) == context.task.predict(source)
+                columns[f"max_diff_{name}"] = (deployed - source).abs().flatten(1).amax(dim=1).float()
+            return columns
+
+        columns = context.per_sample(f"{spec.id}: export parity", compare_batch)
+        if not columns:
+            raise CheckError("the evaluation data selected no samples")
+        clean, noisy_agree = columns["agree_clean"], columns["agree_noisy"]
+        max_diff_clean = float(columns["max_diff_clean"].max())
+        max_diff_noisy = float(columns["max_diff_noisy"].max())
         max_diff = max(max_diff_clean, max_diff_noisy)
         violations = []
         if spec.max_abs_diff is not None and max_diff > spec.max_abs_diff:

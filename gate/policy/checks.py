@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from gate.attacks.catalogue import CATALOGUE, OPTIONS, masking_diagnosable, option_help, policy_refusal
 from gate.policy.source import quoted
+from gate.tasks.base import InputKind
 
 FRACTION_PATTERN = r"^\s*[-+]?[0-9.]+([eE][-+]?[0-9]+)?\s*/\s*[-+]?[0-9.]+([eE][-+]?[0-9]+)?\s*$"
 
@@ -343,18 +344,21 @@ class ModelSanitySpec(CheckSpec):
     primary_metric: ClassVar[str] = "findings"
 
 
-CorruptionName = Literal[
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "speckle_noise",
-    "gaussian_blur",
-    "defocus_blur",
-    "brightness",
-    "contrast",
-    "jpeg",
-    "pixelate",
-]
+# The one list of corruptions and the inputs each applies to (gate/corruptions.py implements them): the
+# noises are elementwise, so they also apply to tabular features; blurs, JPEG and the rest need images.
+CORRUPTION_INPUTS: dict[str, tuple[InputKind, ...]] = {
+    "gaussian_noise": ("images", "features"),
+    "shot_noise": ("images", "features"),
+    "impulse_noise": ("images", "features"),
+    "speckle_noise": ("images", "features"),
+    "gaussian_blur": ("images",),
+    "defocus_blur": ("images",),
+    "brightness": ("images",),
+    "contrast": ("images",),
+    "jpeg": ("images",),
+    "pixelate": ("images",),
+}
+CorruptionName = Literal[tuple(CORRUPTION_INPUTS)]  # type: ignore[valid-type]
 
 
 class CorruptionSpec(CheckSpec):

@@ -218,7 +218,19 @@ def _require_weights(before: object, after: object) -> tuple[str, str]:
     )
 
 
+def _task(old: str | None, new: str | None) -> tuple[Direction, str]:
+    if old is None:
+        return (
+            "stricter",
+            "the task is fixed: data of another shape is refused instead of judged as another task",
+        )
+    if new is None:
+        return "looser", "the task is inferred from the data instead of fixed"
+    return "neutral", "a different kind of model: other checks, attacks and corruptions apply"
+
+
 SETTING_RULES: dict[str, Rule] = {
+    "task": _task,
     "require_weights": _require_weights,
     "confidence": _confidence,
     "samples": _samples,

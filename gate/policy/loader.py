@@ -26,6 +26,8 @@ from gate.policy.source import (
     read_policy_text,
     regular_file,
 )
+from gate.policy.task_support import task_problems, undecided_task_problems
+from gate.tasks import TASKS
 
 BUILTIN_PREFIX = "builtin:"
 MAX_EXTENDS_DEPTH = 32
@@ -71,6 +73,8 @@ class Origin:
 
     path: Path
     position: Position | None
+    index: int | None = None
+    """The entry's position in its file's ``checks`` (or ``waivers``) list."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,17 @@ class ResolvedPolicy:
     @property
     def path(self) -> Path:
         return self.files[-1].path
+
+    def check_field_location(self, check_id: str, field: str) -> tuple[Path, Position | None, str]:
+        """The file, position and field path of ``field`` in the check ``check_id`` (the check's own line
+        when the field was not written, as a defaulted ``attack`` is not)."""
+        origin = self.check_origins.get(check_id)
+        if origin is None or origin.index is None:
+            return self.path, None, f"checks[{check_id}].{field}"
+        raw = next((f.raw for f in self.files if f.path == origin.path), None)
+        location = ("checks", origin.index, field)
+        position = position_of(raw, location) if raw is not None else None
+        return origin.path, position or origin.position, f"checks[{origin.index}].{field}"
 
     @property
     def sha256(self) -> str:
@@ -336,7 +351,7 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
     settings: dict[str, Any] = {}
     for policy_file in chain:
         document = policy_file.document
-        for key in ("input", "confidence", "samples", "seed", "require_weights"):
+        for key in ("task", "input", "confidence", "samples", "seed", "require_weights"):
             value = getattr(document, key)
             # null means "all samples" and "point values" for samples and confidence; for input and seed
             # it means nothing was set, so the inherited or default value stays.
@@ -346,7 +361,7 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
             checks.pop(check.id, None)  # re-insert so the overriding file's order wins
             checks[check.id] = check
             check_origins[check.id] = Origin(
-                policy_file.path, position_of(policy_file.raw, ("checks", index))
+                policy_file.path, position_of(policy_file.raw, ("checks", index)), index
             )
         for index, waiver in enumerate(document.waivers):
             waivers[waiver.check] = waiver
@@ -383,7 +398,14 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
     settings["name"] = final.name or chain[-1].path.stem
     settings["description"] = final.description
     policy = Policy(checks=list(checks.values()), waivers=list(waivers.values()), **settings)
-    return ResolvedPolicy(policy, tuple(chain), check_origins, waiver_origins)
+    resolved = ResolvedPolicy(policy, tuple(chain), check_origins, waiver_origins)
+    if policy.task is None:
+        problems = undecided_task_problems(resolved)
+    else:
+        problems = task_problems(resolved, TASKS[policy.task])
+    if problems:
+        raise PolicyValidationError(problems)
+    return resolved
 
 
 def _plain(node: Any) -> Any:

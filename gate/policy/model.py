@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from gate.policy.checks import AnyCheckSpec, Number, StrictModel
 from gate.policy.source import quoted
+from gate.tasks import TaskName
 
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -87,6 +88,12 @@ class PolicyDocument(StrictModel):
     extends: list[str] = Field(
         default_factory=list, description="Policies to inherit: builtin:NAME or a path relative to this file."
     )
+    task: TaskName | None = Field(
+        default=None,
+        description="What kind of model this is (image_classification, tabular_classification); decides "
+        "which checks, attacks and corruptions apply. Omitted: inferred from the data's shape and stated "
+        "in the report.",
+    )
     input: InputSpace | None = None
     confidence: Annotated[float, Field(ge=0.5, lt=1)] | None = Field(
         default=None,
@@ -132,6 +139,8 @@ class Policy(StrictModel):
 
     name: str
     description: str | None = None
+    task: TaskName | None = None
+    """None: the run infers it from the data (images or feature vectors)."""
     input: InputSpace = InputSpace()
     confidence: float | None = 0.95
     samples: int | None = None

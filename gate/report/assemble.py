@@ -22,6 +22,7 @@ from gate.report.model import (
     PolicyInfo,
     Report,
     Summary,
+    TaskInfo,
 )
 from gate.verdict import overall_verdict
 
@@ -64,7 +65,7 @@ def assemble_report(
             onnx_path=str(model.onnx_path),
             provider=model.provider,
             source_kind=model.source_kind,
-            gradients="available" if model.gradient_model is not None else model.gradient_unavailable_reason,
+            gradients=gradients_note(model),
             notes=[note] if (note := own_weights_note(options.model)) else [],
         ),
         data=DataInfo(
@@ -73,6 +74,11 @@ def assemble_report(
             n=len(data),
             shard=f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
             notes=list(data.notes),
+        ),
+        task=TaskInfo(
+            name=context.task.name,
+            source="policy" if policy.task is not None else "inferred",
+            inputs=context.task.inputs,
         ),
         environment=environment(context.device, model.provider),
         seed=context.seed,
@@ -87,6 +93,16 @@ def assemble_report(
         resolved_policy=policy.model_dump(mode="json"),
         resumed_entries=context.resume.resumed if context.resume is not None else 0,
     )
+
+
+def gradients_note(model: ModelUnderTest) -> str | None:
+    """Where the gradients come from, or why there are none; for an ONNX-only model, the inputs on which
+    its twin was last found to agree with the session (``gate check``: the first evaluation batch)."""
+    if model.gradient_model is None:
+        return model.gradient_unavailable_reason
+    if model.twin_agreement is not None:
+        return f"available: the ONNX twin, which agrees with the session on {model.twin_agreement}"
+    return "available"
 
 
 def waivers_in_state(results: list[CheckResult], state: str) -> list[str]:

@@ -158,6 +158,16 @@ class PolicyInfo(ReportModel):
     sha256: str
 
 
+class TaskInfo(ReportModel):
+    """The kind of model judged (it decides which checks apply) and how gate knew it."""
+
+    name: str = Field(description="image_classification or tabular_classification.")
+    source: Literal["policy", "inferred"] = Field(
+        description="policy: named by the policy's task; inferred: from the data's shape."
+    )
+    inputs: str = Field(description="The inputs the task takes, e.g. features [N, F].")
+
+
 class Environment(ReportModel):
     gate: str
     python: str
@@ -186,6 +196,7 @@ class Report(ReportModel):
     policy: PolicyInfo
     model: ModelInfo
     data: DataInfo
+    task: TaskInfo | None = Field(default=None, description="Absent in reports of gate before tasks.")
     environment: Environment
     seed: int
     confidence: float | None
