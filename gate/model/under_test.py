@@ -84,6 +84,8 @@ class ModelUnderTest:
         self.batch_size = batch_size
         self.provider: str = session.get_providers()[0]
         self.gradient_unavailable_reason = gradient_unavailable_reason
+        self.twin_agreement: str | None = None
+        """The inputs on which the twin of an ONNX-only model last agreed with the session, for the report."""
         self._session = session
         self._input_name = session.get_inputs()[0].name
         self._output_name = session.get_outputs()[0].name
@@ -252,22 +254,36 @@ class ModelUnderTest:
         self._check_logits(logits, len(x), f"the {self.source_kind} PyTorch module")
         return logits.to(x.device)
 
-    def verify_twin(self, x: torch.Tensor, atol: float = TWIN_ATOL, rtol: float = TWIN_RTOL) -> None:
-        """Compare the twin with the session on ``x``; on disagreement the twin is withdrawn (with the reason).
+    def verify_twin(
+        self, x: torch.Tensor, on: str = "the given inputs", atol: float = TWIN_ATOL, rtol: float = TWIN_RTOL
+    ) -> None:
+        """Compare the twin with the session on ``x`` (described by ``on``, for the reason and the report).
 
+        A twin that disagrees, or fails on ``x``, is withdrawn: ``gradient_model`` becomes None and
+        ``gradient_unavailable_reason`` says why. One that agrees records ``on`` in ``twin_agreement``.
         Only ONNX-only models have a twin; for other sources this does nothing (export parity is a check).
+
+        Raises:
+            ModelError: the session itself fails on ``x`` (the twin is then neither kept nor withdrawn).
         """
         if self.source_kind != "onnx" or self._module is None or self.gradient_unavailable_reason:
             return
         reference = self.scores(x)
-        difference = (self.source_scores(x) - reference).abs()
+        try:
+            twin = self.source_scores(x)
+        except ModelError as error:  # the twin fails where the session does not (non-finite logits, say)
+            self.gradient_unavailable_reason = error.message
+            return
+        difference = (twin - reference).abs()
         allowed = atol + rtol * reference.abs()
         if bool((difference > allowed).any()):
             self.gradient_unavailable_reason = (
-                f"the PyTorch twin disagrees with the ONNX Runtime session on the evaluation data "
+                f"the PyTorch twin disagrees with the ONNX Runtime session on {on} "
                 f"(max |difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|)"
             )
             logger.warning("%s", self.gradient_unavailable_reason)
+            return
+        self.twin_agreement = on
 
 
 # --------------------------------------------------------------------- loading
@@ -360,10 +376,14 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
         logits_module=logits,
     )
     if twin is not None:
-        # A first check on random inputs catches interpreter gaps early; the caller re-verifies on real data.
-        probe = example_input[:64] if example_input is not None else _random_inputs(8, input_shape)
+        # A first comparison catches interpreter gaps before anything else runs; ``gate check`` compares
+        # again on the first batch of the evaluation data (``runner._verify_twin``).
+        if example_input is not None:
+            probe, on = example_input[:64], f"the example input ({len(example_input[:64])} sample(s))"
+        else:
+            probe, on = _random_inputs(8, input_shape), "8 random inputs"
         try:
-            model.verify_twin(probe)
+            model.verify_twin(probe, on=on)
         except ModelError as error:
             model.gradient_unavailable_reason = error.message
     return model
