@@ -84,7 +84,7 @@ def train(
 
 
 def _rng(count: int, stream: int, device: torch.device):
-    from gate.sample_random import SampleRandom
+    from gate.randomness.streams import SampleRandom
 
     return SampleRandom(torch.arange(count, device=device), (stream,))
 

@@ -244,7 +244,7 @@ def batch_size_sweep(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, sizes: list[int]
 ) -> dict:
     """PGD-20 throughput at fixed batch sizes, and the size ``--batch-size auto`` picks for this model."""
-    from gate.scale.autobatch import choose_batch_size
+    from gate.model.batch_size import choose_batch_size
 
     class Measured:  # what choose_batch_size asks of a model under test: the torch model stands in for both
         input_shape = tuple(x.shape[1:])

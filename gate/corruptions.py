@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gate import seeding
 from gate.errors import DataError, GateError
-from gate.policy.checks import CORRUPTION_INPUTS
+from gate.policy.specs import CORRUPTION_INPUTS
+from gate.randomness import generators
 
 LEVELS = (1, 2, 3, 4, 5)
 LARGE_IMAGE_PX = 128  # from this short side on, the ImageNet-C table applies
@@ -130,7 +130,7 @@ def corrupt_batch(
 
 def sample_seed(seed: int, index: int) -> int:
     """A 64-bit seed for one sample, a stable hash of ``(seed, index)`` (independent of numpy/torch versions)."""
-    return seeding.sample_seed(seed, index, stream="corruption")
+    return generators.sample_seed(seed, index, stream="corruption")
 
 
 def _lookup(name: str) -> Corruption:

@@ -31,8 +31,8 @@ from pydantic import ValidationError
 
 from gate.errors import UsageError
 from gate.measurement import Measurement
-from gate.policy.checks import CheckSpec
 from gate.policy.model import Policy
+from gate.policy.specs import CheckSpec
 from gate.report.assemble import summarise, verdict_message, waivers_in_state
 from gate.report.model import CheckResult, DataInfo, Report, SampleRecord
 from gate.resume import FINGERPRINT_FILE, RunFingerprint, document_sha256

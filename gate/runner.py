@@ -26,6 +26,7 @@ from gate.checks import REGISTRY, CheckContext, CheckTimeout
 from gate.console import Progress
 from gate.errors import EXIT_ERROR, CheckError, DataError, GateError, ModelError, RunTimeout, UsageError
 from gate.measurement import Measurement
+from gate.model.batch_size import choose_batch_size
 from gate.model.spec import own_weights_note
 from gate.policy import CheckSpec, PolicyValidationError, ResolvedPolicy, load_policy
 from gate.policy.task_support import task_problems
@@ -39,7 +40,6 @@ from gate.report.model import (
     SampleRecord,
 )
 from gate.resume import STATE_FILE, fingerprint_run, open_resume_state
-from gate.scale.autobatch import choose_batch_size
 from gate.tasks import TASKS, Task, infer_task
 from gate.verdict import JudgeSettings, error_result, judge
 
@@ -65,7 +65,7 @@ class RunOptions:
     baseline: Path | None = None
     timeout: float | None = None
     batch_size: int | str = "auto"
-    """An integer, or ``auto``: the largest that fits the device (``gate.scale.choose_batch_size``)."""
+    """An integer, or ``auto``: the largest that fits the device (``gate.model.batch_size.choose_batch_size``)."""
     shard: tuple[int, int] | None = None
     today: dt.date | None = None
     progress: Progress = field(default_factory=lambda: Progress(enabled=False))

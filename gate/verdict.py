@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from gate.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
 from gate.measurement import Measurement
-from gate.policy.checks import CheckSpec
 from gate.policy.model import Waiver
+from gate.policy.specs import CheckSpec
 from gate.report.model import (
     CheckResult,
     IntervalModel,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from gate.measurement import Measurement
-from gate.policy.checks import AccuracySpec, AttributionSpec, CheckSpec, GradientMaskingSpec
 from gate.policy.model import Waiver
+from gate.policy.specs import AccuracySpec, AttributionSpec, CheckSpec, GradientMaskingSpec
 from gate.report.model import CheckResult
 from gate.stats import clopper_pearson
 from gate.verdict import (

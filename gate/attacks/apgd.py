@@ -23,7 +23,7 @@ from gate.attacks.base import (
     where_samples,
 )
 from gate.attacks.threat import Norm, per_sample
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 from gate.tasks.classification import is_correct
 
 Loss = Literal["ce", "dlr"]

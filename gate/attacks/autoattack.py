@@ -14,7 +14,7 @@ from gate.attacks.base import Attack, AttackOutcome, Model, RunResult, predict, 
 from gate.attacks.fab import FAB
 from gate.attacks.square import Square
 from gate.attacks.threat import Norm
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 from gate.tasks.classification import is_correct
 
 NOT_BROKEN = -1

@@ -10,7 +10,7 @@ from typing import ClassVar, TypeVar
 import torch
 
 from gate.attacks.threat import Norm, ThreatModel, l2_norm, per_sample
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 from gate.tasks.classification import is_correct
 
 Model = Callable[[torch.Tensor], torch.Tensor]

@@ -20,7 +20,7 @@ from gate.attacks.base import (
     where_samples,
 )
 from gate.attacks.threat import Norm, per_sample, perturbation_norm
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 from gate.tasks.classification import is_correct
 
 _COMPACT_EVERY = 10  # steps between dropping points already broken within eps (a host sync)

@@ -10,7 +10,7 @@ import torch
 from gate.attacks import losses
 from gate.attacks.base import Attack, Model, RunResult, loss_and_grad
 from gate.attacks.threat import Norm
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 
 
 class FGSM(Attack):

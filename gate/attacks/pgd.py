@@ -10,7 +10,7 @@ import torch
 from gate.attacks import losses
 from gate.attacks.base import Attack, Model, RunResult, keep_rows, logits_and_grad, rows_left, where_samples
 from gate.attacks.threat import Norm
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 from gate.tasks.classification import is_correct
 
 Loss = Literal["ce", "dlr"]

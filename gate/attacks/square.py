@@ -16,7 +16,7 @@ import torch
 from gate.attacks import losses
 from gate.attacks.base import Attack, Model, RunResult, SampleRows, rows_left, where_samples
 from gate.attacks.threat import Norm, l2_norm, per_sample
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 
 # The p_init halving schedule of the paper, on iterations rescaled to a 10,000-query budget.
 _SCHEDULE = (

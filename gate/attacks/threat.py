@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[Norm, ...] = ("linf", "l2")

@@ -14,7 +14,7 @@ from gate.checks.corruption import CorruptionCheck
 from gate.checks.export_parity import ExportParityCheck
 from gate.checks.gradient_masking import GradientMaskingCheck
 from gate.checks.model_sanity import ModelSanityCheck
-from gate.policy.checks import kind_of
+from gate.policy.specs import kind_of
 
 IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (
     AccuracyCheck,

@@ -6,7 +6,7 @@ import torch
 
 from gate.checks.base import CheckContext, CheckKind
 from gate.measurement import Measurement
-from gate.policy.checks import AccuracySpec
+from gate.policy.specs import AccuracySpec
 
 
 class AccuracyCheck(CheckKind[AccuracySpec]):

@@ -27,7 +27,7 @@ from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.measurement import Measurement
 from gate.model.squashing import UNDONE
-from gate.policy.checks import AdversarialSpec
+from gate.policy.specs import AdversarialSpec
 
 BUDGET_TOLERANCE = 1e-5
 MAX_LISTED_DISAGREEMENTS = 20

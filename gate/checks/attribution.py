@@ -29,7 +29,7 @@ from gate.explain import (
 )
 from gate.explain.registry import get_method
 from gate.measurement import Measurement
-from gate.policy.checks import AttributionSpec
+from gate.policy.specs import AttributionSpec
 
 NEEDS_MASK = ("roi_mass", "pointing_game")
 

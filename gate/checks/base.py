@@ -17,7 +17,7 @@ import torch
 from gate.errors import CheckError
 from gate.measurement import Measurement
 from gate.model.squashing import unit_interval_rows
-from gate.policy.checks import CheckSpec
+from gate.policy.specs import CheckSpec
 
 if TYPE_CHECKING:
     from gate.console import Progress

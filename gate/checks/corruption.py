@@ -14,7 +14,7 @@ from gate.corruptions import corrupt_batch
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.measurement import Measurement
-from gate.policy.checks import CorruptionSpec
+from gate.policy.specs import CorruptionSpec
 
 
 class CorruptionCheck(CheckKind[CorruptionSpec]):

@@ -14,9 +14,9 @@ from gate.checks.base import CheckContext, CheckKind
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.measurement import Measurement
-from gate.policy.checks import AdversarialSpec, ExportParitySpec, GradientMaskingSpec
 from gate.policy.model import Policy
-from gate.sample_random import SampleRandom
+from gate.policy.specs import AdversarialSpec, ExportParitySpec, GradientMaskingSpec
+from gate.randomness.streams import SampleRandom
 
 NOISE_STREAM = 0x5EED_0001
 

@@ -28,7 +28,7 @@ from gate.checks.adversarial import run_attack
 from gate.checks.base import CheckContext, CheckKind, deferred_to_first_shard
 from gate.checks.evidence import save_curve
 from gate.measurement import Measurement
-from gate.policy.checks import GradientMaskingSpec
+from gate.policy.specs import GradientMaskingSpec
 from gate.report.model import Finding
 
 

@@ -40,7 +40,7 @@ from gate.model.squashing import (
     looks_like_probabilities,
     unit_interval_rows,
 )
-from gate.policy.checks import ModelSanitySpec
+from gate.policy.specs import ModelSanitySpec
 from gate.report.model import Finding
 
 __all__ = [

@@ -77,7 +77,7 @@ def policy_init(file: Path, name: str, force: bool) -> None:
 def policy_explain(file: str, policy_roots: tuple[Path, ...]) -> None:
     """Explain a policy (with everything it extends) in plain language, for reviewers."""
     from gate.policy import load_policy
-    from gate.policy.explain import explain_policy
+    from gate.policy.plain_language import explain_policy
 
     console.out(explain_policy(load_policy(file, policy_roots=policy_roots)).rstrip("\n"))
 

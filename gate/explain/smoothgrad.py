@@ -7,7 +7,7 @@ from torch import nn
 
 from gate.explain._utils import check_batch, chunks, cpu_generator, require_gradient_model
 from gate.explain.options import AttributionOptions, ScoreFn
-from gate.seeding import sample_generators
+from gate.randomness.generators import sample_generators
 
 
 def smoothgrad(

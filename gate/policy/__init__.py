@@ -1,6 +1,5 @@
 """The policy format (pydantic models) and its loader."""
 
-from gate.policy.checks import ALL_CHECK_SPECS, AnyCheckSpec, CheckSpec, kind_of
 from gate.policy.loader import (
     Origin,
     PolicyFile,
@@ -14,6 +13,7 @@ from gate.policy.loader import (
     read_policy_file,
 )
 from gate.policy.model import InputSpace, Policy, PolicyDocument, Waiver
+from gate.policy.specs import ALL_CHECK_SPECS, AnyCheckSpec, CheckSpec, kind_of
 
 __all__ = [
     "ALL_CHECK_SPECS",

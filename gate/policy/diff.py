@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gate.attacks.catalogue import compare_strength
-from gate.policy.checks import CheckSpec
-from gate.policy.explain import number_text
 from gate.policy.model import Policy, Waiver
+from gate.policy.plain_language import number_text
+from gate.policy.specs import CheckSpec
 
 Direction = Literal["stricter", "looser", "neutral"]
 

@@ -15,7 +15,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from gate.errors import PolicyError
-from gate.policy.checks import ALL_CHECK_SPECS, CheckSpec, kind_of
 from gate.policy.model import Policy, PolicyDocument, Waiver
 from gate.policy.source import (
     Position,
@@ -26,6 +25,7 @@ from gate.policy.source import (
     read_policy_text,
     regular_file,
 )
+from gate.policy.specs import ALL_CHECK_SPECS, CheckSpec, kind_of
 from gate.policy.task_support import task_problems, undecided_task_problems
 from gate.tasks import TASKS
 

@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from gate.policy.checks import AnyCheckSpec, Number, StrictModel
 from gate.policy.source import quoted
+from gate.policy.specs import AnyCheckSpec, Number, StrictModel
 from gate.tasks import TaskName
 
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gate.attacks.catalogue import CATALOGUE
-from gate.policy.checks import CORRUPTION_INPUTS, CheckSpec, CorruptionSpec
+from gate.policy.specs import CORRUPTION_INPUTS, CheckSpec, CorruptionSpec
 from gate.tasks import TASKS, Task
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gate import __version__
-from gate.policy.checks import ALL_CHECK_SPECS, kind_of
+from gate.policy.specs import ALL_CHECK_SPECS, kind_of
 from gate.report.formats import ReportFormat
 from gate.report.model import CheckResult, Report
 

@@ -1,17 +1,2 @@
-"""Scaling a run: the batch size chosen for the device, and shards run as Ray tasks."""
-
-from gate.scale.autobatch import (
-    BatchProbe,
-    choose_batch_size,
-    cpu_batch_size,
-    cuda_batch_size,
-    largest_power_of_two,
-)
-
-__all__ = [
-    "BatchProbe",
-    "choose_batch_size",
-    "cpu_batch_size",
-    "cuda_batch_size",
-    "largest_power_of_two",
-]
+"""Scaling a run out: shards run as Ray tasks, each one a whole gate run (``gate/runner.py``) on part of
+the data. The batch size a single run chooses for its device is the model layer's (``gate/model/batch_size.py``)."""

@@ -27,7 +27,7 @@ from gate.attacks.catalogue import (
 )
 from gate.attacks.registry import ATTACKS, build_attack
 from gate.attacks.threat import NORMS as THREAT_NORMS
-from gate.policy.checks import AdversarialSpec, AttackName, GradientMaskingSpec
+from gate.policy.specs import AdversarialSpec, AttackName, GradientMaskingSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET: dict[str, Any] = {"norm": "linf", "epsilon": 0.1, "bounds": (0.0, 1.0), "seed": 3}
@@ -209,7 +209,7 @@ def test_the_lazy_package_exports_what_it_lists() -> None:
 def test_the_catalogue_and_the_policy_load_without_torch() -> None:
     code = (
         "import sys\n"
-        "import gate.attacks.catalogue, gate.policy, gate.policy.explain, gate.policy.diff\n"
+        "import gate.attacks.catalogue, gate.policy, gate.policy.plain_language, gate.policy.diff\n"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('gate'))\n"
     )
     result = subprocess.run(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gate.attacks.threat import ThreatModel, perturbation_norm
-from gate.sample_random import SampleRandom
+from gate.randomness.streams import SampleRandom
 
 
 def test_perturbation_norm_per_sample():

@@ -37,6 +37,6 @@ def test_policy_names_exactly_the_implemented_corruptions():
     import typing
 
     from gate.corruptions import CORRUPTIONS
-    from gate.policy.checks import CorruptionName
+    from gate.policy.specs import CorruptionName
 
     assert set(typing.get_args(CorruptionName)) == set(CORRUPTIONS)

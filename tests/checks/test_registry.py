@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 
 from gate.checks import REGISTRY, CheckKind
-from gate.policy.checks import ALL_CHECK_SPECS, AnyCheckSpec, kind_of
+from gate.policy.specs import ALL_CHECK_SPECS, AnyCheckSpec, kind_of
 
 
 def test_registry_covers_exactly_the_kinds_the_policy_format_defines() -> None:

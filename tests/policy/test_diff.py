@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from gate.attacks.catalogue import CATALOGUE
 from gate.cli import main
-from gate.policy.checks import ALL_CHECK_SPECS, kind_of
 from gate.policy.diff import (
     CHECK_RULES,
     IDENTITY_FIELDS,
@@ -22,6 +21,7 @@ from gate.policy.diff import (
     is_looser,
 )
 from gate.policy.model import Policy
+from gate.policy.specs import ALL_CHECK_SPECS, kind_of
 
 ADVERSARIAL: dict[str, Any] = {
     "id": "pgd",

@@ -11,7 +11,8 @@ import pytest
 
 from gate.errors import PolicyError
 from gate.policy import PolicyValidationError, load_policy, read_policy_file
-from gate.policy.checks import (
+from gate.policy.source import MAX_POLICY_BYTES
+from gate.policy.specs import (
     AccuracySpec,
     AdversarialSpec,
     AttributionSpec,
@@ -19,7 +20,6 @@ from gate.policy.checks import (
     ExportParitySpec,
     GradientMaskingSpec,
 )
-from gate.policy.source import MAX_POLICY_BYTES
 
 from .helpers import WritePolicy, only_problem
 

@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 
 from gate.attacks.catalogue import CATALOGUE
 from gate.policy import load_policy
-from gate.policy.checks import parse_number
+from gate.policy.specs import parse_number
 
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 unit = st.floats(min_value=0, max_value=1, allow_nan=False)

@@ -11,7 +11,7 @@ import pytest
 from report.builders import report_around
 
 from gate import __version__
-from gate.policy.checks import ALL_CHECK_SPECS, kind_of
+from gate.policy.specs import ALL_CHECK_SPECS, kind_of
 from gate.report.model import (
     CheckResult,
     IntervalModel,

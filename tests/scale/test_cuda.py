@@ -17,7 +17,7 @@ from conftest import write_policy
 from gate.cli import main
 from gate.data import from_arrays
 from gate.model import ModelSpec, load_model
-from gate.scale import choose_batch_size
+from gate.model.batch_size import choose_batch_size
 
 pytestmark = [
     pytest.mark.gpu,

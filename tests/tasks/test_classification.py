@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gate.errors import DataError
-from gate.policy.checks import ALL_CHECK_SPECS, kind_of
+from gate.policy.specs import ALL_CHECK_SPECS, kind_of
 from gate.tasks import TASKS, infer_task
 from gate.tasks.classification import IMAGE_CLASSIFICATION, TABULAR_CLASSIFICATION, is_correct
 
@@ -61,3 +61,18 @@ def test_a_refused_kind_says_why():
     refusal = TABULAR_CLASSIFICATION.refusal("attribution")
     assert refusal is not None and "tabular_classification" in refusal and "images" in refusal
     assert TABULAR_CLASSIFICATION.refusal("adversarial") is None
+
+
+def test_the_catalogues_name_only_real_tasks_and_input_kinds():
+    from gate.attacks.catalogue import CATALOGUE
+    from gate.policy.specs import CORRUPTION_INPUTS
+    from gate.tasks.base import INPUT_LAYOUTS
+
+    for info in CATALOGUE.values():
+        assert set(info.tasks) <= set(TASKS), info.name
+    for name, kinds in CORRUPTION_INPUTS.items():
+        assert set(kinds) <= set(INPUT_LAYOUTS), name
+    # Every task can be evaluated by at least one attack and one corruption.
+    for task in TASKS.values():
+        assert any(task.name in info.tasks for info in CATALOGUE.values())
+        assert any(task.input_kind in kinds for kinds in CORRUPTION_INPUTS.values())

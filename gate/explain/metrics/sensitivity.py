@@ -9,7 +9,7 @@ from gate.errors import CheckError
 from gate.explain._utils import check_batch, cpu_generator
 from gate.explain.options import AttributionOptions, ScoreFn
 from gate.explain.registry import attribute
-from gate.seeding import sample_generators
+from gate.randomness.generators import sample_generators
 
 
 def max_sensitivity(

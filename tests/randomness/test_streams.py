@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gate.sample_random import SampleRandom, _mul32
+from gate.randomness.streams import SampleRandom, _mul32
 
 # SampleRandom(tensor([0, 1, 2**31 + 5, 2**40 + 3]), (7, 1, 2)), as released.
 PINNED_STATES = [4292172532, 3300709306, 212737141, 4050042070]

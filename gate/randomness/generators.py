@@ -1,6 +1,6 @@
 """Per-sample seeds: a sample's randomness depends on the run's seed and its data set index only.
 
-(gate/sample_random.py is the on-device counterpart used by the attacks.)
+(gate/randomness/streams.py is the on-device counterpart used by the attacks.)
 
 That is what makes a sharded or resumed run reproduce an unsharded one: the noise a sample gets never
 depends on which other samples share its batch or its shard.

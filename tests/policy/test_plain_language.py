@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from gate.attacks.catalogue import CATALOGUE, masking_diagnosable
 from gate.cli import main
 from gate.policy import load_policy
-from gate.policy.explain import explain_policy, fraction_text, number_text
+from gate.policy.plain_language import explain_policy, fraction_text, number_text
 
 TODAY = dt.date(2026, 11, 27)
 

@@ -1,6 +1,6 @@
 """Counter-based random numbers on the device, keyed by sample index, so a sample's noise never depends on its batch.
 
-Used by the attacks (random starts, Square's proposals) and by export parity's noise; gate/seeding.py
+Used by the attacks (random starts, Square's proposals) and by export parity's noise; gate/randomness/generators.py
 holds the CPU-generator counterpart for code that draws with torch's own generators.
 
 A ``torch.Generator`` hands out one stream per batch: the noise a sample receives then depends on its

@@ -7,7 +7,9 @@ from fractions import Fraction
 from pathlib import Path
 
 from gate.attacks.catalogue import AttackInfo, attack_info
-from gate.policy.checks import (
+from gate.policy.loader import BUILTIN_PREFIX, ResolvedPolicy, builtin_policy_dir
+from gate.policy.model import Policy, Waiver
+from gate.policy.specs import (
     AccuracySpec,
     AdversarialSpec,
     AttributionSpec,
@@ -16,8 +18,6 @@ from gate.policy.checks import (
     ExportParitySpec,
     GradientMaskingSpec,
 )
-from gate.policy.loader import BUILTIN_PREFIX, ResolvedPolicy, builtin_policy_dir
-from gate.policy.model import Policy, Waiver
 
 NORMS = {
     "linf": "L∞ norm (no input value moves by more than ε)",

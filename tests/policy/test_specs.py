@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from gate.attacks.catalogue import masking_diagnosable
 from gate.policy import PolicyValidationError, load_policy
-from gate.policy.checks import (
+from gate.policy.specs import (
     ALL_CHECK_SPECS,
     ATTRIBUTION_METRICS,
     FLOAT32_SMALLEST_NORMAL,

@@ -1,4 +1,4 @@
-"""gate/scale/autobatch.py: the CPU rule, the CUDA search (on a mocked probe) and the run's choice."""
+"""gate/model/batch_size.py: the CPU rule, the CUDA search (on a mocked probe) and the run's choice."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import write_policy
 
 from gate.cli import main
-from gate.scale import choose_batch_size, cpu_batch_size, cuda_batch_size, largest_power_of_two
+from gate.model.batch_size import choose_batch_size, cpu_batch_size, cuda_batch_size, largest_power_of_two
 
 POLICY = """
     version: 1
@@ -99,7 +99,7 @@ def test_choose_uses_an_explicit_number_and_the_cpu_rule():
 
 
 def test_choose_on_cuda_probes_free_memory(monkeypatch):
-    from gate.scale import autobatch
+    from gate.model import batch_size as autobatch
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 << 30, 80 << 30))
     monkeypatch.setattr(autobatch, "_cuda_probe", lambda model, device: FakeDevice(1 << 20, 1 << 40))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gate.explain import AttributionOptions, attribute, max_sensitivity
-from gate.seeding import sample_seed
+from gate.randomness.generators import sample_seed
 
 
 def tiny_model() -> nn.Module:
