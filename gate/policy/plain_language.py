@@ -18,6 +18,7 @@ from gate.policy.specs import (
     ExportParitySpec,
     GradientMaskingSpec,
 )
+from gate.tasks import TASKS
 
 NORMS = {
     "linf": "L∞ norm (no input value moves by more than ε)",
@@ -98,8 +99,17 @@ def _judging(policy: Policy) -> list[str]:
             f"convincing evidence, not on a lucky sample."
         )
     samples = f"at most {policy.samples} evaluation samples" if policy.samples else "every evaluation sample"
+    if policy.task is None:
+        task = (
+            "  The kind of model is inferred from the data: images [N, C, H, W] are judged as "
+            "image_classification, features [N, F] as tabular_classification (the report says which)."
+        )
+    else:
+        chosen = TASKS[policy.task]
+        task = f"  The model is judged as {chosen.name}: {chosen.description}"
     return [
         "How it is judged:",
+        task,
         f"  {judged}",
         f"  It uses {samples}, drawn with seed {policy.seed}.",
         f"  Inputs lie in [{low:g}, {high:g}]; perturbation budgets (ε) are measured in those units.",

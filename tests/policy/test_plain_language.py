@@ -220,3 +220,18 @@ def test_the_attack_line_shows_only_what_the_attack_reads(
     path = tmp_path / "p.yaml"
     path.write_text(ATTACK_POLICY.format(attack=attack) + (f"    {options}" if options else ""))
     assert effort in explain(path)
+
+
+def test_explain_states_the_task_or_that_it_is_inferred(tmp_path):
+    from conftest import write_policy
+
+    from gate.policy import load_policy
+    from gate.policy.plain_language import explain_policy
+
+    body = "version: 1\n{task}checks:\n  - {{id: a, kind: accuracy, min: 0.5}}\n"
+    inferred = explain_policy(load_policy(write_policy(tmp_path / "a.yaml", body.format(task=""))))
+    assert "inferred from the data" in inferred and "tabular_classification" in inferred
+    named = explain_policy(
+        load_policy(write_policy(tmp_path / "b.yaml", body.format(task="task: tabular_classification\n")))
+    )
+    assert "judged as tabular_classification: A classifier of feature vectors" in named
