@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gate.attacks.catalogue import compare_strength
+from gate.attacks.catalogue import attack_info, compare_strength
 from gate.policy.model import Policy, Waiver
 from gate.policy.plain_language import number_text
 from gate.policy.specs import CheckSpec
@@ -165,6 +165,14 @@ def _targeted(old: bool, new: bool) -> tuple[Direction, str]:
     return "stricter", "an untargeted attack counts any wrong class"
 
 
+def _always_targeted(old: CheckSpec, new: CheckSpec) -> bool:
+    """A ``targeted`` flip changes nothing when both versions use one attack that always targets."""
+    attack = getattr(new, "attack", None)
+    return (
+        attack is not None and attack == getattr(old, "attack", None) and attack_info(attack).always_targeted
+    )
+
+
 def _confidence(old: float | None, new: float | None) -> tuple[Direction, str]:
     if new is None:
         return "looser", "point values are compared without confidence bounds"
@@ -276,6 +284,8 @@ def _check_fields(old: CheckSpec, new: CheckSpec) -> Iterator[Change]:
             continue
         if (old.kind, field) in KIND_RULES:
             direction, reason = KIND_RULES[(old.kind, field)]
+        elif field == "targeted" and (attack := _always_targeted(old, new)) is not None:
+            direction, reason = "neutral", f"{attack} is targeted whatever the policy says"
         else:
             rule = CHECK_RULES.get(field, neutral("a setting of how the check is computed"))
             direction, reason = rule(before, after)

@@ -343,3 +343,13 @@ def test_requiring_weights_is_stricter_and_dropping_the_requirement_looser() -> 
     assert (stricter.field, stricter.direction) == ("require_weights", "stricter")
     looser = only(diff_policies(make_policy(require_weights=True), make_policy()))
     assert looser.direction == "looser" and "weights it builds itself" in looser.reason
+
+
+@pytest.mark.parametrize("attack", [name for name, info in CATALOGUE.items() if info.always_targeted])
+def test_targeted_on_an_always_targeted_attack_changes_nothing(attack: str) -> None:
+    base = {key: value for key, value in ADVERSARIAL.items() if key != "restarts" or attack != "autoattack"}
+    old = make_policy([{**base, "attack": attack}])
+    new = make_policy([{**base, "attack": attack, "targeted": True}])
+    change = only(diff_policies(old, new))
+    assert change.field == "targeted" and change.direction == "neutral"
+    assert "targeted whatever the policy says" in change.reason
