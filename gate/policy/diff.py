@@ -165,12 +165,12 @@ def _targeted(old: bool, new: bool) -> tuple[Direction, str]:
     return "stricter", "an untargeted attack counts any wrong class"
 
 
-def _always_targeted(old: CheckSpec, new: CheckSpec) -> bool:
-    """A ``targeted`` flip changes nothing when both versions use one attack that always targets."""
+def _always_targeted(old: CheckSpec, new: CheckSpec) -> str | None:
+    """The attack both versions use, if it always targets: then a ``targeted`` flip changes nothing."""
     attack = getattr(new, "attack", None)
-    return (
-        attack is not None and attack == getattr(old, "attack", None) and attack_info(attack).always_targeted
-    )
+    if attack is None or attack != getattr(old, "attack", None) or not attack_info(attack).always_targeted:
+        return None
+    return attack
 
 
 def _confidence(old: float | None, new: float | None) -> tuple[Direction, str]:
