@@ -115,9 +115,13 @@ def test_a_tabular_model_is_judged_with_the_inferred_task(tmp_path, tabular):
     statuses = {c.id: c for c in report.checks}
     assert not [c.message for c in report.checks if c.status == "error"], result.output
     assert statuses["accuracy"].value > 0.85 and statuses["parity"].value == 1.0
-    # An attack on 30 continuous features at eps 0.02 breaks some samples, never more than it attacked.
-    assert statuses["pgd"].value <= statuses["accuracy"].value
+    # At eps 0.02 on 30 features in [0, 1] the attacks break some samples (25 and 28 of 163 here), and
+    # the session agrees with the gradient model on every adversarial example.
+    assert statuses["pgd"].value < statuses["accuracy"].value - 0.05
+    assert statuses["apgd"].value < statuses["accuracy"].value - 0.05
+    assert statuses["pgd"].details["pytorch_onnx_disagreements"] == 0
     assert statuses["apgd"].details["attacked_samples"] > 100
+    assert statuses["masking"].value == 0  # a plain MLP masks nothing: the other three diagnostics are quiet
     masking = statuses["masking"].details
     assert "Square needs images" in masking["blackbox_not_run"]
     assert "black-box comparison not run" in statuses["masking"].message
