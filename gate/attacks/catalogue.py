@@ -44,6 +44,7 @@ class AttackInfo:
         queries_argument: The constructor keyword that takes the policy's ``queries``.
         scans_target_classes: It runs once per target class, as many as the model's classes allow.
         masking_diagnosis: ``gradient_masking`` can diagnose it (a white-box attack with steps and restarts).
+        min_classes: The fewest classes the model may have; known only once the model is loaded.
     """
 
     name: str
@@ -64,6 +65,8 @@ class AttackInfo:
     queries_argument: str | None = None
     scans_target_classes: bool = False
     masking_diagnosis: bool = False
+    min_classes: int = 2
+    """Fewest model outputs it works with (the targeted DLR loss ranks the 3rd and 4th largest logits)."""
 
     @property
     def summary(self) -> str:
@@ -140,6 +143,7 @@ CATALOGUE: dict[str, AttackInfo] = {
             options=("steps", "restarts"),
             default_steps=100,
             scans_target_classes=True,
+            min_classes=4,
         ),
         AttackInfo(
             name="fab",
@@ -193,6 +197,7 @@ CATALOGUE: dict[str, AttackInfo] = {
             default_queries=5000,
             queries_argument="square_queries",
             scans_target_classes=True,
+            min_classes=4,
         ),
     )
 }

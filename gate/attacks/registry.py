@@ -9,11 +9,12 @@ from __future__ import annotations
 from gate.attacks.apgd import APGDCE, APGDT
 from gate.attacks.autoattack import AutoAttack
 from gate.attacks.base import Attack
-from gate.attacks.catalogue import constructor_options
+from gate.attacks.catalogue import attack_info, constructor_options
 from gate.attacks.fab import FAB
 from gate.attacks.fgsm import FGSM
 from gate.attacks.pgd import PGD
 from gate.attacks.square import Square
+from gate.errors import CheckError
 
 ATTACKS: dict[str, type[Attack]] = {
     attack.name: attack for attack in (FGSM, PGD, APGDCE, APGDT, FAB, Square, AutoAttack)
@@ -47,7 +48,16 @@ def build_attack(
     targeted: bool = False,
     num_classes: int = 10,
 ) -> Attack:
-    """The attack a policy names, with its budget and the catalogue's defaults filled in."""
+    """The attack a policy names, with its budget and the catalogue's defaults filled in.
+
+    Raises ``CheckError`` for a model with fewer classes than the attack handles (known only now).
+    """
+    info = attack_info(name)
+    if num_classes < info.min_classes:
+        raise CheckError(
+            f"{name} needs a model with at least {info.min_classes} classes (the targeted DLR loss ranks the "
+            f"3rd and 4th largest logits); this model has {num_classes}: use pgd, apgd-ce or fab instead"
+        )
     options = constructor_options(
         name, norm=norm, epsilon=epsilon, bounds=bounds, seed=seed, steps=steps, restarts=restarts,
         step_size=step_size, queries=queries, targeted=targeted, num_classes=num_classes,

@@ -26,3 +26,13 @@ def test_make_attack_passes_options():
 def test_public_api_is_exported():
     assert set(attacks.__all__) <= set(dir(attacks))
     assert {"Attack", "AttackOutcome", "perturbation_norm", "make_attack"} <= set(attacks.__all__)
+
+
+@pytest.mark.parametrize("name", ["apgd-dlr", "autoattack"])
+def test_an_attack_that_needs_four_classes_refuses_a_binary_model_by_name(name):
+    from gate.attacks.registry import build_attack
+    from gate.errors import CheckError
+
+    with pytest.raises(CheckError, match=rf"{name} needs a model with at least 4 classes.*has 2: use pgd"):
+        build_attack(name, norm="linf", epsilon=0.1, bounds=(0.0, 1.0), seed=0, num_classes=2)
+    build_attack(name, norm="linf", epsilon=0.1, bounds=(0.0, 1.0), seed=0, num_classes=4)
