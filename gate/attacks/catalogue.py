@@ -11,8 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-IMAGE_CLASSIFICATION = "image_classification"
-TABULAR_CLASSIFICATION = "tabular_classification"
+from gate.tasks.classification import IMAGE_CLASSIFICATION as _IMAGES
+from gate.tasks.classification import TABULAR_CLASSIFICATION as _TABULAR
+
+# The task names, as gate/tasks/ defines them (each attack lists the tasks whose inputs it can perturb).
+IMAGE_CLASSIFICATION = _IMAGES.name
+TABULAR_CLASSIFICATION = _TABULAR.name
 NORMS: tuple[str, ...] = ("linf", "l2")
 OPTIONS: tuple[str, ...] = ("steps", "restarts", "step_size", "queries", "targeted")
 """The policy fields that tune an attack; each attack reads some of them (``AttackInfo.options``)."""

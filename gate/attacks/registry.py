@@ -6,6 +6,8 @@ this module only maps the names to the classes that implement them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from gate.attacks.apgd import APGDCE, APGDT
 from gate.attacks.autoattack import AutoAttack
 from gate.attacks.base import Attack
@@ -34,23 +36,12 @@ def make_attack(name: str, **options: object) -> Attack:
     return attack_class(name)(**options)  # type: ignore[arg-type]
 
 
-def build_attack(
-    name: str,
-    *,
-    norm: str,
-    epsilon: float,
-    bounds: tuple[float, float],
-    seed: int,
-    steps: int | None = None,
-    restarts: int = 1,
-    step_size: float | None = None,
-    queries: int | None = None,
-    targeted: bool = False,
-    num_classes: int = 10,
-) -> Attack:
+def build_attack(name: str, *, num_classes: int = 10, **policy_values: Any) -> Attack:
     """The attack a policy names, with its budget and the catalogue's defaults filled in.
 
-    Raises ``CheckError`` for a model with fewer classes than the attack handles (known only now).
+    ``policy_values`` are :func:`~gate.attacks.catalogue.constructor_options`' keywords (``norm``,
+    ``epsilon``, ``bounds``, ``seed``, ``steps`` …). Raises ``CheckError`` for a model with fewer classes
+    than the attack handles (known only now).
     """
     info = attack_info(name)
     if num_classes < info.min_classes:
@@ -58,8 +49,5 @@ def build_attack(
             f"{name} needs a model with at least {info.min_classes} classes (the targeted DLR loss ranks the "
             f"3rd and 4th largest logits); this model has {num_classes}: use pgd, apgd-ce or fab instead"
         )
-    options = constructor_options(
-        name, norm=norm, epsilon=epsilon, bounds=bounds, seed=seed, steps=steps, restarts=restarts,
-        step_size=step_size, queries=queries, targeted=targeted, num_classes=num_classes,
-    )  # fmt: skip
+    options = constructor_options(name, num_classes=num_classes, **policy_values)
     return make_attack(name, **options)

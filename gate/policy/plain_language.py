@@ -241,20 +241,15 @@ def _thresholds(spec: CheckSpec, policy: Policy) -> list[str]:
     metric = spec.metric_name.replace("_", " ")
     bound = "measured" if policy.confidence is None else f"{policy.confidence:.0%}"
     lines = []
-    if spec.min is not None:
+    for value, end, comparison in ((spec.min, "lower", "at least"), (spec.max, "upper", "at most")):
+        if value is None:
+            continue
         where = (
-            f"the {bound} lower confidence bound of {metric}"
+            f"the {bound} {end} confidence bound of {metric}"
             if policy.confidence
             else f"the measured {metric}"
         )
-        lines.append(f"Passes only if {where} is at least {_value(spec.min, spec)}.")
-    if spec.max is not None:
-        where = (
-            f"the {bound} upper confidence bound of {metric}"
-            if policy.confidence
-            else f"the measured {metric}"
-        )
-        lines.append(f"Passes only if {where} is at most {_value(spec.max, spec)}.")
+        lines.append(f"Passes only if {where} is {comparison} {_value(value, spec)}.")
     if spec.max_drop is not None:
         worse = "fell" if spec.better_when_higher else "rose"
         lines.append(

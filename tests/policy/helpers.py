@@ -11,6 +11,18 @@ from gate.policy import PolicyValidationError, Problem, load_policy
 
 WritePolicy = Callable[..., Path]
 
+ATTACK_POLICY = """\
+version: 1
+name: release
+checks:
+  - id: robust
+    kind: adversarial
+    attack: {attack}
+    epsilon: 8/255
+    min: 0.4
+"""
+"""A one-check policy around ``attack``: for the tests that run explain and diff over every attack."""
+
 
 def only_problem(path: Path) -> Problem:
     """Load ``path`` expecting exactly one located problem, and return it."""

@@ -23,6 +23,8 @@ from gate.policy.diff import (
 from gate.policy.model import Policy
 from gate.policy.specs import ALL_CHECK_SPECS, kind_of
 
+from .helpers import ATTACK_POLICY
+
 ADVERSARIAL: dict[str, Any] = {
     "id": "pgd",
     "kind": "adversarial",
@@ -139,18 +141,6 @@ def test_every_pair_of_catalogue_attacks_compares_both_ways(old: str, new: str) 
         assert forward == backward == []
         return
     assert OPPOSITE[only(forward).direction] == only(backward).direction
-
-
-ATTACK_POLICY = """\
-version: 1
-name: release
-checks:
-  - id: robust
-    kind: adversarial
-    attack: {attack}
-    epsilon: 8/255
-    min: 0.4
-"""
 
 
 @pytest.mark.parametrize("attack", list(CATALOGUE))

@@ -13,6 +13,8 @@ from gate.cli import main
 from gate.policy import load_policy
 from gate.policy.plain_language import explain_policy, fraction_text, number_text
 
+from .helpers import ATTACK_POLICY
+
 TODAY = dt.date(2026, 11, 27)
 
 BASE = """\
@@ -164,18 +166,6 @@ def test_cli_rejects_an_invalid_policy_with_exit_2(tmp_path: Path) -> None:
     path.write_text("version: 1\nchecks:\n  - id: x\n    kind: accuracy\n    mni: 0.9\n")
     result = CliRunner().invoke(main, ["policy", "explain", str(path)])
     assert result.exit_code == 2
-
-
-ATTACK_POLICY = """\
-version: 1
-name: attacks
-checks:
-  - id: robust
-    kind: adversarial
-    attack: {attack}
-    epsilon: 8/255
-    min: 0.4
-"""
 
 
 @pytest.mark.parametrize("attack", list(CATALOGUE))

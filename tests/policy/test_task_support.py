@@ -7,8 +7,10 @@ from click.testing import CliRunner
 from conftest import write_policy
 
 from gate.cli import main
-from gate.policy import PolicyValidationError, load_policy
+from gate.policy import load_policy
 from gate.policy.loader import builtin_policy_names
+
+from .helpers import only_problem
 
 TABULAR = """
     version: 1
@@ -46,9 +48,7 @@ def test_a_tabular_policy_with_feature_attacks_and_noise_loads(tmp_path):
 )
 def test_what_the_task_cannot_run_is_refused_at_its_line(tmp_path, attack, corruption, line, field, words):
     path = write_policy(tmp_path / "p.yaml", TABULAR.format(attack=attack, corruption=corruption))
-    with pytest.raises(PolicyValidationError) as caught:
-        load_policy(path)
-    (problem,) = caught.value.problems
+    problem = only_problem(path)
     assert problem.path == path and problem.position is not None and problem.position.line == line
     assert problem.field == field and words in problem.message
     assert "tabular_classification" in problem.message
@@ -64,9 +64,7 @@ def test_a_check_kind_the_task_refuses_points_at_its_kind(tmp_path):
             metric: deletion_auc
             max: 0.5
     """
-    with pytest.raises(PolicyValidationError) as caught:
-        load_policy(write_policy(tmp_path / "p.yaml", body))
-    (problem,) = caught.value.problems
+    problem = only_problem(write_policy(tmp_path / "p.yaml", body))
     assert problem.field == "checks[0].kind" and problem.position is not None and problem.position.line == 5
     assert "does not support check kind 'attribution'" in problem.message
 
@@ -87,9 +85,7 @@ def test_an_inherited_check_is_located_in_the_file_that_wrote_it(tmp_path):
     child = write_policy(
         tmp_path / "child.yaml", "version: 1\nextends: [parent.yaml]\ntask: tabular_classification\n"
     )
-    with pytest.raises(PolicyValidationError) as caught:
-        load_policy(child)
-    (problem,) = caught.value.problems
+    problem = only_problem(child)
     assert problem.path == parent and problem.position is not None and problem.position.line == 8
 
 
@@ -112,9 +108,7 @@ def test_an_unknown_task_lists_the_known_ones(tmp_path):
             "tabular_classification", "detection"
         ),
     )
-    with pytest.raises(PolicyValidationError) as caught:
-        load_policy(path)
-    (problem,) = caught.value.problems
+    problem = only_problem(path)
     assert (
         problem.field == "task"
         and "image_classification" in problem.message
