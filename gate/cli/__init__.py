@@ -173,6 +173,11 @@ def model_options(function: Any) -> Any:
             "--input-shape", help="Per-sample input shape, e.g. 3,224,224 (default: from the data)."
         ),
         click.option(
+            "--model-output",
+            metavar="NAME",
+            help="The ONNX output whose scores gate judges (default: the one float output, else a ZipMap).",
+        ),
+        click.option(
             "--exporter",
             type=click.Choice(["dynamo", "torchscript"]),
             default=None,
@@ -203,6 +208,7 @@ def build_model_spec(
     mean: str | None,
     std: str | None,
     input_shape: str | None,
+    model_output: str | None,
     exporter: str | None,
     opset: int | None,
     trust_pickle: bool,
@@ -223,6 +229,7 @@ def build_model_spec(
         mean=_floats(mean),
         std=_floats(std),
         input_shape=_ints(input_shape),
+        output=model_output,
         exporter=exporter,
         opset=opset,
         trust_pickle=trust_pickle or None,

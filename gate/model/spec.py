@@ -19,7 +19,14 @@ SourceKind = Literal["factory", "onnx", "torchscript", "torch.export", "pickle"]
 # ``package.module:factory``; checked before treating a source as a path.
 FACTORY_PATTERN = REFERENCE
 
-CARD_KEYS = ("source", "weights", "input_shape", "mean", "std", "class_names")
+CARD_KEYS = ("source", "weights", "input_shape", "mean", "std", "class_names", "output")
+
+# Options whose command-line flag is not ``--`` plus the key (``gate export`` already has an --output).
+CLI_FLAGS = {"output": "--model-output"}
+
+_TORCH_OUTPUT = (
+    "a PyTorch source is exported with one output, its logits; output chooses among an ONNX file's outputs"
+)
 
 KIND_NAMES: dict[str, str] = {
     "factory": "a package.module:factory",
@@ -42,13 +49,15 @@ UNUSED_OPTIONS: dict[str, dict[str, str]] = {
     "torchscript": {
         "weights": "a TorchScript archive carries its own weights",
         "trust_pickle": "torch.jit.load only unpickles TorchScript types, so there is nothing to trust",
+        "output": _TORCH_OUTPUT,
     },
-    "torch.export": {"weights": "a torch.export program carries its own weights"},
+    "torch.export": {"weights": "a torch.export program carries its own weights", "output": _TORCH_OUTPUT},
     "factory": {
         "trust_pickle": "a factory's weights are read as safetensors or with weights_only=True, never "
         "unpickled (a whole pickled model is given as the model itself, with --trust-pickle)",
+        "output": _TORCH_OUTPUT,
     },
-    "pickle": {},
+    "pickle": {"output": _TORCH_OUTPUT},
 }
 
 # Kinds whose exporter is fixed; asking for the other one is refused (the same value is harmless).
@@ -64,6 +73,8 @@ class ModelSpec:
 
     ``mean``/``std`` are applied inside gate, so perturbation budgets stay in the input range the
     policy speaks about (usually [0, 1]). ``input_shape`` is per sample, without the batch axis.
+    ``output`` names the output of an ONNX file whose scores gate judges (``gate/model/outputs.py``);
+    without it gate picks the one float output, or a ZipMap.
     """
 
     source: str
@@ -76,6 +87,7 @@ class ModelSpec:
     exporter: Exporter = "dynamo"
     opset: int | None = None
     device: Device = "auto"
+    output: str | None = None
 
     def __post_init__(self) -> None:
         if self.exporter not in ("dynamo", "torchscript"):
@@ -84,6 +96,8 @@ class ModelSpec:
             raise ModelError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.input_shape is not None and not all(isinstance(d, int) and d > 0 for d in self.input_shape):
             raise ModelError(f"input_shape must be positive integers, got {self.input_shape!r}")
+        if self.output is not None and (not isinstance(self.output, str) or not self.output):
+            raise ModelError(f"output must be the name of one of the model's outputs, got {self.output!r}")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ModelError(f"std must be positive per channel, got {self.std!r}")
         lengths = {len(self.mean or ()), len(self.std or ())} - {0, 1}
@@ -123,7 +137,12 @@ def own_weights_note(spec: ModelSpec) -> str | None:
 
 def given_options(spec: ModelSpec) -> dict[str, Any]:
     """The source-specific options of ``spec`` that differ from their defaults, i.e. that someone set."""
-    given = {"weights": spec.weights, "opset": spec.opset, "trust_pickle": spec.trust_pickle or None}
+    given = {
+        "weights": spec.weights,
+        "opset": spec.opset,
+        "trust_pickle": spec.trust_pickle or None,
+        "output": spec.output,
+    }
     given["exporter"] = None if spec.exporter == "dynamo" else spec.exporter
     return {key: value for key, value in given.items() if value is not None}
 
@@ -217,6 +236,12 @@ def load_model_card(path: Path) -> dict[str, Any]:
             card[key] = _float_tuple(data[key], key, path)
     if "class_names" in data:
         card["class_names"] = _str_tuple(data["class_names"], "class_names", path)
+    if "output" in data:
+        if not isinstance(data["output"], str) or not data["output"]:
+            raise ModelError(
+                f"output must be the name of one of the model's outputs, got {data['output']!r}", path=path
+            )
+        card["output"] = data["output"]
     return card
 
 
@@ -243,7 +268,9 @@ def merge_spec(card: dict[str, Any] | None = None, **cli_overrides: Any) -> Mode
         given = {key: value for key, value in merged.items() if value is not None and value is not False}
         from_cli = {key for key, value in cli_overrides.items() if value is not None}
         labels = {
-            key: f"--{key.replace('_', '-')}" if key in from_cli else f"{key} (set in the model card)"
+            key: CLI_FLAGS.get(key, f"--{key.replace('_', '-')}")
+            if key in from_cli
+            else f"{key} (set in the model card)"
             for key in given
         }
         refuse_unused_options(source_kind(spec), given, source, labels)

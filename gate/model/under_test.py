@@ -18,6 +18,7 @@ from gate.errors import CheckError, ModelError
 from gate.model.export import ExportInfo, export_to_onnx
 from gate.model.files import sha256_of_files
 from gate.model.onnx_file import read_onnx
+from gate.model.outputs import OutputChoice, choose_output, graph_for_value, refuse_as_scores, zipmap_scores
 from gate.model.preprocess import Normalize, make_normalize, with_preprocessing
 from gate.model.session import CUDA, open_session, torch_device
 from gate.model.sources import TorchSource, load_torch_source
@@ -28,7 +29,16 @@ from gate.model.spec import (
     refuse_unused_options,
     source_kind,
 )
-from gate.model.squashing import UNDONE, BeforeSquashing, GraphValue, Squashing, graph_squashing
+from gate.model.squashing import (
+    UNDONE,
+    BeforeSquashing,
+    LogProbabilities,
+    Squashing,
+    graph_logits,
+    graph_squashing,
+    looks_like_probabilities,
+    probability_evidence,
+)
 from gate.model.twin import build_twin
 
 DEFAULT_BATCH_SIZE = 256
@@ -54,7 +64,12 @@ class ModelUnderTest:
     ``scores`` runs the session; ``gradient_model`` is the PyTorch source (or, for an ONNX-only model, the
     twin that interprets the graph) with gate's preprocessing in front. When the outputs are squashed by a
     final sigmoid or softmax (``output_squashing``), ``gradient_model`` returns the logits before it, so
-    that gradient checks do not stall on saturated probabilities (``gate/model/squashing.py``).
+    that gradient checks do not stall on saturated probabilities (``gate/model/squashing.py``); when they
+    are probabilities gate cannot trace back to logits, it returns their logarithm.
+
+    A model with several outputs (a converted scikit-learn model: a label and probabilities) is judged
+    on one of them, ``output`` (``gate/model/outputs.py``); ``output_note`` says which and why, and
+    ``decisions`` reads the model's own label output, ``label_output``, where there is one.
     """
 
     def __init__(
@@ -74,6 +89,9 @@ class ModelUnderTest:
         batch_size: int = DEFAULT_BATCH_SIZE,
         output_squashing: Squashing | None = None,
         logits_module: nn.Module | None = None,
+        output: OutputChoice | None = None,
+        probabilities_from: str | None = None,
+        logits_described: str | None = None,
     ) -> None:
         self.onnx_path = onnx_path
         self.onnx_sha256 = onnx_sha256
@@ -88,7 +106,16 @@ class ModelUnderTest:
         """The inputs on which the twin of an ONNX-only model last agreed with the session, for the report."""
         self._session = session
         self._input_name = session.get_inputs()[0].name
-        self._output_name = session.get_outputs()[0].name
+        first = session.get_outputs()[0].name
+        choice = output if output is not None else OutputChoice(first, first)
+        self._output_name = choice.name
+        self._zipmap = choice.zipmap
+        self.output_note: str | None = choice.note
+        """Which output gate judges and why, for a model with several outputs; None for one output."""
+        self.label_output: str | None = choice.label
+        """The model's own label output (int64 class labels), compared with the scores in export parity."""
+        self._class_labels = choice.class_labels
+        self._logits_described = logits_described
         batch_dim = session.get_inputs()[0].shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._normalize = normalize
@@ -103,17 +130,29 @@ class ModelUnderTest:
         if torch_module is not None and logits_module is not None:
             self._logits_module = with_preprocessing(logits_module, normalize, self._fixed_batch).to(device)
         self.num_classes = 0
-        self.num_classes = self._probe_num_classes()
+        probe = self._probe_scores()
+        self.num_classes = int(probe.shape[1])
         if class_names is not None and len(class_names) != self.num_classes:
             raise ModelError(
                 f"class_names lists {len(class_names)} names but the model outputs {self.num_classes} logits",
                 path=onnx_path,
             )
         self.class_names = class_names
+        self._probabilities_from = probabilities_from or self._named_probabilities(probe)
+        self._log_probabilities = False
+        if (
+            self._probabilities_from is not None
+            and self._module is not None
+            and self._logits_module is self._module
+            and output_squashing != "log_softmax"
+        ):
+            # Probabilities with no logits to recover: their logarithm keeps the attacks' margins.
+            self._logits_module = LogProbabilities(self._module)
+            self._log_probabilities = True
         self._check_logits_module()
 
     # ----------------------------------------------------------------- the deployed artifact
-    def _probe_num_classes(self) -> int:
+    def _probe_scores(self) -> torch.Tensor:
         probe = _random_inputs(2, self.input_shape)
         out = self._run_batches(probe)
         if out.dim() != 2 or out.shape[0] != 2 or out.shape[1] < 2:
@@ -122,7 +161,15 @@ class ModelUnderTest:
                 f"for an input of shape {_shape_text(tuple(probe.shape))} it returned {_shape_text(tuple(out.shape))}",
                 path=self.onnx_path,
             )
-        return int(out.shape[1])
+        return out
+
+    def _named_probabilities(self, probe: torch.Tensor) -> str | None:
+        """An ONNX output named like probabilities whose probe rows lie in [0, 1] and sum to 1."""
+        if self.source_kind != "onnx" or "prob" not in self._output_name.lower():
+            return None
+        if not bool(looks_like_probabilities(probe).all()):
+            return None
+        return f"an output named {self._output_name!r} whose rows lie in [0, 1] and sum to 1"
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
@@ -152,20 +199,36 @@ class ModelUnderTest:
         x = x.to(torch.float32)
         return x if self._normalize is None else self._normalize(x)
 
-    def _run_numpy(self, x: torch.Tensor) -> torch.Tensor:
+    def _run_numpy(self, x: torch.Tensor, name: str | None = None) -> torch.Tensor:
+        """The session's output ``name`` (the scores by default) for ``x``, as a CPU tensor."""
+        name = name or self._output_name
         feed = np.ascontiguousarray(self._preprocess(x).cpu().numpy())
         count = len(feed)
         if self._fixed_batch is not None and count < self._fixed_batch:
             # A model exported with a fixed batch size gets zero-padded batches; the padding is dropped again.
             feed = np.concatenate([feed, np.zeros((self._fixed_batch - count, *feed.shape[1:]), np.float32)])
         try:
-            (out,) = self._session.run([self._output_name], {self._input_name: feed})
+            (out,) = self._session.run([name], {self._input_name: feed})
         except Exception as error:
             raise ModelError(
                 f"ONNX Runtime failed on a batch of shape {_shape_text(feed.shape)}: {error}",
                 path=self.onnx_path,
             ) from error
+        if name != self._output_name:
+            return self._label_tensor(out, len(feed))[:count]
+        if self._zipmap:
+            return torch.from_numpy(zipmap_scores(out, self.onnx_path))[:count]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))[:count]
+
+    def _label_tensor(self, out: object, rows: int) -> torch.Tensor:
+        labels = np.asarray(out)
+        if labels.dtype.kind not in "iub" or labels.size != rows:
+            raise ModelError(
+                f"expected the label output {self.label_output!r} to hold one integer label per input, "
+                f"found {labels.dtype} of shape {_shape_text(labels.shape)} for {rows} input(s)",
+                path=self.onnx_path,
+            )
+        return torch.from_numpy(labels.reshape(-1).astype(np.int64))
 
     def _run_io_binding(self, x: torch.Tensor) -> torch.Tensor:
         """Run a CUDA tensor through a CUDA session without copying it through host memory."""
@@ -189,8 +252,13 @@ class ModelUnderTest:
     def _run_batches(self, x: torch.Tensor) -> torch.Tensor:
         size = self._fixed_batch or self.batch_size
         # I/O binding needs the number of classes to allocate the output, so the load-time probe goes via numpy.
+        # A ZipMap is a sequence of maps, which I/O binding cannot hold: it goes via numpy too.
         use_binding = (
-            self.provider == CUDA and x.is_cuda and self._fixed_batch is None and self.num_classes > 0
+            self.provider == CUDA
+            and x.is_cuda
+            and self._fixed_batch is None
+            and self.num_classes > 0
+            and not self._zipmap
         )
         run = self._run_io_binding if use_binding else self._run_numpy
         outputs = [run(chunk) for chunk in torch.split(x, size)]
@@ -204,18 +272,80 @@ class ModelUnderTest:
         self._check_logits(logits, len(x), "the ONNX Runtime session")
         return logits.to(x.device)
 
+    def decisions(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The model's own label output for ``x`` as int64 class indices on ``x.device``, or None if it has
+        none. Labels are mapped to the score columns through the classifier's class labels where the graph
+        names them (a model trained on labels 3, 5, 7 has columns 0, 1, 2)."""
+        if self.label_output is None:
+            return None
+        self._check_input(x)
+        size = self._fixed_batch or self.batch_size
+        with torch.no_grad():
+            chunks = [self._run_numpy(chunk, self.label_output) for chunk in torch.split(x.detach(), size)]
+        labels = torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.int64)
+        return self._label_indices(labels).to(x.device)
+
+    def _label_indices(self, labels: torch.Tensor) -> torch.Tensor:
+        known = self._class_labels
+        if known is None or len(known) != self.num_classes or list(known) == list(range(len(known))):
+            return labels
+        column = {label: index for index, label in enumerate(known)}
+        unknown = sorted({int(v) for v in labels.tolist()} - set(column))
+        if unknown:
+            raise ModelError(
+                f"the label output {self.label_output!r} returned {unknown[:5]}, which are not among the "
+                f"model's class labels {list(known)}",
+                path=self.onnx_path,
+            )
+        return torch.tensor([column[int(v)] for v in labels.tolist()], dtype=torch.int64)
+
     # ----------------------------------------------------------------- the differentiable module
     @property
     def gradient_model(self) -> nn.Module | None:
         """A differentiable module mapping input-range x to logits, or ``None`` (see the reason attribute).
 
-        For squashed outputs these are the logits before the final sigmoid or softmax, not the outputs.
+        For squashed outputs these are the logits before the final sigmoid or softmax, not the outputs;
+        for probabilities gate cannot trace back to logits, their logarithm (``logits_from`` says which).
         """
         return self._logits_module if self.gradient_unavailable_reason is None else None
 
     @property
+    def has_source_module(self) -> bool:
+        """Whether there is a PyTorch module to compare the session with: the source, or an ONNX model's twin."""
+        return self._module is not None
+
+    @property
+    def scores_are_probabilities(self) -> bool:
+        """Whether the session's scores are probabilities: a ZipMap, a final Softmax or Sigmoid (or skl2onnx's
+        ``Concat(1 - σ(z), σ(z))``), a LinearClassifier or TreeEnsembleClassifier with a probability
+        post_transform, or an ONNX output named like probabilities whose values are in [0, 1] and sum to 1."""
+        return self._probabilities_from is not None
+
+    @property
+    def probabilities_from(self) -> str | None:
+        """What shows that the scores are probabilities, in words (None when they are not known to be)."""
+        return self._probabilities_from
+
+    @property
+    def logits_recovered(self) -> bool:
+        """Whether the gradient model returns logits gate recovered, or log-probabilities, rather than the
+        model's outputs as they are: logits from behind a final squashing, a final LogSoftmax, or the
+        logarithm of probabilities. False without a gradient model, and for a model whose outputs gate
+        returns unchanged (logits, for most models: nothing needed recovering)."""
+        if self.gradient_model is None:
+            return False
+        return self._logits_module is not self._module or self.output_squashing == "log_softmax"
+
+    @property
     def logits_from(self) -> str:
         """What the gradient model returns, in words for reports."""
+        if self._log_probabilities:
+            return (
+                "the logarithm of the model's probabilities (log-probabilities: a cross-entropy or DLR "
+                "margin on them equals the one on a softmax's logits)"
+            )
+        if self._logits_described is not None and self._logits_module is not self._module:
+            return self._logits_described
         if self.output_squashing in UNDONE and self._logits_module is not self._module:
             return f"the input of the model's final {self.output_squashing} (the logits before it)"
         if self.output_squashing == "log_softmax":
@@ -312,11 +442,19 @@ def _onnx_input_shape(
     return tuple(wanted)
 
 
-_DECISION_TYPES = ("bool", "int", "uint")  # the element types of labels, one-hots and thresholds
+def _check_onnx_input(session: ort.InferenceSession, path: Path) -> None:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(
+            f"expected one input (images or features), found inputs {[i.name for i in inputs]}", path=path
+        )
+    if inputs[0].type != "tensor(float)":
+        raise ModelError(f"expected a float32 input, found {inputs[0].type}", path=path)
 
 
 def _check_onnx_signature(session: ort.InferenceSession, path: Path) -> None:
-    """One float32 input and one float32 output, refused at load time rather than failing mid-run."""
+    """One float32 input and one float32 output (a torch source's export), refused at load time rather
+    than failing mid-run."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(
@@ -324,43 +462,43 @@ def _check_onnx_signature(session: ort.InferenceSession, path: Path) -> None:
             f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}",
             path=path,
         )
-    if inputs[0].type != "tensor(float)":
-        raise ModelError(f"expected a float32 input, found {inputs[0].type}", path=path)
-    found = outputs[0].type
-    if found == "tensor(float)":
-        return
-    element = found.removeprefix("tensor(").removesuffix(")")
-    if element.startswith(_DECISION_TYPES):
-        raise ModelError(
-            f"expected a float32 output (scores of shape [N, classes]), found {found} in output "
-            f"{outputs[0].name!r}: an integer or boolean output is a decision (a label, a one-hot or a "
-            "threshold) with no gradient and no margin to measure",
-            path=path,
-            hint="export the model's float32 logits (or probabilities) instead of its decision",
-        )
-    raise ModelError(
-        f"expected a float32 output (scores of shape [N, classes]), found {found} in output "
-        f"{outputs[0].name!r}",
-        path=path,
-        hint="cast the output to float32 in the graph: gate reads scores as float32",
-    )
+    _check_onnx_input(session, path)
+    if outputs[0].type != "tensor(float)":
+        raise refuse_as_scores(outputs[0].name, outputs[0].type, path)
+
+
+def _onnx_twin(
+    graph: onnx.ModelProto, value: str
+) -> tuple[nn.Module | None, str | None, nn.Module | None, Squashing | None, str | None]:
+    """The twin of ``graph`` (or the reason there is none), the logits module behind its squashing, the
+    squashing and the words for what that module returns."""
+    twin, reason = None, None
+    try:
+        twin = build_twin(graph)
+    except ModelError as error:
+        reason = error.message
+    found = graph_logits(graph, value)
+    if found is None:
+        return twin, reason, None, None, None
+    logits = found.build(twin) if twin is not None and found.build is not None else None
+    return twin, reason, logits, found.squashing, found.described
 
 
 def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> ModelUnderTest:
     path = Path(spec.source)
     proto, onnx_file = read_onnx(path)
     session = open_session(path, spec.device)
-    _check_onnx_signature(session, path)
+    _check_onnx_input(session, path)
+    choice = choose_output(session, proto, spec.output, path)
     input_shape = _onnx_input_shape(session, spec, example_input, path)
-    twin, reason = None, None
-    try:
-        twin = build_twin(proto)
-    except ModelError as error:
-        reason = error.message
-    squashing = graph_squashing(proto)
-    logits = None
-    if twin is not None and squashing is not None and squashing[0] in UNDONE:
-        logits = GraphValue(twin, squashing[1])  # the twin stops before the squashing: exact logits
+    # The twin runs only what the judged scores need: ops that feed just the label (ArgMax, an
+    # ArrayFeatureExtractor) or a ZipMap would otherwise withdraw it. The file was checked whole above.
+    outputs = [output.name for output in proto.graph.output]
+    graph = proto if outputs == [choice.value] else graph_for_value(proto, choice.value)
+    twin, reason, logits, squashing, described = _onnx_twin(graph, choice.value)
+    evidence = probability_evidence(graph, choice.value) or (
+        "a ZipMap of class probabilities" if choice.zipmap else None
+    )
     model = ModelUnderTest(
         session=session,
         onnx_path=path,
@@ -372,8 +510,11 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
         normalize=make_normalize(spec.mean, spec.std, input_shape),
         class_names=spec.class_names,
         gradient_unavailable_reason=reason,
-        output_squashing=None if squashing is None else squashing[0],
+        output_squashing=squashing,
         logits_module=logits,
+        output=choice,
+        probabilities_from=evidence,
+        logits_described=described,
     )
     if twin is not None:
         # A first comparison catches interpreter gaps before anything else runs; ``gate check`` compares
@@ -434,6 +575,7 @@ def _load_torch(
     # The export shows whether the module squashes its outputs, however its code spells the squashing.
     squashing = graph_squashing(onnx.load(str(path), load_external_data=False))
     kind_of_squashing = None if squashing is None else squashing[0]
+    evidence = f"a final {kind_of_squashing}" if kind_of_squashing in UNDONE else None
     return ModelUnderTest(
         session=session,
         onnx_path=path,
@@ -449,6 +591,7 @@ def _load_torch(
         logits_module=(
             BeforeSquashing(source.module, kind_of_squashing) if kind_of_squashing in UNDONE else None
         ),
+        probabilities_from=evidence,
     )
 
 

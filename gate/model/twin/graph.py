@@ -11,18 +11,25 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from gate.errors import ModelError
-from gate.model.twin import elementwise, nn_ops, shape_ops
+from gate.model.twin import elementwise, ml_ops, nn_ops, shape_ops
 from gate.model.twin.call import OpCall, OpFunction
 
-# One table, built from the three op modules, is the whole operator set (see docs/models.md).
+# One table per domain, built from the op modules, is the whole operator set (see docs/models.md).
 OPS: dict[str, OpFunction] = {**elementwise.OPS, **nn_ops.OPS, **shape_ops.OPS}
+ML_OPS: dict[str, OpFunction] = ml_ops.OPS
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def supported_ops() -> list[str]:
-    """The ONNX operator types the twin implements, sorted."""
-    return sorted(OPS)
+    """The ONNX operator types the twin implements, sorted; ai.onnx.ml ones as ``ai.onnx.ml::Name``."""
+    return sorted(OPS) + sorted(f"{ml_ops.DOMAIN}::{op}" for op in ML_OPS)
+
+
+def _op_function(node: onnx.NodeProto) -> OpFunction | None:
+    if node.domain in _DEFAULT_DOMAINS:
+        return OPS.get(node.op_type)
+    return ML_OPS.get(node.op_type) if node.domain == ml_ops.DOMAIN else None
 
 
 def _tensor(proto: onnx.TensorProto) -> torch.Tensor:
@@ -50,9 +57,17 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     missing = {
         node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
         for node in model.graph.node
-        if node.domain not in _DEFAULT_DOMAINS or node.op_type not in OPS
+        if _op_function(node) is None
     }
     return sorted(missing)
+
+
+def no_gradient_reason(model: onnx.ModelProto) -> str | None:
+    """Why the graph has no gradients at all (a tree ensemble), or None."""
+    for node in model.graph.node:
+        if node.domain == ml_ops.DOMAIN and node.op_type in ml_ops.NO_GRADIENT:
+            return ml_ops.NO_GRADIENT[node.op_type]
+    return None
 
 
 class OnnxTwin(nn.Module):
@@ -60,6 +75,9 @@ class OnnxTwin(nn.Module):
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
+        reason = no_gradient_reason(model)
+        if reason is not None:
+            raise ModelError(reason)
         missing = unsupported_ops(model)
         if missing:
             raise ModelError(
@@ -81,6 +99,7 @@ class OnnxTwin(nn.Module):
         self.input_name, self.output_name = inputs[0], graph.output[0].name
         self._nodes = [
             (
+                _op_function(node),
                 OpCall(
                     op_type=node.op_type,
                     name=node.name or f"{node.op_type}_{index}",
@@ -101,10 +120,10 @@ class OnnxTwin(nn.Module):
             name: getattr(self, attr) for name, attr in self._buffer_names.items()
         }
         values[self.input_name] = x
-        for call, input_names, output_names in self._nodes:
+        for function, call, input_names, output_names in self._nodes:
             args = [values[name] if name else None for name in input_names]
             try:
-                result = OPS[call.op_type](call, *args)
+                result = function(call, *args)
             except ModelError:
                 raise
             except Exception as error:
