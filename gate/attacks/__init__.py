@@ -14,7 +14,12 @@ if TYPE_CHECKING:
     from gate.attacks.autoattack import AutoAttack, AutoAttackOutcome
     from gate.attacks.base import Attack, AttackOutcome, Model
     from gate.attacks.catalogue import CATALOGUE, AttackInfo
+    from gate.attacks.constrained_auto import ConstrainedAuto
+    from gate.attacks.constrained_pgd import ConstrainedPGD
+    from gate.attacks.constrained_search import ConstrainedSearch
     from gate.attacks.fab import FAB
+    from gate.attacks.feature_attack import AttackModels, FeatureAttack, FeatureOutcome
+    from gate.attacks.feature_space import FeatureSpace, FeatureThreat, build_feature_space
     from gate.attacks.fgsm import FGSM
     from gate.attacks.pgd import PGD
     from gate.attacks.registry import ATTACKS, attack_class, build_attack, make_attack
@@ -27,6 +32,15 @@ _HOMES: dict[str, str] = {
     "APGDT": "apgd",
     "ATTACKS": "registry",
     "CATALOGUE": "catalogue",
+    "AttackModels": "feature_attack",
+    "ConstrainedAuto": "constrained_auto",
+    "ConstrainedPGD": "constrained_pgd",
+    "ConstrainedSearch": "constrained_search",
+    "FeatureAttack": "feature_attack",
+    "FeatureOutcome": "feature_attack",
+    "FeatureSpace": "feature_space",
+    "FeatureThreat": "feature_space",
+    "build_feature_space": "feature_space",
     "FAB": "fab",
     "FGSM": "fgsm",
     "PGD": "pgd",
@@ -56,15 +70,24 @@ __all__ = [
     "PGD",
     "Attack",
     "AttackInfo",
+    "AttackModels",
     "AttackOutcome",
     "AutoAttack",
     "AutoAttackOutcome",
+    "ConstrainedAuto",
+    "ConstrainedPGD",
+    "ConstrainedSearch",
+    "FeatureAttack",
+    "FeatureOutcome",
+    "FeatureSpace",
+    "FeatureThreat",
     "Model",
     "Norm",
     "Square",
     "ThreatModel",
     "attack_class",
     "build_attack",
+    "build_feature_space",
     "make_attack",
     "perturbation_norm",
 ]

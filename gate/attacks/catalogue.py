@@ -71,6 +71,16 @@ class AttackInfo:
     masking_diagnosis: bool = False
     min_classes: int = 2
     """Fewest model outputs it works with (the targeted DLR loss ranks the 3rd and 4th largest logits)."""
+    feature_space: bool = False
+    """It searches the policy's constrained feature space (gate/attacks/feature_space.py): ε is then in
+    standardised units of each feature, and ranges, types, immutability and constraints bind it."""
+
+    @property
+    def budget_units(self) -> str:
+        """What the policy's ε measures for this attack, in words."""
+        if self.feature_space:
+            return "standard deviations of each feature (or its declared scale)"
+        return "the policy's input range"
 
     @property
     def summary(self) -> str:
@@ -203,6 +213,60 @@ CATALOGUE: dict[str, AttackInfo] = {
             scans_target_classes=True,
             min_classes=4,
         ),
+        AttackInfo(
+            name="cpgd",
+            class_name="ConstrainedPGD",
+            title="CPGD",
+            description="Constrained PGD on tabular features: gradient steps in standardised units on the "
+            "cross-entropy minus a penalty for broken constraints, projected onto ranges, budget and "
+            "immutability, equality-determined features recomputed, every iterate rounded to the feature "
+            "types and kept only if feasible.",
+            paper="Simonetto et al. 2022",
+            strength=None,
+            needs_gradients=True,
+            supports_targeted=False,
+            norms=NORMS,
+            tasks=(TABULAR_CLASSIFICATION,),
+            options=("steps", "restarts"),
+            default_steps=100,
+            feature_space=True,
+        ),
+        AttackInfo(
+            name="constrained-search",
+            class_name="ConstrainedSearch",
+            title="Constrained evolutionary search",
+            description="A black-box evolutionary search (MoEvA2-style) over feasible feature vectors: "
+            "crossover and mutation inside the budget, every child repaired and rounded, scored by the "
+            "deployed model only; it needs no gradients, so it attacks tree ensembles.",
+            paper="Ghamizi et al. 2020; Simonetto et al. 2022",
+            strength=None,
+            needs_gradients=False,
+            supports_targeted=False,
+            norms=NORMS,
+            tasks=(TABULAR_CLASSIFICATION,),
+            options=("queries",),
+            default_queries=2000,
+            feature_space=True,
+        ),
+        AttackInfo(
+            name="constrained",
+            class_name="ConstrainedAuto",
+            title="Constrained ensemble",
+            description="CPGD where the model has gradients, then the constrained search on the samples "
+            "still robust; a model without gradients (a tree ensemble) gets the search alone, and the "
+            "report says which family ran and why.",
+            paper="Simonetto et al. 2022",
+            strength=None,
+            contains=("cpgd", "constrained-search"),
+            needs_gradients=False,
+            supports_targeted=False,
+            norms=NORMS,
+            tasks=(TABULAR_CLASSIFICATION,),
+            options=("steps", "restarts", "queries"),
+            default_steps=100,
+            default_queries=2000,
+            feature_space=True,
+        ),
     )
 }
 
@@ -259,7 +323,9 @@ def constructor_options(
     An option the attack does not read is dropped here; the policy validator refuses it before this runs.
     """
     info = attack_info(name)
-    options: dict[str, Any] = {"norm": norm, "eps": epsilon, "bounds": bounds, "seed": seed}
+    options: dict[str, Any] = {"seed": seed}
+    if not info.feature_space:  # a feature-space attack takes its threat (budget and space) whole
+        options.update(norm=norm, eps=epsilon, bounds=bounds)
     if "steps" in info.options:
         options["steps"] = steps or info.default_steps
     if "queries" in info.options:
@@ -309,7 +375,7 @@ OPTION_MEANINGS: dict[str, str] = {
     "steps": "Iterations",
     "restarts": "Runs from a new starting point on the samples still robust",
     "step_size": "Step length (default 2.5 * epsilon / steps)",
-    "queries": "Model queries per sample of the Square search",
+    "queries": "Model queries per sample of a score-based search (Square, constrained-search)",
     "targeted": "Aim at each of the most likely wrong classes in turn instead of at any wrong class",
 }
 
@@ -348,6 +414,8 @@ def _cell(value: object) -> str:
 
 
 def _strength_cell(info: AttackInfo) -> str:
+    if info.contains and info.strength is None:
+        return f"unranked (contains {', '.join(f'`{name}`' for name in info.contains)})"
     if info.contains:
         return f"{info.strength} (contains {', '.join(f'`{name}`' for name in info.contains)})"
     if info.strength is None:

@@ -5,6 +5,12 @@ every adversarial example is then re-scored by the ONNX Runtime session, and rob
 session says. Samples where the two disagree are listed. Score-based ``square`` queries the session only.
 Attacks run only on samples the deployed model classifies correctly (Croce & Hein 2020 protocol).
 
+On tabular data every adversarial example is also checked against the feature space (ranges, types,
+immutability, one-hot groups, constraints; gate/attacks/feature_space.py) before it counts: an infeasible
+example leaves its sample robust, and the report gives the feasibility rate. The constrained attacks
+(``cpgd``, ``constrained-search``, ``constrained``) search that space themselves, with ε in standardised
+units of each feature.
+
 Two ways a gradient attack can stand still and make a model look robust end the check as ``error``
 instead: non-finite logits or input gradients (``torch.sign`` maps NaN to 0), and outputs that are
 probabilities gate cannot look behind. A final sigmoid or softmax it can undo is attacked through the
@@ -13,12 +19,16 @@ logits before it (``gate/model/squashing.py``); the session still decides.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from gate.attacks.base import Attack, FiniteWatch, Model
+from gate.attacks.catalogue import attack_info
+from gate.attacks.feature_attack import AttackModels, FeatureAttack
+from gate.attacks.feature_space import REASON_TEXT, FeatureSpace, FeatureThreat, reason_names
 from gate.attacks.registry import build_attack
 from gate.attacks.threat import perturbation_norm
 from gate.checks.base import CheckContext, CheckKind
@@ -42,15 +52,54 @@ def attack_model(attack: Attack, context: CheckContext) -> Model:
     return module.to(context.device).eval()
 
 
+def feature_attack_models(attack: FeatureAttack, context: CheckContext) -> tuple[AttackModels, str | None]:
+    """What a tabular attack may query, and why it gets no gradients (None when it does).
+
+    The ensemble takes gradients where the model has them and does without where it has none (a tree
+    ensemble); an attack that needs them fails closed with the reason.
+    """
+    model = context.model
+    reason = model.gradient_unavailable_reason if model.gradient_model is None else None
+    if reason is None and _masking_outputs(context):
+        reason = _MASKING_OUTPUTS
+    if attack.needs_gradients and reason is not None:
+        raise CheckError(
+            f"{attack.name} needs input gradients: {reason}; the black-box constrained-search (or the "
+            "constrained ensemble, which falls back to it) needs none"
+        )
+    gradient = None
+    if reason is None:
+        gradient = model.require_gradient_model().to(context.device).eval()
+    models = AttackModels(
+        scores=model.scores,
+        gradient=gradient,
+        no_gradient_reason=reason,
+        scores_are_probabilities=bool(getattr(model, "scores_are_probabilities", False)),
+    )
+    return models, reason
+
+
+_MASKING_OUTPUTS = (
+    "every output of the deployed model lies in [0, 1] (probabilities) and its graph does not end in a "
+    "Sigmoid or Softmax gate can look behind; a gradient attack on saturated probabilities overstates "
+    "robustness"
+)
+
+
+def _masking_outputs(context: CheckContext) -> bool:
+    """Probabilities that gate cannot trace back to logits (or take the logarithm of) saturate gradients."""
+    model = context.model
+    recovered = model.output_squashing in UNDONE or bool(getattr(model, "logits_recovered", False))
+    return not recovered and context.outputs_are_probabilities()
+
+
 def _refuse_masking_outputs(attack: Attack, context: CheckContext) -> None:
     """Probabilities that gate cannot trace back to logits saturate a gradient attack: fail closed."""
-    if context.model.output_squashing in UNDONE or not context.outputs_are_probabilities():
+    if not _masking_outputs(context):
         return
     raise CheckError(
-        f"{attack.name} needs logits, but every output of the deployed model lies in [0, 1] (probabilities) "
-        "and its graph does not end in a Sigmoid or Softmax gate can look behind; a gradient attack on "
-        "saturated probabilities overstates robustness. Export the model with its logits (a final Sigmoid "
-        "or Softmax is fine), or use the score-based square attack"
+        f"{attack.name} needs logits, but {_MASKING_OUTPUTS}. Export the model with its logits (a final "
+        "Sigmoid or Softmax is fine), or use a score-based attack (square; constrained-search on tabular data)"
     )
 
 
@@ -60,11 +109,15 @@ class AttackRun:
 
     ``columns``: ``index``, ``robust``, ``clean_correct``, ``distance`` (the perturbation's size where the
     attack broke the sample, else 0), ``disagrees`` (the gradient model and the session judge the
-    adversarial example differently) and ``pytorch_robust`` (the gradient model's judgement).
+    adversarial example differently), ``pytorch_robust`` (the gradient model's judgement) and, on
+    tabular data, ``infeasible`` (the session misclassified the example but it breaks the feature space:
+    it does not count) with ``infeasible_reasons`` (bits of ``feature_space.REASONS``) and ``rejected``
+    (candidates a constrained attack found misclassified but infeasible, and dropped itself).
     """
 
     columns: dict[str, torch.Tensor]
     examples: list[tuple[torch.Tensor, torch.Tensor, int, int]] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
 
     def tensor(self, name: str) -> torch.Tensor:
         return self.columns[name]
@@ -92,9 +145,28 @@ class AttackRun:
             for i in differs.tolist()
         ]
 
+    def feasibility(self) -> dict[str, Any] | None:
+        """The feasibility of the adversarial examples, for the report (None off tabular data)."""
+        if "infeasible" not in self.columns:
+            return None
+        infeasible = self.columns["infeasible"]
+        rejected = self.columns["rejected"]
+        broken = self.columns["clean_correct"] & ~self.columns["robust"]
+        candidates = int(broken.sum() + infeasible.sum() + rejected.sum())
+        bits = 0
+        for value in self.columns["infeasible_reasons"][infeasible | rejected].tolist():
+            bits |= int(value)
+        return {
+            "adversarial_candidates": candidates,
+            "feasible_examples": int(broken.sum()),
+            "infeasible_examples": int(infeasible.sum() + rejected.sum()),
+            "feasibility_rate": (int(broken.sum()) / candidates) if candidates else 1.0,
+            "infeasible_reasons": [REASON_TEXT[name] for name in reason_names(bits)],
+        }
+
 
 def run_attack(
-    attack: Attack,
+    attack: Attack | FeatureAttack,
     context: CheckContext,
     *,
     label: str,
@@ -102,9 +174,14 @@ def run_attack(
     only: torch.Tensor | None = None,
 ) -> AttackRun:
     """Attack every selected sample (or those whose dataset index is in ``only``) batch by batch."""
-    model = attack_model(attack, context)
-    bounds = attack.bounds
+    if isinstance(attack, FeatureAttack):
+        models, _ = feature_attack_models(attack, context)
+        model: Model | None = None
+    else:
+        model = attack_model(attack, context)
     examples: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
+    stages: list[str] = []
+    space = context.features
     _, _, clean_predictions = context.clean_predictions()  # one session pass per run, shared by checks
 
     def attack_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -114,17 +191,44 @@ def run_attack(
         x_adv = x.clone()
         attacked = clean_correct.nonzero().squeeze(1)
         pytorch_robust = torch.zeros_like(clean_correct)
+        rejected = torch.zeros_like(clean_correct)
+        reasons = torch.zeros(len(x), dtype=torch.int64, device=x.device)
         outcome = None
-        if len(attacked):
+        if len(attacked) and isinstance(attack, FeatureAttack):
+            watched = models
+            watch = None
+            if models.gradient is not None:
+                watch = FiniteWatch(models.gradient, x.device)
+                watched = dataclasses.replace(models, gradient=watch)
+            outcome = attack.perturb(watched, x[attacked], y[attacked], index=index[attacked])
+            if watch is not None:
+                _check_finite(attack, watch, index[attacked])
+            x_adv[attacked] = outcome.x_adv
+            if outcome.rejected is not None:
+                rejected[attacked] = outcome.rejected
+                reasons[attacked] = outcome.rejected_reasons
+            if not stages:
+                stages.extend(outcome.stages)
+        elif len(attacked) and model is not None:
             watch = FiniteWatch(model, x.device)
             outcome = attack.perturb(watch, x[attacked], y[attacked], index=index[attacked])
             _check_finite(attack, watch, index[attacked])
             x_adv[attacked] = outcome.x_adv
-            _check_budget(attack, x, x_adv, bounds)
+            _check_budget(attack, x, x_adv, attack.bounds)
         adversarial_prediction = context.task.predict(
             context.model.scores(x_adv)
         )  # the deployed model decides
         deployed_correct = context.task.correct(adversarial_prediction, y)
+        columns: dict[str, torch.Tensor] = {}
+        if space is not None:
+            # An example outside the feature space is no example: its sample stays robust.
+            bits = space.violations(x_adv, x)
+            if isinstance(attack, FeatureAttack):
+                _, bits = attack.threat.feasible(x_adv, x)
+            infeasible = clean_correct & ~deployed_correct & (bits != 0)
+            deployed_correct = deployed_correct | infeasible
+            reasons = torch.where(infeasible, bits, reasons)
+            columns.update(infeasible=infeasible, infeasible_reasons=reasons, rejected=rejected)
         disagrees = torch.zeros_like(clean_correct)
         if outcome is not None:
             pytorch_robust[attacked] = outcome.robust
@@ -132,7 +236,10 @@ def run_attack(
         robust = clean_correct & deployed_correct
         broken = clean_correct & ~robust
         distance = torch.zeros(len(x), dtype=torch.float32, device=x.device)
-        distance[broken] = perturbation_norm(x[broken], x_adv[broken], attack.norm).to(torch.float32)
+        if isinstance(attack, FeatureAttack):
+            distance[broken] = attack.threat.distance(x[broken], x_adv[broken]).to(torch.float32)
+        else:
+            distance[broken] = perturbation_norm(x[broken], x_adv[broken], attack.norm).to(torch.float32)
         for i in broken.nonzero().squeeze(1).tolist()[: max(0, keep_examples - len(examples))]:
             examples.append((x[i].cpu(), x_adv[i].cpu(), int(y[i]), int(adversarial_prediction[i])))
         return {
@@ -142,12 +249,13 @@ def run_attack(
             "distance": distance,
             "disagrees": disagrees,
             "pytorch_robust": pytorch_robust,
+            **columns,
         }
 
     columns = context.per_sample(label, attack_batch, only=only)
     if not columns:
         raise CheckError("the evaluation data selected no samples to attack")
-    return AttackRun(columns, examples)
+    return AttackRun(columns, examples, stages)
 
 
 def _check_finite(attack: Attack, watch: FiniteWatch, index: torch.Tensor) -> None:
@@ -179,10 +287,16 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
     spec_type = AdversarialSpec
 
     def run(self, spec: AdversarialSpec, context: CheckContext) -> Measurement:
+        info = attack_info(spec.attack)
+        threat = None
+        if info.feature_space:
+            if context.features is None:
+                raise CheckError(f"{spec.attack} attacks feature vectors [N, F]; this data has no features")
+            threat = FeatureThreat(context.features, spec.norm, spec.epsilon)
         attack = build_attack(
             spec.attack, norm=spec.norm, epsilon=spec.epsilon, bounds=context.policy.input.range, seed=context.seed,
             steps=spec.steps, restarts=spec.restarts, step_size=spec.step_size, queries=spec.queries,
-            targeted=spec.targeted, num_classes=context.model.num_classes,
+            targeted=spec.targeted, num_classes=context.model.num_classes, threat=threat,
         )  # fmt: skip
         run = run_attack(attack, context, label=f"{spec.id}: {spec.attack}", keep_examples=spec.examples)
         robust, clean_correct, distance = (
@@ -192,23 +306,33 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
         )
         attacked = int(clean_correct.sum())
         broken = attacked - int(robust.sum())
+        gradients = attack.needs_gradients or (run.stages and not run.stages[0].startswith("cpgd skipped"))
         details: dict[str, Any] = {
             "attack": repr(attack),
             "norm": spec.norm,
             "epsilon": spec.epsilon,
+            "epsilon_units": info.budget_units,
             "clean_accuracy": float(clean_correct.float().mean()),
             "attacked_samples": attacked,
             "attack_success_rate": broken / attacked if attacked else 0.0,
-            "gradients_from": context.model.source_kind if attack.needs_gradients else "none (score-based)",
-            "gradients_of": context.model.logits_from if attack.needs_gradients else "none (score-based)",
+            "gradients_from": context.model.source_kind if gradients else "none (score-based)",
+            "gradients_of": context.model.logits_from if gradients else "none (score-based)",
             "pytorch_onnx_disagreements": run.disagreement_count,
             "disagreeing_samples": run.disagreements,
         }
+        if run.stages:
+            details["attack_stages"] = run.stages
+        feasibility = run.feasibility()
+        if feasibility is not None and context.features is not None:
+            details.update(feasibility)
+            details["feature_space"] = context.features.describe()
         if len(distance):
             details["perturbation_mean"] = float(distance.mean())
             details["perturbation_median"] = float(distance.median())
         artifacts = []
-        if run.examples:
+        if run.examples and context.features is not None:
+            details["examples"] = feature_examples(run.examples, context.features)
+        elif run.examples:
             names = context.model.class_names
             originals = torch.stack([example[0] for example in run.examples])
             adversarial = torch.stack([example[1] for example in run.examples])
@@ -221,6 +345,35 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
                 save_example_pairs(path, originals, adversarial, captions, context.policy.input.range)
             )
         message = f"{broken} of {attacked} correctly classified samples broken by {spec.attack} at ε={spec.epsilon:.4g} ({spec.norm})"
+        if info.feature_space:
+            message += " in standardised feature units"
         if run.disagreement_count:
             message += f"; PyTorch and ONNX Runtime disagree on {run.disagreement_count} adversarial examples"
+        if feasibility is not None and feasibility["infeasible_examples"]:
+            message += (
+                f"; {feasibility['infeasible_examples']} misclassified candidate(s) broke the feature space "
+                f"({', '.join(feasibility['infeasible_reasons'])}) and did not count"
+            )
+        if run.stages and run.stages[0].startswith("cpgd skipped"):
+            message += f"; {run.stages[0]}, so the black-box search ran alone"
         return Measurement.proportion(robust, details=details, artifacts=artifacts, message=message)
+
+
+MAX_LISTED_CHANGES = 8
+
+
+def feature_examples(
+    examples: list[tuple[torch.Tensor, torch.Tensor, int, int]], space: FeatureSpace
+) -> list[dict[str, Any]]:
+    """Adversarial examples of tabular data as the features they change (largest standardised first)."""
+    listed = []
+    for clean, adversarial, label, prediction in examples:
+        change = ((adversarial - clean).abs() / space.scale).tolist()
+        order = sorted(range(len(change)), key=lambda i: -change[i])
+        changes = {
+            space.names[i]: [float(clean[i]), float(adversarial[i])]
+            for i in order[:MAX_LISTED_CHANGES]
+            if change[i] > 0
+        }
+        listed.append({"label": label, "prediction": prediction, "changes": changes})
+    return listed

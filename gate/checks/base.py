@@ -20,6 +20,7 @@ from gate.model.squashing import unit_interval_rows
 from gate.policy.specs import CheckSpec
 
 if TYPE_CHECKING:
+    from gate.attacks.feature_space import FeatureSpace
     from gate.console import Progress
     from gate.data import EvalData
     from gate.data.evaldata import Batch
@@ -98,6 +99,8 @@ class CheckContext:
     resume: ResumeState | None = None
     check_key: str = ""
     """Identifies the running check (its spec) in the resume state."""
+    features: FeatureSpace | None = None
+    """Tabular data: the feature space every adversarial example must stay in (gate/attacks/feature_space.py)."""
 
     def per_sample(
         self,

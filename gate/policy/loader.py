@@ -351,7 +351,7 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
     settings: dict[str, Any] = {}
     for policy_file in chain:
         document = policy_file.document
-        for key in ("task", "input", "confidence", "samples", "seed", "require_weights"):
+        for key in ("task", "input", "features", "confidence", "samples", "seed", "require_weights"):
             value = getattr(document, key)
             # null means "all samples" and "point values" for samples and confidence; for input and seed
             # it means nothing was set, so the inherited or default value stays.

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from gate.policy.features import FeatureSchema
 from gate.policy.source import quoted
 from gate.policy.specs import AnyCheckSpec, Number, StrictModel
 from gate.tasks import TaskName
@@ -95,6 +96,12 @@ class PolicyDocument(StrictModel):
         "in the report.",
     )
     input: InputSpace | None = None
+    features: FeatureSchema | None = Field(
+        default=None,
+        description="Tabular models: each feature's type, range and mutability, one-hot groups and the "
+        "constraints between features (docs/tabular.md). An adversarial example that breaks any of them "
+        "does not count. Replaces an inherited features section as a whole.",
+    )
     confidence: Annotated[float, Field(ge=0.5, lt=1)] | None = Field(
         default=None,
         description="Confidence level of the intervals, in [0.5, 1) (default 0.95); null compares point values.",
@@ -142,6 +149,7 @@ class Policy(StrictModel):
     task: TaskName | None = None
     """None: the run infers it from the data (images or feature vectors)."""
     input: InputSpace = InputSpace()
+    features: FeatureSchema | None = None
     confidence: float | None = 0.95
     samples: int | None = None
     seed: int = 0

@@ -10,6 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import gate.attacks as attacks
@@ -25,6 +26,7 @@ from gate.attacks.catalogue import (
     policy_refusal,
     render_markdown_table,
 )
+from gate.attacks.feature_space import FeatureThreat, build_feature_space
 from gate.attacks.registry import ATTACKS, build_attack
 from gate.attacks.threat import NORMS as THREAT_NORMS
 from gate.policy.specs import AdversarialSpec, AttackName, GradientMaskingSpec
@@ -75,16 +77,28 @@ def test_attacks_that_need_image_windows_list_only_images() -> None:
 
 
 # ------------------------------------------------------------------ the options each class really reads
+def _feature_threat() -> FeatureThreat:
+    names = ("a", "b")
+    ones, zeros = np.ones(2), np.zeros(2)
+    space = build_feature_space(None, names, low=zeros, high=ones, std=ones, input_range=None, source="t")
+    return FeatureThreat(space, "linf", 0.1)
+
+
+FEATURE_THREAT = _feature_threat()  # one object, so two builds compare equal where nothing changed
+
+
 def _built(name: str, **policy: Any) -> Any:
-    return build_attack(name, **BUDGET, **policy)
+    threat = FEATURE_THREAT if CATALOGUE[name].feature_space else None
+    return build_attack(name, **BUDGET, threat=threat, **policy)
 
 
 def _runs(attack: Any) -> dict[str, Any]:
     """What the constructed attack will do, including the settings of an ensemble's stages."""
     stages = getattr(attack, "stages", ())
+    staged = ("stages", "gradient_stage", "search_stage")
     return {
         "repr": repr(attack),
-        "own": {key: value for key, value in vars(attack).items() if key != "stages"},
+        "own": {key: value for key, value in vars(attack).items() if key not in staged},
         "stages": [vars(stage) for stage in stages],
     }
 
@@ -107,6 +121,12 @@ def test_an_option_changes_the_attack_exactly_when_the_catalogue_says_it_is_read
 @pytest.mark.parametrize("name", list(CATALOGUE))
 def test_defaults_and_targeting_are_what_the_class_runs(name: str) -> None:
     info, attack = CATALOGUE[name], _built(name)
+    if info.feature_space:  # the tabular attacks: steps and queries as the catalogue says, never targeted
+        for stage in (*getattr(attack, "stages", ()), attack):
+            assert getattr(stage, "steps", info.default_steps) == info.default_steps
+            assert getattr(stage, "queries", info.default_queries) == info.default_queries
+        assert not attack.supports_targeted
+        return
     if info.queries_argument == "steps":  # Square counts queries as its steps
         assert attack.steps == info.default_queries and info.default_steps is None
     else:
@@ -145,7 +165,7 @@ def _legacy_options(
     return options
 
 
-@pytest.mark.parametrize("name", list(CATALOGUE))
+@pytest.mark.parametrize("name", [name for name, info in CATALOGUE.items() if not info.feature_space])
 @pytest.mark.parametrize(
     "policy",
     [
@@ -172,6 +192,8 @@ def test_constructor_options_equal_the_old_ones(name: str, policy: dict[str, Any
 @pytest.mark.parametrize("name", list(CATALOGUE))
 def test_every_constructor_option_is_a_parameter_of_the_class(name: str) -> None:
     parameters = inspect.signature(ATTACKS[name]).parameters
+    if CATALOGUE[name].feature_space:
+        assert "threat" in parameters
     options = constructor_options(
         name, **BUDGET, steps=3, queries=4, targeted=CATALOGUE[name].supports_targeted
     )

@@ -1,0 +1,81 @@
+"""The tabular ensemble: constrained PGD where the model has gradients, then the black-box constrained
+search on the samples still robust, so a sample counts as robust only if both fail; for a model without
+gradients (a tree ensemble) the search alone, and the report says why."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from gate.attacks.constrained_pgd import ConstrainedPGD
+from gate.attacks.constrained_search import ConstrainedSearch
+from gate.attacks.feature_attack import AttackModels, FeatureAttack, FeatureOutcome
+from gate.attacks.feature_space import FeatureThreat
+
+
+class ConstrainedAuto(FeatureAttack):
+    name: ClassVar[str] = "constrained"
+    needs_gradients: ClassVar[bool] = (
+        False  # it runs on any model: the gradient stage only where there is one
+    )
+    counts_queries: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        threat: FeatureThreat,
+        seed: int = 0,
+        steps: int = 100,
+        restarts: int = 1,
+        queries: int = 2000,
+    ) -> None:
+        super().__init__(threat=threat, seed=seed)
+        self.gradient_stage = ConstrainedPGD(threat=threat, seed=seed, steps=steps, restarts=restarts)
+        self.search_stage = ConstrainedSearch(threat=threat, seed=seed, queries=queries)
+        self.stages = (self.gradient_stage, self.search_stage)
+
+    def perturb(
+        self, models: AttackModels, x: torch.Tensor, y: torch.Tensor, *, index: torch.Tensor | None = None
+    ) -> FeatureOutcome:
+        stages: list[str] = []
+        x_adv = x.detach().clone()
+        # The deployed scores decide which samples are still robust between the stages.
+        robust = self.search_stage.judge(models, x, y)
+        met = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+        reason = self.gradient_stage.available(models)
+        if reason is None:
+            active = robust.nonzero().squeeze(1)
+            if active.numel():
+                keys = None if index is None else index[active]
+                first = self.gradient_stage.perturb(models, x[active], y[active], index=keys)
+                broken = ~self.search_stage.judge(models, first.x_adv, y[active])
+                x_adv[active[broken]] = first.x_adv[broken]
+                robust[active[broken]] = False
+                if first.rejected_reasons is not None:
+                    met[active] |= first.rejected_reasons
+            stages.append("cpgd (white-box: the model has gradients)")
+        else:
+            stages.append(f"cpgd skipped: {reason}")
+        active = robust.nonzero().squeeze(1)
+        queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+        if active.numel():
+            keys = None if index is None else index[active]
+            second = self.search_stage.perturb(models, x[active], y[active], index=keys)
+            x_adv[active] = second.x_adv
+            robust[active] = second.robust
+            if second.queries is not None:
+                queries[active] = second.queries
+            if second.rejected_reasons is not None:
+                met[active] |= second.rejected_reasons
+        stages.append("constrained-search (black-box: the deployed model's scores only)")
+        met = torch.where(robust, met, torch.zeros_like(met))
+        return FeatureOutcome(x_adv, robust, queries, stages, robust & (met != 0), met)
+
+    def _run(
+        self, models: AttackModels, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError("the ensemble runs its stages in perturb")
+
+
+__all__ = ["ConstrainedAuto"]

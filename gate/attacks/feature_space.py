@@ -1,0 +1,435 @@
+"""The tabular threat model: where an attacker may move a feature vector, and whether a point is feasible.
+
+A ``FeatureSpace`` is the policy's ``features:`` section (gate/policy/features.py) made concrete for one
+data set: per-feature ranges, mutability, types (integer, binary, ordinal levels, one-hot groups), linear
+and logical constraints, and the unit of each feature for standardised budgets (its standard deviation in
+the data unless the policy says otherwise). A ``FeatureThreat`` adds the attacker's budget: an L∞ or L2
+ball on standardised changes ``(x_adv - x) / scale``, intersected with per-feature maximum changes.
+
+Following Simonetto et al. 2022, attacks search a continuous relaxation (project onto the box, the ball
+and immutability; recompute features that equality constraints determine), then round integer, ordinal
+and categorical features at the end; :meth:`FeatureThreat.feasible` decides whether the result counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gate.attacks.threat import Norm
+from gate.errors import DataError
+from gate.policy.constraints import Comparison, Constraint
+from gate.policy.features import FeatureSchema
+
+# Reasons a point is infeasible, as bits of one int64 per sample (a resumable per-sample column).
+REASONS: dict[str, int] = {
+    "range": 1,
+    "immutable": 2,
+    "type": 4,
+    "one_hot": 8,
+    "constraint": 16,
+    "budget": 32,
+}
+REASON_TEXT: dict[str, str] = {
+    "range": "a feature outside its range",
+    "immutable": "an immutable feature changed",
+    "type": "an integer, binary or ordinal feature off its values",
+    "one_hot": "a one-hot group without exactly one 1",
+    "constraint": "a constraint between features broken",
+    "budget": "a change beyond the attacker's budget",
+}
+# float32 carries about 7 digits: relations between features are judged relative to their size.
+RELATIVE_TOLERANCE = 1e-5
+ABSOLUTE_TOLERANCE = 1e-6
+_TINY = 1e-12
+
+
+def reason_names(bits: int) -> list[str]:
+    """The reasons encoded in ``bits``, in ``REASONS`` order."""
+    return [name for name, bit in REASONS.items() if bits & bit]
+
+
+@dataclass(frozen=True, eq=False)
+class LinearRelation:
+    """``coefficients · x + constant  relation  0`` on the feature vector."""
+
+    coefficients: torch.Tensor
+    constant: float
+    relation: str
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double() @ self.coefficients.double() + self.constant
+
+    def tolerance(self, x: torch.Tensor) -> torch.Tensor:
+        magnitude = x.double().abs() @ self.coefficients.double().abs() + abs(self.constant)
+        return RELATIVE_TOLERANCE * magnitude + ABSOLUTE_TOLERANCE
+
+    def holds(self, x: torch.Tensor) -> torch.Tensor:
+        value = self.value(x)
+        if self.relation == "==":
+            return value.abs() <= self.tolerance(x)
+        if self.relation == "<":
+            return value < 0
+        return value <= self.tolerance(x)
+
+    def excess(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """How far ``x`` is from satisfying the relation, in standardised units (0 when it holds):
+        differentiable, for the attacks' penalty."""
+        value = x @ self.coefficients.to(x.dtype) + self.constant
+        unit = float((self.coefficients.abs() * scale).sum()) or 1.0
+        violation = value.abs() if self.relation == "==" else torch.relu(value)
+        return violation / unit
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureRule:
+    """One constraint of the policy on the feature vector: a relation, or an implication."""
+
+    text: str
+    conclusion: LinearRelation
+    premise: LinearRelation | None = None
+    dependent: int | None = None
+    """The feature an equality determines (``total == a + b``: total), recomputed by :meth:`repair`."""
+
+    def holds(self, x: torch.Tensor) -> torch.Tensor:
+        holds = self.conclusion.holds(x)
+        return holds if self.premise is None else holds | ~self.premise.holds(x)
+
+    def excess(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        excess = self.conclusion.excess(x, scale)
+        if self.premise is None:
+            return excess
+        return excess * self.premise.holds(x.detach()).to(x.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureSpace:
+    """Per-feature limits and rules of one data set's feature vectors ``[N, F]`` (tensors on the CPU,
+    moved to the batch's device on use)."""
+
+    names: tuple[str, ...]
+    low: torch.Tensor
+    high: torch.Tensor
+    mutable: torch.Tensor
+    integral: torch.Tensor
+    """Integer and binary features (and ordinal ones without explicit levels): whole numbers."""
+    scale: torch.Tensor
+    max_change: torch.Tensor
+    levels: dict[int, torch.Tensor] = field(default_factory=dict)
+    groups: tuple[tuple[torch.Tensor, bool], ...] = ()
+    """One-hot groups: the columns' indices and whether the group may change."""
+    rules: tuple[FeatureRule, ...] = ()
+    declared: bool = False
+    """The policy described the features (``features:``); without it only ranges and budgets apply."""
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def on(self, device: torch.device) -> FeatureSpace:
+        if self.low.device == device:
+            return self
+        move = {
+            name: getattr(self, name).to(device)
+            for name in ("low", "high", "mutable", "integral", "scale", "max_change")
+        }
+        return FeatureSpace(
+            names=self.names,
+            levels={i: v.to(device) for i, v in self.levels.items()},
+            groups=tuple((g.to(device), m) for g, m in self.groups),
+            rules=self.rules,
+            declared=self.declared,
+            **move,
+        )
+
+    # ------------------------------------------------------------------ feasibility of a point
+    def violations(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per sample, the ``REASONS`` bits that ``x_adv`` (a change of ``x``) breaks; 0 = feasible.
+
+        Budgets are not judged here (see :meth:`FeatureThreat.feasible`).
+        """
+        space = self.on(x_adv.device)
+        bits = torch.zeros(len(x_adv), dtype=torch.int64, device=x_adv.device)
+        tolerance = RELATIVE_TOLERANCE * (space.high - space.low) + ABSOLUTE_TOLERANCE
+        outside = ((x_adv < space.low - tolerance) | (x_adv > space.high + tolerance)).any(dim=1)
+        bits |= outside.long() * REASONS["range"]
+        changed = (x_adv != x) & ~space.mutable
+        bits |= changed.any(dim=1).long() * REASONS["immutable"]
+        bits |= space.off_type(x_adv).long() * REASONS["type"]
+        bits |= space.off_one_hot(x_adv, x).long() * REASONS["one_hot"]
+        broken = torch.zeros(len(x_adv), dtype=torch.bool, device=x_adv.device)
+        for rule in space.rules:
+            broken |= ~rule.holds(x_adv)
+        bits |= broken.long() * REASONS["constraint"]
+        return bits
+
+    def off_type(self, x_adv: torch.Tensor) -> torch.Tensor:
+        whole = (x_adv - x_adv.round()).abs() <= ABSOLUTE_TOLERANCE * (1 + x_adv.abs())
+        off = (self.integral & ~whole).any(dim=1)
+        for index, levels in self.levels.items():
+            distance = (x_adv[:, index, None] - levels[None]).abs().amin(dim=1)
+            off |= distance > ABSOLUTE_TOLERANCE * (1 + levels.abs().max())
+        return off
+
+    def off_one_hot(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        off = torch.zeros(len(x_adv), dtype=torch.bool, device=x_adv.device)
+        for columns, mutable in self.groups:
+            values = x_adv[:, columns]
+            binary = ((values == 0) | (values == 1)).all(dim=1)
+            off |= ~binary | (values.sum(dim=1) != 1)
+            if not mutable:
+                off |= (values != x[:, columns]).any(dim=1)
+        return off
+
+    def penalty(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """Per sample, the summed standardised excess over every constraint (differentiable)."""
+        total = x_adv.new_zeros(len(x_adv))
+        scale = self.scale.to(x_adv.device)
+        for rule in self.rules:
+            total = total + rule.excess(x_adv, scale).to(x_adv.dtype)
+        return total
+
+    # ------------------------------------------------------------------ moving towards feasibility
+    def repair(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """Recompute each feature an equality constraint determines from the others (Simonetto et al.
+        2022's repair), in the order the policy lists them; then clip to the ranges."""
+        space = self.on(x_adv.device)
+        for rule in space.rules:
+            if rule.dependent is None or rule.premise is not None:
+                continue
+            index = rule.dependent
+            if not bool(space.mutable[index]):
+                continue
+            coefficients = rule.conclusion.coefficients.to(x_adv.device, x_adv.dtype)
+            # value = x_dep * 1 + rest  → x_dep = x_dep - value
+            value = x_adv @ coefficients + rule.conclusion.constant
+            x_adv = x_adv.clone()
+            x_adv[:, index] = x_adv[:, index] - value
+        return torch.maximum(torch.minimum(x_adv, space.high), space.low)
+
+    def round_types(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Integer features to whole numbers, ordinal ones to their nearest level and one-hot groups to
+        their largest column; immutable features back to ``x``."""
+        space = self.on(x_adv.device)
+        rounded = torch.where(space.integral, x_adv.round(), x_adv)
+        for index, levels in space.levels.items():
+            nearest = (rounded[:, index, None] - levels[None]).abs().argmin(dim=1)
+            rounded[:, index] = levels[nearest]
+        for columns, mutable in space.groups:
+            if not mutable:
+                rounded[:, columns] = x[:, columns]
+                continue
+            winner = rounded[:, columns].argmax(dim=1)
+            hot = torch.zeros_like(rounded[:, columns])
+            hot[torch.arange(len(rounded), device=rounded.device), winner] = 1
+            rounded[:, columns] = hot
+        return torch.where(space.mutable, rounded, x)
+
+    def describe(self) -> dict[str, object]:
+        """The space in the report's words."""
+        return {
+            "features": self.size,
+            "immutable": [n for n, m in zip(self.names, self.mutable.tolist(), strict=True) if not m],
+            "integral": int(self.integral.sum()),
+            "ordinal": len(self.levels),
+            "one_hot_groups": len(self.groups),
+            "constraints": [rule.text for rule in self.rules],
+        }
+
+
+@dataclass(frozen=True)
+class FeatureThreat:
+    """A budget in a feature space: ``||(x_adv - x) / scale||_norm <= eps`` and ``|x_adv - x| <= max_change``."""
+
+    space: FeatureSpace
+    norm: Norm
+    eps: float
+
+    def _limits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Element-wise limits: ranges, per-feature maximum changes, immutability and (L∞) the ball."""
+        space = self.space.on(x.device)
+        reach = space.max_change.expand_as(x)
+        if self.norm == "linf":
+            reach = torch.minimum(reach, self.eps * space.scale)
+        reach = torch.where(space.mutable, reach, torch.zeros_like(reach))
+        lower = torch.maximum(x - reach, space.low)
+        upper = torch.minimum(x + reach, space.high)
+        # A clean value outside the declared range stays where it is rather than being moved by the clip.
+        return torch.minimum(lower, x), torch.maximum(upper, x)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The nearest point (for L2, in standardised units, then clipped) inside the box and the ball."""
+        lower, upper = self._limits(x)
+        if self.norm == "l2":
+            scale = self.space.scale.to(x.device)
+            delta = (x_adv - x) / scale
+            shrink = (self.eps / (delta.flatten(1).norm(dim=1) + _TINY)).clamp(max=1.0)
+            x_adv = x + delta * shrink[:, None] * scale
+        return torch.maximum(torch.minimum(x_adv, upper), lower)
+
+    def settle(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A candidate made concrete: repaired, rounded to the types, projected again, rounded towards
+        ``x`` where projecting moved a whole number off its value."""
+        candidate = self.project(self.space.repair(self.project(x_adv, x)), x)
+        rounded = self.space.round_types(candidate, x)
+        inside = self.project(rounded, x)
+        # Rounding can step past a budget edge; the whole number towards x is then inside it again.
+        towards = x + torch.trunc(inside - x)
+        space = self.space.on(x.device)
+        fixed = torch.where(space.integral & (inside != rounded), towards, rounded)
+        return self.space.repair(fixed) if self.space.rules else fixed
+
+    def random_start(self, x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """A point of the box from ``uniform`` noise in [0, 1) of ``x``'s shape (then projected on the ball)."""
+        lower, upper = self._limits(x)
+        return self.project(lower + uniform * (upper - lower), x)
+
+    def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """Per-sample standardised size of the change, in the budget's norm."""
+        delta = (x_adv - x) / self.space.scale.to(x.device)
+        return delta.abs().amax(dim=1) if self.norm == "linf" else delta.norm(dim=1)
+
+    def feasible(self, x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ok, reasons)`` per sample: the space's rules and this budget."""
+        bits = self.space.violations(x_adv, x)
+        space = self.space.on(x.device)
+        over = self.distance(x, x_adv) > self.eps * (1 + RELATIVE_TOLERANCE) + ABSOLUTE_TOLERANCE
+        over |= ((x_adv - x).abs() > space.max_change * (1 + RELATIVE_TOLERANCE) + ABSOLUTE_TOLERANCE).any(
+            dim=1
+        )
+        bits |= over.long() * REASONS["budget"]
+        return bits == 0, bits
+
+
+# ---------------------------------------------------------------------- building a space for a data set
+def build_feature_space(
+    schema: FeatureSchema | None,
+    names: tuple[str, ...],
+    *,
+    low: np.ndarray,
+    high: np.ndarray,
+    std: np.ndarray,
+    input_range: tuple[float, float] | None,
+    source: str,
+) -> FeatureSpace:
+    """The feature space of data with feature ``names`` and per-feature statistics, under ``schema``.
+
+    Without a schema every feature is continuous and mutable within ``input_range`` (or the data's range).
+    Raises ``DataError`` where the schema names a feature the data lacks, or a declared range excludes
+    values the data holds.
+    """
+    count = len(names)
+    position = {name: i for i, name in enumerate(names)}
+    data_low, data_high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    if input_range is not None:
+        lows, highs = np.full(count, input_range[0]), np.full(count, input_range[1])
+    else:
+        lows, highs = data_low.copy(), data_high.copy()
+    spread = np.asarray(std, np.float64)
+    scale = np.where(spread > 0, spread, 1.0)
+    mutable = np.ones(count, bool)
+    integral = np.zeros(count, bool)
+    max_change = np.full(count, np.inf)
+    levels: dict[int, torch.Tensor] = {}
+    groups: list[tuple[torch.Tensor, bool]] = []
+    rules: list[FeatureRule] = []
+    if schema is not None:
+        missing = sorted(schema.named() - set(position))
+        if missing:
+            shown = ", ".join(names[:12]) + (f", … ({count} in all)" if count > 12 else "")
+            raise DataError(
+                f"the policy's features section names {', '.join(map(repr, missing))}, which the data does "
+                f"not have; its features: {shown}",
+                path=source,
+                hint="use the data's column names (for .npz data: f0, f1, …)",
+            )
+        for spec in schema.columns:
+            i = position[spec.name]
+            if spec.range is not None:
+                lows[i], highs[i] = spec.range
+            if spec.type == "binary":
+                lows[i], highs[i] = 0.0, 1.0
+            if spec.type in ("integer", "binary") or (spec.type == "ordinal" and spec.levels is None):
+                integral[i] = True
+            if spec.levels is not None:
+                levels[i] = torch.tensor(spec.levels, dtype=torch.float32)
+            mutable[i] = spec.mutable
+            if spec.max_change is not None:
+                max_change[i] = spec.max_change
+            if spec.scale is not None:
+                scale[i] = spec.scale
+        for group in schema.one_hot:
+            indices = [position[column] for column in group.columns]
+            lows[indices], highs[indices] = 0.0, 1.0
+            scale[indices] = group.scale
+            if not group.mutable:
+                mutable[indices] = False
+            groups.append((torch.tensor(indices, dtype=torch.int64), group.mutable))
+        rules = [_rule(constraint, position, count) for constraint in schema.parsed_constraints()]
+    _check_ranges_hold_data(names, lows, highs, data_low, data_high, source)
+    return FeatureSpace(
+        names=tuple(names),
+        low=torch.tensor(lows, dtype=torch.float32),
+        high=torch.tensor(highs, dtype=torch.float32),
+        mutable=torch.tensor(mutable),
+        integral=torch.tensor(integral),
+        scale=torch.tensor(scale, dtype=torch.float32),
+        max_change=torch.tensor(max_change, dtype=torch.float32),
+        levels=levels,
+        groups=tuple(groups),
+        rules=tuple(rules),
+        declared=schema is not None,
+    )
+
+
+def _relation(comparison: Comparison, position: dict[str, int], count: int) -> LinearRelation:
+    coefficients = torch.zeros(count, dtype=torch.float64)
+    for name, value in comparison.expression.coefficients.items():
+        coefficients[position[name]] += value
+    return LinearRelation(coefficients, comparison.expression.constant, comparison.relation)
+
+
+def _rule(constraint: Constraint, position: dict[str, int], count: int) -> FeatureRule:
+    premise = None if constraint.premise is None else _relation(constraint.premise, position, count)
+    dependent = None if constraint.dependent is None else position[constraint.dependent]
+    return FeatureRule(constraint.text, _relation(constraint.conclusion, position, count), premise, dependent)
+
+
+def _check_ranges_hold_data(
+    names: tuple[str, ...],
+    lows: np.ndarray,
+    highs: np.ndarray,
+    data_low: np.ndarray,
+    data_high: np.ndarray,
+    source: str,
+) -> None:
+    tolerance = RELATIVE_TOLERANCE * (highs - lows) + ABSOLUTE_TOLERANCE
+    bad = np.flatnonzero((data_low < lows - tolerance) | (data_high > highs + tolerance))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"feature {names[i]!r} takes values in [{data_low[i]:g}, {data_high[i]:g}] in the data, outside "
+            f"its range [{lows[i]:g}, {highs[i]:g}] ({bad.size} feature(s) like this)",
+            path=source,
+            hint="widen the feature's range in the policy's features section, or fix the data",
+        )
+
+
+def clean_violations(space: FeatureSpace, x: torch.Tensor) -> torch.Tensor:
+    """The schema's rules on the clean data itself (a schema that refuses real inputs is wrong)."""
+    return space.violations(x, x)
+
+
+__all__ = [
+    "REASONS",
+    "REASON_TEXT",
+    "FeatureRule",
+    "FeatureSpace",
+    "FeatureThreat",
+    "LinearRelation",
+    "build_feature_space",
+    "clean_violations",
+    "reason_names",
+]
