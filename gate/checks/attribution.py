@@ -4,8 +4,11 @@ Attributions are computed per batch (gradient methods on the PyTorch model, ``oc
 ONNX Runtime session) and judged by one metric, each a pure function in gate/explain/metrics with its
 paper: faithfulness (``deletion_auc``, ``insertion_auc``), localisation on the data's ``mask``
 (``roi_mass``, ``pointing_game``), sanity (``randomization_similarity``) and stability
-(``max_sensitivity``). The value is the mean over samples with a bootstrap interval (``pointing_game``,
-a hit rate, gets an exact interval).
+(``max_sensitivity``, ``feature_importance_stability``). The value is the mean over samples with a
+bootstrap interval (``pointing_game``, a hit rate, gets an exact interval). The evidence is a heatmap per
+example for images, and for feature vectors a bar chart of the features' mean |attribution| over the
+examples, whose ranking also goes into the details. Which methods, metrics and settings a task's inputs
+allow is the policy validator's business (the tables in gate/policy/specs.py).
 """
 
 from __future__ import annotations
@@ -20,18 +23,24 @@ from gate.explain import (
     AttributionOptions,
     attribute,
     deletion_auc,
+    feature_importance_stability,
     insertion_auc,
     max_sensitivity,
     pointing_game,
     randomization_similarity,
     roi_mass,
+    save_feature_importance,
     save_heatmaps,
+    top_features,
 )
 from gate.explain.registry import get_method
 from gate.measurement import Measurement
 from gate.policy.specs import AttributionSpec
 
 NEEDS_MASK = ("roi_mass", "pointing_game")
+NOISE_METRICS = ("max_sensitivity", "feature_importance_stability")
+CHART_FEATURES = 20
+"""Most features in a tabular check's bar chart and in its details' ``top_features``."""
 
 
 def attribution_options(
@@ -60,18 +69,17 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         gradient_model = self._gradient_model(spec, context)
         bounds = context.policy.input.range
         options = attribution_options(spec, bounds, context.batch_size)
-        artifacts: list = []
+        evidence: dict[str, list] = {}
         _, _, clean_predictions = context.clean_predictions()
 
         def attribute_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-            nonlocal artifacts
             predictions = clean_predictions[rows].to(context.device)
             target = batch.y if spec.target == "label" else predictions
             values = self._metric(
                 spec, context, gradient_model, options, batch.x, target, batch.mask, batch.index
             )
-            if not artifacts and spec.examples:
-                artifacts = self._heatmaps(spec, context, gradient_model, options, batch, predictions)
+            if not evidence and spec.examples:
+                evidence.update(self._evidence(spec, context, gradient_model, options, batch, predictions))
             return {"value": values}
 
         columns = context.per_sample(f"{spec.id}: {spec.method} / {spec.metric}", attribute_batch)
@@ -84,6 +92,9 @@ class AttributionCheck(CheckKind[AttributionSpec]):
             "target": spec.target,
             "higher_is_better": spec.better_when_higher,
         }
+        if "top_features" in evidence:
+            details["top_features"] = evidence["top_features"]
+        artifacts = evidence.get("artifacts", [])
         if spec.metric == "pointing_game":
             return Measurement.proportion(per_sample > 0.5, details=details, artifacts=artifacts)
         details["per_sample_quantiles"] = {
@@ -116,10 +127,11 @@ class AttributionCheck(CheckKind[AttributionSpec]):
                 spec.method, x, target, gradient_model=gradient_model, options=options, seed=seed, index=index
             )
             return result.similarity
-        if spec.metric == "max_sensitivity":
+        if spec.metric in NOISE_METRICS:
             low, high = context.policy.input.range
             radius = spec.radius if spec.radius is not None else 0.02 * (high - low)
-            return max_sensitivity(
+            metric = max_sensitivity if spec.metric == "max_sensitivity" else feature_importance_stability
+            return metric(
                 spec.method, x, target, gradient_model=gradient_model, score_fn=score_fn,
                 options=options, seed=seed, radius=radius, index=index,
             )  # fmt: skip
@@ -136,7 +148,8 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         return curve(score_fn, x, target, attribution, baseline=baseline, batch_size=context.batch_size)
 
     @staticmethod
-    def _heatmaps(spec, context, gradient_model, options, batch, predictions) -> list:
+    def _evidence(spec, context, gradient_model, options, batch, predictions) -> dict[str, list]:
+        """Pictures of the first ``examples`` samples: heatmaps, or one bar chart of feature importances."""
         count = min(spec.examples, len(batch))
         x, y = batch.x[:count], batch.y[:count]
         target = y if spec.target == "label" else predictions[:count]
@@ -144,9 +157,21 @@ class AttributionCheck(CheckKind[AttributionSpec]):
             spec.method, x, target, gradient_model=gradient_model, score_fn=context.model.scores,
             options=options, seed=context.seed, index=batch.index[:count],
         )  # fmt: skip
+        if x.dim() == 2:
+            ranking = top_features(attribution, getattr(context.data, "feature_names", None), CHART_FEATURES)
+            title = (
+                f"{spec.id}: {spec.method.replace('_', ' ')}, top {len(ranking)} of {x.shape[1]} features "
+                f"(mean over {count} samples)"
+            )
+            chart = save_feature_importance(
+                context.artifact_path(spec.id, "feature_importance.png"), ranking, title=title
+            )
+            top = [{"feature": name, "mean_abs_attribution": value} for name, value in ranking]
+            return {"artifacts": [chart], "top_features": top}
         labels = [f"y={int(label)} pred={int(p)}" for label, p in zip(y, predictions[:count], strict=True)]
         prefix = context.artifact_path(spec.id, "heatmap")
         mask = None if batch.mask is None else batch.mask[:count]
-        return save_heatmaps(
+        heatmaps = save_heatmaps(
             prefix, x.cpu(), attribution.cpu(), mask.cpu() if mask is not None else None, labels
         )
+        return {"artifacts": heatmaps}

@@ -1,22 +1,26 @@
-"""Attribution methods (which input pixels drive a prediction) and the metrics that judge them.
+"""Attribution methods (which input pixels or features drive a prediction) and the metrics that judge them.
 
 Every method has the signature of :class:`AttributionFn` and is listed in :data:`METHODS`;
-:func:`attribute` dispatches by name. Gradient methods need a differentiable PyTorch model; ``occlusion``
-and ``rise`` only call a score function, so an ONNX-only model can be explained.
+:func:`attribute` dispatches by name. Inputs are images ``[N, C, H, W]`` or feature vectors ``[N, F]``
+(``rise`` and the mask metrics take images only). Gradient methods need a differentiable PyTorch model;
+``occlusion`` and ``rise`` only call a score function, so an ONNX-only model can be explained.
 """
 
 from gate.explain._utils import gaussian_blur, spearman
+from gate.explain.feature_chart import save_feature_importance, top_features
 from gate.explain.heatmap import save_heatmaps
 from gate.explain.input_x_gradient import input_x_gradient
 from gate.explain.integrated_gradients import integrated_gradients
 from gate.explain.metrics import (
     RandomizationResult,
     deletion_auc,
+    feature_importance_stability,
     insertion_auc,
     max_sensitivity,
     pointing_game,
     probability_curve,
     randomization_similarity,
+    rank_stability,
     roi_mass,
 )
 from gate.explain.occlusion import occlusion
@@ -35,6 +39,7 @@ __all__ = [
     "ScoreFn",
     "attribute",
     "deletion_auc",
+    "feature_importance_stability",
     "gaussian_blur",
     "get_method",
     "input_x_gradient",
@@ -45,10 +50,13 @@ __all__ = [
     "pointing_game",
     "probability_curve",
     "randomization_similarity",
+    "rank_stability",
     "rise",
     "roi_mass",
     "saliency",
+    "save_feature_importance",
     "save_heatmaps",
     "smoothgrad",
     "spearman",
+    "top_features",
 ]

@@ -1,4 +1,7 @@
-"""Helpers shared by the attribution methods and metrics: input checks, baselines, batching, ranks."""
+"""Helpers shared by the attribution methods and metrics: input checks, baselines, batching, ranks.
+
+Two input layouts are explained: images ``[N, C, H, W]`` and feature vectors ``[N, F]`` (tabular models).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,18 @@ from gate.errors import CheckError
 from gate.explain.options import Baseline, ScoreFn
 
 
+def is_features(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a batch of feature vectors ``[N, F]`` rather than images ``[N, C, H, W]``."""
+    return x.dim() == 2
+
+
 def check_batch(x: torch.Tensor, target: torch.Tensor | int) -> torch.Tensor:
-    """Validate an image batch ``[N, C, H, W]`` and return ``target`` as int64 ``[N]`` on ``x``'s device."""
-    if x.dim() != 4:
-        raise CheckError(f"attributions need an image batch [N, C, H, W]; got shape {tuple(x.shape)}")
+    """Validate a batch of images ``[N, C, H, W]`` or features ``[N, F]``; return ``target`` as int64 ``[N]``
+    on ``x``'s device."""
+    if x.dim() not in (2, 4):
+        raise CheckError(
+            f"attributions need images [N, C, H, W] or features [N, F]; got shape {tuple(x.shape)}"
+        )
     if not x.is_floating_point():
         raise CheckError(f"attributions need a floating-point input; got dtype {x.dtype}")
     target = torch.as_tensor(target, dtype=torch.long, device=x.device)
@@ -27,6 +38,15 @@ def check_batch(x: torch.Tensor, target: torch.Tensor | int) -> torch.Tensor:
     return target
 
 
+def require_images(what: str, x: torch.Tensor) -> None:
+    """Raise a :class:`CheckError` when ``what`` (an image-only method or metric) is given features."""
+    if x.dim() != 4:
+        raise CheckError(
+            f"{what} is defined on images [N, C, H, W] (grids, windows or masks of pixels); "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
 def require_gradient_model(method: str, gradient_model: nn.Module | None) -> nn.Module:
     """Return ``gradient_model`` or raise a :class:`CheckError` that names the method needing it."""
     if gradient_model is None:
@@ -37,11 +57,22 @@ def require_gradient_model(method: str, gradient_model: nn.Module | None) -> nn.
     return gradient_model
 
 
+def _mean_baseline_refused(x: torch.Tensor) -> None:
+    # An image's per-channel mean keeps its brightness; a feature vector has no channels, and the mean of
+    # differently scaled features is no reference value for any of them.
+    if is_features(x):
+        raise CheckError(
+            "baseline 'mean' (each image's per-channel mean) is defined for images; for features [N, F] "
+            "give a number (a reference value of the scaled features) or 'zero'"
+        )
+
+
 def resolve_baseline(x: torch.Tensor, baseline: Baseline) -> torch.Tensor:
-    """The reference input, same shape as ``x``: a constant, zeros, or each sample's per-channel mean."""
+    """The reference input, same shape as ``x``: a constant, zeros, or each image's per-channel mean."""
     if baseline == "zero":
         return torch.zeros_like(x)
     if baseline == "mean":
+        _mean_baseline_refused(x)
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
     return torch.full_like(x, float(baseline))
 
@@ -54,6 +85,7 @@ def compact_baseline(x: torch.Tensor, baseline: Baseline) -> float | torch.Tenso
     if baseline == "zero":
         return 0.0
     if baseline == "mean":
+        _mean_baseline_refused(x)
         return x.mean(dim=(2, 3), keepdim=True)
     return float(baseline)
 
@@ -91,6 +123,15 @@ def cpu_generator(seed: int) -> torch.Generator:
 def channel_sum(attribution: torch.Tensor) -> torch.Tensor:
     """Sum ``[N, C, H, W]`` over channels to one relevance map per sample ``[N, H, W]``."""
     return attribution.sum(dim=1)
+
+
+def unit_relevance(attribution: torch.Tensor) -> torch.Tensor:
+    """One relevance per unit the perturbation metrics switch, ``[N, U]``.
+
+    The units are pixels for images (all channels together, so their relevance is the channel sum) and
+    the features themselves for feature vectors.
+    """
+    return attribution if is_features(attribution) else channel_sum(attribution).flatten(1)
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:

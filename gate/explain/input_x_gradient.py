@@ -27,7 +27,7 @@ def input_x_gradient(
     feature's contribution ``w_c * x``. Computed with Captum's ``InputXGradient``.
 
     Args:
-        x: Inputs ``[N, C, H, W]``.
+        x: Inputs ``[N, C, H, W]`` or ``[N, F]``.
         target: Class to explain per sample, ``[N]``.
         gradient_model: Differentiable model returning logits; required.
         score_fn: Unused (part of the common signature).

@@ -35,7 +35,7 @@ def integrated_gradients(
     inputs (Captum's ``internal_batch_size``).
 
     Args:
-        x: Inputs ``[N, C, H, W]``.
+        x: Inputs ``[N, C, H, W]`` or ``[N, F]``.
         target: Class to explain per sample, ``[N]``.
         gradient_model: Differentiable model returning logits; required.
         score_fn: Unused (part of the common signature).

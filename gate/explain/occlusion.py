@@ -1,4 +1,4 @@
-"""Occlusion: the drop in target probability when a sliding patch is replaced by a baseline."""
+"""Occlusion: the drop in target probability when a sliding patch (or one feature) is replaced by a baseline."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
-from gate.explain._utils import check_batch, chunks, compact_baseline, target_probability
+from gate.explain._utils import check_batch, chunks, compact_baseline, is_features, target_probability
 from gate.explain.options import AttributionOptions, ScoreFn
 
 
@@ -29,19 +29,29 @@ def occlusion(
     only as ONNX can be explained. Computed with Captum's ``Occlusion``; patches are evaluated
     ``perturbations_per_eval`` at a time so each call holds about ``options.batch_size`` inputs.
 
+    On feature vectors ``[N, F]`` the patch is one feature: each feature gets
+    ``p_c(x) - p_c(x with that feature set to the baseline)``, and ``window``/``stride`` are not read
+    (a feature has no neighbours whose occlusion would mean something together).
+
     Args:
-        x: Inputs ``[N, C, H, W]``.
+        x: Inputs ``[N, C, H, W]`` or ``[N, F]``.
         target: Class to explain per sample, ``[N]``.
         gradient_model: Unused (part of the common signature).
         score_fn: Batch -> logits, without gradients; may return a NumPy array.
-        options: Reads ``window``, ``stride``, ``baseline`` and ``batch_size``.
+        options: Reads ``window`` and ``stride`` (images only), ``baseline`` and ``batch_size``.
         seed: Unused; the method is deterministic.
 
     Returns:
-        Signed attribution (positive: occluding the pixel lowers the probability), same shape as ``x``.
+        Signed attribution (positive: occluding the pixel or feature lowers the probability), same shape
+        as ``x``.
     """
     target = check_batch(x, target)
-    channels = x.shape[1]
+    if is_features(x):
+        window, strides = (1,), (1,)
+    else:
+        channels = x.shape[1]
+        window = (channels, options.window, options.window)
+        strides = (channels, options.stride, options.stride)
     explainer = Occlusion(target_probability(score_fn, x.device))
     samples_per_call = min(len(x), options.batch_size)
     parts = []
@@ -49,8 +59,8 @@ def occlusion(
         batch = x[part].detach()
         attribution = explainer.attribute(
             batch,
-            sliding_window_shapes=(channels, options.window, options.window),
-            strides=(channels, options.stride, options.stride),
+            sliding_window_shapes=window,
+            strides=strides,
             baselines=compact_baseline(batch, options.baseline),
             target=target[part],
             perturbations_per_eval=max(1, options.batch_size // len(batch)),

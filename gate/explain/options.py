@@ -23,11 +23,13 @@ class AttributionOptions:
     Attributes:
         steps: Integration steps of integrated gradients.
         baseline: Reference input of integrated gradients, occlusion and RISE: a constant, ``"zero"``,
-            or ``"mean"`` (each sample's per-channel mean, so the reference keeps the image's brightness).
+            or ``"mean"`` (each sample's per-channel mean, so the reference keeps the image's brightness;
+            images only).
         samples: Noisy copies averaged by smoothgrad.
         noise: Smoothgrad's sigma as a fraction of ``value_range`` (Smilkov et al. suggest 0.1 to 0.2).
-        window: Side of the square occlusion patch, in pixels.
-        stride: Step of the occlusion patch, in pixels.
+        window: Side of the square occlusion patch, in pixels (images; on features occlusion replaces one
+            feature at a time).
+        stride: Step of the occlusion patch, in pixels (images).
         masks: Random masks drawn by RISE (Petsiuk et al. use 4,000 to 8,000 at ImageNet size).
         mask_grid: Cells per side of RISE's coarse binary grid before upsampling (7 in the paper).
         mask_probability: Probability that a RISE grid cell keeps the input.

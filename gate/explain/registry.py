@@ -95,7 +95,8 @@ def attribute(
 
     Args:
         method: A key of :data:`METHODS`.
-        x: Inputs ``[N, C, H, W]`` in the model's input range, on the device of the models.
+        x: Inputs, images ``[N, C, H, W]`` or features ``[N, F]``, in the model's input range, on the
+            device of the models (``rise`` takes images only).
         target: Class to explain per sample, ``[N]`` (an int applies to every sample).
         gradient_model: Differentiable PyTorch model returning logits, or ``None`` when the model exists
             only as, e.g., ONNX (gradient methods then raise :class:`CheckError`).

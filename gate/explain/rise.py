@@ -7,7 +7,14 @@ import math
 import torch
 from torch import nn
 
-from gate.explain._utils import check_batch, chunks, compact_baseline, cpu_generator, target_probability
+from gate.explain._utils import (
+    check_batch,
+    chunks,
+    compact_baseline,
+    cpu_generator,
+    require_images,
+    target_probability,
+)
 from gate.explain.options import AttributionOptions, ScoreFn
 
 
@@ -73,8 +80,13 @@ def rise(
 
     Returns:
         Non-negative importance ``[N, H, W]`` repeated over the channels, same shape as ``x``.
+
+    Raises:
+        CheckError: For feature vectors ``[N, F]``: the masks are smooth grids over pixels, and a random
+            subset of features is what occlusion of one feature at a time measures more directly.
     """
     target = check_batch(x, target)
+    require_images("rise", x)
     n, channels, height, width = x.shape
     probabilities = target_probability(score_fn, x.device)
     cells, shifts = random_masks(

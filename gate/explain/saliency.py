@@ -29,7 +29,7 @@ def saliency(
     evidence). Computed with Captum's ``Saliency``.
 
     Args:
-        x: Inputs ``[N, C, H, W]``.
+        x: Inputs ``[N, C, H, W]`` or ``[N, F]``.
         target: Class to explain per sample, ``[N]``.
         gradient_model: Differentiable model returning logits; required.
         score_fn: Unused (part of the common signature).

@@ -32,7 +32,7 @@ def smoothgrad(
     to the noise draw; implemented here to batch the copies and to seed without touching the global RNG.
 
     Args:
-        x: Inputs ``[N, C, H, W]``.
+        x: Inputs ``[N, C, H, W]`` or ``[N, F]``.
         target: Class to explain per sample, ``[N]``.
         gradient_model: Differentiable model returning logits; required.
         score_fn: Unused (part of the common signature).

@@ -371,29 +371,60 @@ class CorruptionSpec(CheckSpec):
     primary_metric: ClassVar[str] = "corrupted_accuracy"
 
 
-AttributionMethod = Literal[
-    "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "rise"
-]
+# The one list of attribution methods and the inputs each explains (gate/explain/ implements them): the
+# gradient methods and occlusion (one feature at a time) are defined per feature; RISE's random masks are
+# smooth grids over pixels.
+ATTRIBUTION_METHOD_INPUTS: dict[str, tuple[InputKind, ...]] = {
+    "saliency": ("images", "features"),
+    "input_x_gradient": ("images", "features"),
+    "integrated_gradients": ("images", "features"),
+    "smoothgrad": ("images", "features"),
+    "occlusion": ("images", "features"),
+    "rise": ("images",),
+}
+AttributionMethod = Literal[tuple(ATTRIBUTION_METHOD_INPUTS)]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
 class AttributionMetricInfo:
-    """What an attribution metric's values mean: the direction of improvement and the possible range."""
+    """What an attribution metric's values mean, and the inputs it is defined on.
+
+    Attributes:
+        higher_is_better: The direction of improvement.
+        scale: The values it can take.
+        inputs: The input kinds it judges (the localisation metrics need a mask of pixels).
+    """
 
     higher_is_better: bool
     scale: MetricScale
+    inputs: tuple[InputKind, ...] = ("images", "features")
 
 
 # The one list of attribution metrics (gate/explain/metrics holds their implementations and papers).
 ATTRIBUTION_METRICS: dict[str, AttributionMetricInfo] = {
     "deletion_auc": AttributionMetricInfo(False, MetricScale(0.0, 1.0, "an area under a probability curve")),
     "insertion_auc": AttributionMetricInfo(True, MetricScale(0.0, 1.0, "an area under a probability curve")),
-    "roi_mass": AttributionMetricInfo(True, MetricScale(0.0, 1.0, "a share of the relevance")),
-    "pointing_game": AttributionMetricInfo(True, PROPORTION),
+    "roi_mass": AttributionMetricInfo(True, MetricScale(0.0, 1.0, "a share of the relevance"), ("images",)),
+    "pointing_game": AttributionMetricInfo(True, PROPORTION, ("images",)),
     "randomization_similarity": AttributionMetricInfo(False, MetricScale(-1.0, 1.0, "a rank correlation")),
     "max_sensitivity": AttributionMetricInfo(False, MetricScale(0.0, None, "a relative change")),
+    "feature_importance_stability": AttributionMetricInfo(True, MetricScale(-1.0, 1.0, "a rank correlation")),
 }
 AttributionMetric = Literal[tuple(ATTRIBUTION_METRICS)]  # type: ignore[valid-type]
+
+# Settings that mean an image construction, refused on other inputs rather than silently ignored:
+# (field, the value refused, or None for any value) -> the inputs it applies to, and what it means there.
+ATTRIBUTION_SETTING_INPUTS: dict[tuple[str, str | None], tuple[tuple[InputKind, ...], str]] = {
+    ("window", None): (
+        ("images",),
+        "it is the side of occlusion's square patch in pixels; on features occlusion replaces one feature "
+        "at a time",
+    ),
+    ("baseline", "mean"): (
+        ("images",),
+        "it is each image's per-channel mean; a feature vector has no channels (give a number, or zero)",
+    ),
+}
 
 
 class AttributionSpec(CheckSpec):
@@ -408,11 +439,24 @@ class AttributionSpec(CheckSpec):
         default="zero", description="Reference input of integrated gradients, occlusion, RISE and deletion."
     )
     radius: Budget | None = Field(
-        default=None, description="L-inf radius of max_sensitivity's noise (default: 2% of the input range)."
+        default=None,
+        description="Noise size: the L-inf radius of max_sensitivity's uniform noise, the standard deviation "
+        "of feature_importance_stability's Gaussian noise (default: 2% of the input range).",
     )
     samples: PositiveInt | None = None
-    window: PositiveInt | None = None
+    window: PositiveInt | None = Field(
+        default=None, description="Side of occlusion's square patch, in pixels (images only)."
+    )
     examples: Annotated[int, Field(ge=0, le=32)] = 4
+
+    def settings_outside(self, input_kind: InputKind) -> list[tuple[str, str]]:
+        """``(field, why)`` for each setting of this spec that has no meaning for ``input_kind`` inputs."""
+        refused = []
+        for (field, value), (kinds, meaning) in ATTRIBUTION_SETTING_INPUTS.items():
+            chosen = getattr(self, field)
+            if input_kind not in kinds and chosen is not None and (value is None or chosen == value):
+                refused.append((field, meaning))
+        return refused
 
     @property
     def metric_name(self) -> str:

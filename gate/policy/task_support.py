@@ -9,8 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gate.attacks.catalogue import CATALOGUE
-from gate.policy.specs import CORRUPTION_INPUTS, CheckSpec, CorruptionSpec
+from gate.policy.specs import (
+    ATTRIBUTION_METHOD_INPUTS,
+    ATTRIBUTION_METRICS,
+    CORRUPTION_INPUTS,
+    AttributionSpec,
+    CheckSpec,
+    CorruptionSpec,
+)
 from gate.tasks import TASKS, Task
+from gate.tasks.base import INPUT_LAYOUTS, InputKind
 
 if TYPE_CHECKING:
     from gate.policy.loader import Problem, ResolvedPolicy
@@ -40,6 +48,36 @@ def spec_problems(spec: CheckSpec, task: Task) -> list[tuple[str, str]]:
                 f"the corruption {spec.corruption!r} needs images [N, C, H, W]; the task {task.name} "
                 f"takes {task.inputs} (corruptions for it: {usable})",
             )
+        )
+    if isinstance(spec, AttributionSpec):
+        problems += attribution_problems(spec, task)
+    return problems
+
+
+def attribution_problems(spec: AttributionSpec, task: Task) -> list[tuple[str, str]]:
+    """``(field, message)`` for the attribution method, metric and settings that ``task``'s inputs lack."""
+    tables: dict[str, dict[str, tuple[InputKind, ...]]] = {
+        "method": ATTRIBUTION_METHOD_INPUTS,
+        "metric": {name: info.inputs for name, info in ATTRIBUTION_METRICS.items()},
+    }
+    problems = []
+    for field, table in tables.items():
+        name = getattr(spec, field)
+        if task.input_kind in table[name]:
+            continue
+        needs = " or ".join(INPUT_LAYOUTS[kind][1] for kind in table[name])
+        usable = ", ".join(other for other, kinds in table.items() if task.input_kind in kinds)
+        problems.append(
+            (
+                field,
+                f"the attribution {field} {name!r} needs {needs}; the task {task.name} takes {task.inputs} "
+                f"({field}s for it: {usable})",
+            )
+        )
+    for field, why in spec.settings_outside(task.input_kind):
+        value = getattr(spec, field)
+        problems.append(
+            (field, f"{field}: {value} has no meaning for the task {task.name} ({task.inputs}): {why}")
         )
     return problems
 
@@ -71,4 +109,4 @@ def undecided_task_problems(resolved: ResolvedPolicy) -> list[Problem]:
     return problems
 
 
-__all__ = ["spec_problems", "task_problems", "undecided_task_problems"]
+__all__ = ["attribution_problems", "spec_problems", "task_problems", "undecided_task_problems"]

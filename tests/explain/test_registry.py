@@ -59,8 +59,8 @@ def test_unknown_method_lists_the_choices():
 def test_bad_inputs_are_reported():
     model = LinearModel()
     x, target = random_batch(n=2)
-    with pytest.raises(CheckError, match=r"image batch \[N, C, H, W\]"):
-        attribute("saliency", x.flatten(1), target, gradient_model=model, score_fn=model)
+    with pytest.raises(CheckError, match=r"images \[N, C, H, W\] or features \[N, F\]"):
+        attribute("saliency", x[:, 0], target, gradient_model=model, score_fn=model)
     with pytest.raises(CheckError, match="one class per sample"):
         attribute("saliency", x, target[:1].repeat(3), gradient_model=model, score_fn=model)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -58,9 +60,16 @@ def test_targets_must_index_the_outputs():
 
 
 def test_a_refused_kind_says_why():
-    refusal = TABULAR_CLASSIFICATION.refusal("attribution")
+    # No task refuses a whole kind today (tabular attributions are refused per method and metric), so
+    # the rule is read on a task that would.
+    without = dataclasses.replace(
+        TABULAR_CLASSIFICATION,
+        check_kinds=TABULAR_CLASSIFICATION.check_kinds - {"attribution"},
+        why_not=(("attribution", "its maps are defined on images"),),
+    )
+    refusal = without.refusal("attribution")
     assert refusal is not None and "tabular_classification" in refusal and "images" in refusal
-    assert TABULAR_CLASSIFICATION.refusal("adversarial") is None
+    assert without.refusal("adversarial") is None and TABULAR_CLASSIFICATION.refusal("attribution") is None
 
 
 def test_the_catalogues_name_only_real_tasks_and_input_kinds():

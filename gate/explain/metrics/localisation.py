@@ -5,10 +5,13 @@ from __future__ import annotations
 import torch
 
 from gate.errors import CheckError
-from gate.explain._utils import channel_sum
+from gate.explain._utils import channel_sum, require_images
 
 
 def _check_mask(attribution: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # A mask is a region of pixels; a feature vector has no region (a set of "true" features would be a
+    # different metric, with its own ground truth).
+    require_images("a localisation metric (roi_mass, pointing_game)", attribution)
     n, _, height, width = attribution.shape
     if mask.shape != (n, height, width):
         raise CheckError(

@@ -77,7 +77,7 @@ def randomization_similarity(
 
     Args:
         method: A key of :data:`gate.explain.METHODS`.
-        x: Inputs ``[N, C, H, W]``.
+        x: Inputs ``[N, C, H, W]`` or ``[N, F]``.
         target: Class per sample ``[N]`` (explained before and after randomisation).
         gradient_model: The PyTorch model; required (it is what gets randomised); never modified.
         options: Attribution settings.

@@ -37,7 +37,7 @@ def max_sensitivity(
 
     Args:
         method: A key of :data:`gate.explain.METHODS`.
-        x: Inputs ``[N, C, H, W]``.
+        x: Inputs ``[N, C, H, W]`` or ``[N, F]``.
         target: Class per sample ``[N]``.
         gradient_model: Differentiable model, or ``None`` for gradient-free methods.
         score_fn: Batch -> logits, without gradients.
