@@ -160,8 +160,8 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         if x.dim() == 2:
             ranking = top_features(attribution, getattr(context.data, "feature_names", None), CHART_FEATURES)
             title = (
-                f"{spec.id}: {spec.method.replace('_', ' ')}, top {len(ranking)} of {x.shape[1]} features "
-                f"(mean over {count} samples)"
+                f"{spec.id}: {spec.method.replace('_', ' ')}\n"
+                f"top {len(ranking)} of {x.shape[1]} features, mean over {count} samples"
             )
             chart = save_feature_importance(
                 context.artifact_path(spec.id, "feature_importance.png"), ranking, title=title

@@ -54,7 +54,7 @@ def save_feature_importance(path: str | Path, ranking: Sequence[tuple[str, float
 
     names = [name for name, _ in ranking][::-1]
     values = [value for _, value in ranking][::-1]
-    figure, axes = plt.subplots(figsize=(6.0, 1.2 + 0.28 * len(ranking)), dpi=100)
+    figure, axes = plt.subplots(figsize=(6.4, 1.4 + 0.28 * len(ranking)), dpi=100)
     axes.barh(range(len(values)), values, color="#c0392b")
     axes.set_yticks(range(len(names)), names, fontsize=8)
     axes.set_xlabel("mean |attribution|")
