@@ -12,13 +12,14 @@ from gate.explain import (
     AttributionOptions,
     attribute,
     deletion_auc,
+    feature_importance_stability,
     max_sensitivity,
     pointing_game,
     randomization_similarity,
     roi_mass,
 )
 
-from .helpers import SmoothNet, random_batch
+from .helpers import SmoothNet, breast_cancer, random_batch, train_tabular_mlp
 
 pytestmark = [
     pytest.mark.gpu,
@@ -64,3 +65,25 @@ def test_metrics_on_cuda_match_cpu():
             ]
         ).cpu()
     torch.testing.assert_close(results["cuda"], results["cpu"], atol=1e-3, rtol=1e-2)
+
+
+def test_feature_attributions_and_their_metrics_on_cuda_match_cpu():
+    x_train, y_train, x_test, y_test = breast_cancer()
+    trained = train_tabular_mlp(x_train, y_train)
+    index = torch.arange(40, 72)
+    results = {}
+    for device in ("cpu", "cuda"):
+        model = copy.deepcopy(trained).to(device)
+        x, target = x_test[:32].to(device), y_test[:32].to(device)
+        args = {"gradient_model": model, "score_fn": model, "options": OPTIONS, "seed": 2}
+        maps = [
+            attribute(method, x, target, **args, index=index)
+            for method in sorted(METHODS)
+            if method != "rise"
+        ]
+        stability = feature_importance_stability("saliency", x, target, **args, index=index.to(device))
+        curve = deletion_auc(model, x, target, maps[0])
+        assert stability.device.type == device
+        results[device] = (torch.stack(maps).cpu(), torch.stack([stability, curve]).cpu())
+    torch.testing.assert_close(results["cuda"][0], results["cpu"][0], atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(results["cuda"][1], results["cpu"][1], atol=1e-2, rtol=1e-2)
