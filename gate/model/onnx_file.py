@@ -20,7 +20,7 @@ class OnnxFile:
     path: Path
     external_files: tuple[Path, ...]
     sha256: str
-    opset: int
+    opset: int | None
 
 
 def _graph_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
@@ -57,10 +57,14 @@ def external_data_files(model: onnx.ModelProto, model_path: Path) -> tuple[Path,
     return tuple(sorted(files))
 
 
-def _model_opset(model: onnx.ModelProto) -> int:
+def _model_opset(model: onnx.ModelProto) -> int | None:
+    """The default-domain opset; None for a graph of other domains' operators only (XGBoost's converter
+    writes a lone TreeEnsembleClassifier with just the ai.onnx.ml opset)."""
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return entry.version
+    if all(node.domain not in ("", "ai.onnx") for node in model.graph.node):
+        return None
     raise ModelError("the ONNX model declares no default-domain opset")
 
 

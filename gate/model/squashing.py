@@ -182,7 +182,7 @@ class BinaryPairLogits(nn.Module):
 class LinearRawScores(nn.Module):
     """A LinearClassifier's raw scores ``x·Wᵀ + b`` (before its post_transform), its input from the twin."""
 
-    def __init__(self, twin: nn.Module, name: str, node: onnx.NodeProto) -> None:
+    def __init__(self, twin: nn.Module, name: str, node: onnx.NodeProto, binary: bool = False) -> None:
         super().__init__()
         import onnx
 
@@ -190,13 +190,16 @@ class LinearRawScores(nn.Module):
 
         self.twin = twin
         self.name = name
+        self.binary = binary
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         self.call = OpCall(node.op_type, node.name or node.op_type, 0, attrs, len(node.output))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from gate.model.twin.ml_ops import linear_raw_scores
 
-        return linear_raw_scores(self.call, self.twin(x, output=self.name))
+        scores = linear_raw_scores(self.call, self.twin(x, output=self.name))
+        # One row of coefficients: the probabilities [1 - σ(s), σ(s)] are the softmax of [0, s].
+        return torch.cat([torch.zeros_like(scores), scores], dim=1) if self.binary else scores
 
 
 def _ml_classifier(
@@ -217,7 +220,8 @@ def _ml_classifier(
 
 
 def _single_row_binary(node: onnx.NodeProto) -> bool:
-    """A LinearClassifier with one row of coefficients and two classes: ONNX Runtime returns ``[1-s, s]``."""
+    """A LinearClassifier with one row of coefficients and two classes: ONNX Runtime returns
+    ``[1 - σ(s), σ(s)]`` for LOGISTIC, else ``[1 - s, s]`` (no probabilities)."""
     labels = _attribute(node, "classlabels_ints") or _attribute(node, "classlabels_strings") or []
     return len(_attribute(node, "intercepts") or []) == 1 and len(labels) == 2
 
@@ -252,17 +256,19 @@ def graph_logits(model: onnx.ModelProto, value: str) -> GraphLogits | None:
             "a final Concat(1 - Sigmoid(z), Sigmoid(z))",
         )
     found = _ml_classifier(model, producers, value)
-    if found is None or found[0].op_type != "LinearClassifier" or _single_row_binary(found[0]):
+    if found is None or found[0].op_type != "LinearClassifier":
         return None
     classifier, normalised = found
     transform = _attribute(classifier, "post_transform", "NONE")
-    if transform not in _POST_TRANSFORMS:
+    binary = _single_row_binary(classifier)
+    if transform not in _POST_TRANSFORMS or (binary and transform != "LOGISTIC"):
         return None
     after = " and the L1 Normalizer after it" if normalised else ""
+    scores = "[0, s] of its one raw score s = x·wᵀ + b" if binary else "raw scores x·Wᵀ + b"
     return GraphLogits(
-        _POST_TRANSFORMS[transform],
-        f"the LinearClassifier's raw scores x·Wᵀ + b (before its post_transform {transform}{after})",
-        lambda twin: LinearRawScores(twin, classifier.input[0], classifier),
+        "softmax" if binary else _POST_TRANSFORMS[transform],
+        f"the LinearClassifier's {scores} (before its post_transform {transform}{after})",
+        lambda twin: LinearRawScores(twin, classifier.input[0], classifier, binary),
         f"a LinearClassifier with post_transform {transform}",
     )
 
@@ -281,7 +287,8 @@ def probability_evidence(model: onnx.ModelProto, value: str) -> str | None:
     if classifier is None:
         return None
     transform = _attribute(classifier[0], "post_transform", "NONE")
-    if transform in _POST_TRANSFORMS and not _single_row_binary(classifier[0]):
+    single_row = classifier[0].op_type == "LinearClassifier" and _single_row_binary(classifier[0])
+    if transform in _POST_TRANSFORMS and not (single_row and transform != "LOGISTIC"):
         return f"a {classifier[0].op_type} with post_transform {transform}"
     return None
 

@@ -118,10 +118,11 @@ def test_size_limit(tmp_path, monkeypatch):
     assert "MAX_FILE_BYTES" in str(caught.value)
 
 
-def test_two_outputs_are_refused(tmp_path):
+def test_two_float_outputs_are_ambiguous_unless_output_names_one(tmp_path):
     model = linear_model()
     model.graph.output.append(helper.make_tensor_value_info("f", TensorProto.FLOAT, ["N", 64]))
     path = tmp_path / "model.onnx"
     onnx.save_model(model, str(path))
-    with pytest.raises(ModelError, match=r"expected one input \(images\) and one output \(logits\)"):
+    with pytest.raises(ModelError, match=r"2 float outputs \['y', 'f'\]; gate cannot tell") as caught:
         load_model(ModelSpec(str(path)), work_dir=tmp_path)
+    assert "output: in gate-model.yaml" in str(caught.value)

@@ -3,8 +3,8 @@
 They follow ONNX Runtime's kernels (``onnxruntime/core/providers/cpu/ml/``), which are what gate judges,
 where those differ from the ONNX-ML specification's reference: a Normalizer's MAX divides by the row's
 largest value (not its largest magnitude) and a zero norm leaves the row as it is; a binary
-LinearClassifier with one row of coefficients returns ``[1 - s, s]`` of its raw score ``s`` whatever
-its post_transform. Tree ensembles are piecewise constant: their gradient is zero almost everywhere, so
+LinearClassifier with one row of coefficients returns ``[1 - σ(s), σ(s)]`` of its raw score ``s`` for
+LOGISTIC and ``[1 - s, s]`` for every other post_transform (ONNX Runtime 1.31, pinned by the tests). Tree ensembles are piecewise constant: their gradient is zero almost everywhere, so
 the twin refuses them with that reason (``NO_GRADIENT``) rather than differentiating a step function.
 """
 
@@ -74,7 +74,8 @@ def linear_classifier(call: OpCall, x: torch.Tensor) -> tuple[torch.Tensor, torc
         positive = labels[1] if labels is not None else 1
         negative = labels[0] if labels is not None else 0
         label = torch.where(score > 0, positive, negative).to(torch.int64)
-        return label, torch.cat([1 - raw, raw], dim=1)  # ONNX Runtime applies no post_transform here
+        positive_scores = torch.sigmoid(raw) if transform == "LOGISTIC" else raw
+        return label, torch.cat([1 - positive_scores, positive_scores], dim=1)
     # A string label has no tensor form: its consumers (a ZipMap, a label encoder) are outside the twin.
     index = raw.argmax(dim=1)
     label = index if labels is None else torch.tensor(labels, device=raw.device)[index]
@@ -99,12 +100,12 @@ def normalizer(call: OpCall, x: torch.Tensor) -> torch.Tensor:
     elif norm == "L1":
         divisor = rows.abs().sum(dim=1, keepdim=True)
     elif norm == "L2":
-        divisor = (rows * rows).sum(dim=1, keepdim=True).sqrt()
+        divisor = (rows * rows).sum(dim=1, keepdim=True)
     else:
         raise call.unsupported(f"norm {norm!r}")
-    # A zero divisor leaves the row unchanged; the safe divisor keeps its gradient finite.
+    # A zero divisor leaves the row unchanged; the safe divisor keeps its gradient finite (sqrt included).
     safe = torch.where(divisor != 0, divisor, torch.ones_like(divisor))
-    return (rows / safe).reshape(x.shape)
+    return (rows / (safe.sqrt() if norm == "L2" else safe)).reshape(x.shape)
 
 
 def scaler(call: OpCall, x: torch.Tensor) -> torch.Tensor:
