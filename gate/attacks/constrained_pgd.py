@@ -64,7 +64,7 @@ class ConstrainedPGD(FeatureAttack):
         threat, space = self.threat, self.threat.space.on(x.device)
         scale, mutable = space.scale, space.mutable
         x_adv = x.clone() if restart == 0 else threat.random_start(x, rng.uniform(0, x.shape[1:], x.dtype))
-        x_adv = threat.project(space.repair(x_adv), x)
+        x_adv = threat.shrink(space.repair(x_adv), x)
         previous = x_adv.clone()
         hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         met = torch.zeros(len(x), dtype=torch.int64, device=x.device)
@@ -76,9 +76,11 @@ class ConstrainedPGD(FeatureAttack):
                 step /= 2
             leaf = x_adv.detach().requires_grad_(True)
             with torch.enable_grad():
-                logits = model(leaf)
+                # Through the repair, so that the gradient reaches the features a determined one depends on.
+                repaired = space.repair(leaf)
+                logits = model(repaired)
                 loss = functional.cross_entropy(logits, y, reduction="sum")
-                loss = loss - PENALTY_WEIGHT * space.penalty(leaf).sum()
+                loss = loss - PENALTY_WEIGHT * space.penalty(repaired).sum()
                 (grad,) = torch.autograd.grad(loss, leaf)
             grad = torch.where(mutable, grad * scale, torch.zeros_like(grad))  # d loss / d standardised x
             if threat.norm == "linf":
@@ -90,7 +92,7 @@ class ConstrainedPGD(FeatureAttack):
                 moved = threat.project(
                     x_adv + MOMENTUM * (moved - x_adv) + (1 - MOMENTUM) * (x_adv - previous), x
                 )
-            previous, x_adv = x_adv, threat.project(space.repair(moved), x)
+            previous, x_adv = x_adv, threat.shrink(space.repair(moved), x)
             candidate = threat.settle(x_adv, x)
             with torch.no_grad():
                 broken = ~is_correct(model(candidate), y)

@@ -121,6 +121,8 @@ class FeatureSpace:
     groups: tuple[tuple[torch.Tensor, bool], ...] = ()
     """One-hot groups: the columns' indices and whether the group may change."""
     rules: tuple[FeatureRule, ...] = ()
+    median: torch.Tensor | None = None
+    """Each feature's median over the whole data set: the value an imputer puts in for a missing one."""
     declared: bool = False
     """The policy described the features (``features:``); without it only ranges and budgets apply."""
 
@@ -140,6 +142,7 @@ class FeatureSpace:
             levels={i: v.to(device) for i, v in self.levels.items()},
             groups=tuple((g.to(device), m) for g, m in self.groups),
             rules=self.rules,
+            median=None if self.median is None else self.median.to(device),
             declared=self.declared,
             **move,
         )
@@ -164,6 +167,25 @@ class FeatureSpace:
             broken |= ~rule.holds(x_adv)
         bits |= broken.long() * REASONS["constraint"]
         return bits
+
+    def first_violation(self, x_adv: torch.Tensor, x: torch.Tensor) -> str | None:
+        """What one point ``[F]`` breaks first, in words naming the feature or the constraint."""
+        space, row, clean = self.on(x_adv.device), x_adv[None], x[None]
+        tolerance = RELATIVE_TOLERANCE * (space.high - space.low) + ABSOLUTE_TOLERANCE
+        for i, name in enumerate(space.names):
+            value = float(row[0, i])
+            if value < float(space.low[i] - tolerance[i]) or value > float(space.high[i] + tolerance[i]):
+                return f"feature {name!r} is {value:g}, outside its range [{float(space.low[i]):g}, {float(space.high[i]):g}]"
+            if not bool(space.mutable[i]) and value != float(clean[0, i]):
+                return f"the immutable feature {name!r} changed from {float(clean[0, i]):g} to {value:g}"
+        if bool(space.off_type(row)[0]):
+            return "an integer, binary or ordinal feature is off its values"
+        if bool(space.off_one_hot(row, clean)[0]):
+            return "a one-hot group does not hold exactly one 1"
+        for rule in space.rules:
+            if not bool(rule.holds(row)[0]):
+                return f"the constraint {rule.text!r} does not hold"
+        return None
 
     def off_type(self, x_adv: torch.Tensor) -> torch.Tensor:
         whole = (x_adv - x_adv.round()).abs() <= ABSOLUTE_TOLERANCE * (1 + x_adv.abs())
@@ -269,17 +291,39 @@ class FeatureThreat:
             x_adv = x + delta * shrink[:, None] * scale
         return torch.maximum(torch.minimum(x_adv, upper), lower)
 
-    def settle(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """A candidate made concrete: repaired, rounded to the types, projected again, rounded towards
-        ``x`` where projecting moved a whole number off its value."""
-        candidate = self.project(self.space.repair(self.project(x_adv, x)), x)
-        rounded = self.space.round_types(candidate, x)
-        inside = self.project(rounded, x)
-        # Rounding can step past a budget edge; the whole number towards x is then inside it again.
-        towards = x + torch.trunc(inside - x)
+    def shrink(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``x + t * (x_adv - x)`` with the largest ``t`` in [0, 1] inside the budget.
+
+        Unlike a projection, which clips features one by one, shrinking moves along the change: a change
+        that satisfies the linear constraints (both ``x`` and ``x_adv`` do) still does, since the feasible
+        set of linear relations is convex.
+        """
         space = self.space.on(x.device)
-        fixed = torch.where(space.integral & (inside != rounded), towards, rounded)
-        return self.space.repair(fixed) if self.space.rules else fixed
+        delta = x_adv - x
+        reach = space.max_change.expand_as(x)
+        if self.norm == "linf":
+            reach = torch.minimum(reach, self.eps * space.scale)
+        reach = torch.where(space.mutable, reach, torch.zeros_like(reach))
+        size = delta.abs()
+        ratio = torch.where(size > reach, reach / size.clamp_min(_TINY), torch.ones_like(size))
+        t = ratio.amin(dim=1).clamp(max=1.0)
+        if self.norm == "l2":
+            length = (delta / space.scale).norm(dim=1)
+            t = torch.minimum(t, self.eps / length.clamp_min(_TINY)).clamp(max=1.0)
+        return x + delta * t[:, None]
+
+    def settle(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A candidate made concrete: projected, with determined features recomputed, shrunk back into the
+        budget along its change, rounded to the feature types (a whole number that rounding pushed past
+        the budget goes towards ``x`` instead), and recomputed again."""
+        space = self.space.on(x.device)
+        candidate = self.shrink(space.repair(self.project(x_adv, x)), x)
+        rounded = space.round_types(candidate, x)
+        lower, upper = self._limits(x)
+        outside = (rounded < lower) | (rounded > upper)
+        towards = x + torch.trunc(candidate - x)
+        fixed = torch.where(space.integral & outside, towards, rounded)
+        return space.repair(fixed) if space.rules else fixed
 
     def random_start(self, x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
         """A point of the box from ``uniform`` noise in [0, 1) of ``x``'s shape (then projected on the ball)."""
@@ -313,6 +357,7 @@ def build_feature_space(
     std: np.ndarray,
     input_range: tuple[float, float] | None,
     source: str,
+    median: np.ndarray | None = None,
 ) -> FeatureSpace:
     """The feature space of data with feature ``names`` and per-feature statistics, under ``schema``.
 
@@ -380,6 +425,7 @@ def build_feature_space(
         levels=levels,
         groups=tuple(groups),
         rules=tuple(rules),
+        median=None if median is None else torch.tensor(np.asarray(median), dtype=torch.float32),
         declared=schema is not None,
     )
 

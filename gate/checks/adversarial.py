@@ -28,11 +28,11 @@ import torch
 from gate.attacks.base import Attack, FiniteWatch, Model
 from gate.attacks.catalogue import attack_info
 from gate.attacks.feature_attack import AttackModels, FeatureAttack
-from gate.attacks.feature_space import REASON_TEXT, FeatureSpace, FeatureThreat, reason_names
+from gate.attacks.feature_space import REASON_TEXT, FeatureThreat, reason_names
 from gate.attacks.registry import build_attack
 from gate.attacks.threat import perturbation_norm
 from gate.checks.base import CheckContext, CheckKind
-from gate.checks.evidence import caption, save_example_pairs
+from gate.checks.evidence import caption, feature_examples, save_example_pairs
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.measurement import Measurement
@@ -357,23 +357,3 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
         if run.stages and run.stages[0].startswith("cpgd skipped"):
             message += f"; {run.stages[0]}, so the black-box search ran alone"
         return Measurement.proportion(robust, details=details, artifacts=artifacts, message=message)
-
-
-MAX_LISTED_CHANGES = 8
-
-
-def feature_examples(
-    examples: list[tuple[torch.Tensor, torch.Tensor, int, int]], space: FeatureSpace
-) -> list[dict[str, Any]]:
-    """Adversarial examples of tabular data as the features they change (largest standardised first)."""
-    listed = []
-    for clean, adversarial, label, prediction in examples:
-        change = ((adversarial - clean).abs() / space.scale).tolist()
-        order = sorted(range(len(change)), key=lambda i: -change[i])
-        changes = {
-            space.names[i]: [float(clean[i]), float(adversarial[i])]
-            for i in order[:MAX_LISTED_CHANGES]
-            if change[i] > 0
-        }
-        listed.append({"label": label, "prediction": prediction, "changes": changes})
-    return listed

@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 
 from gate.checks.base import CheckContext, CheckKind
-from gate.checks.evidence import caption, save_example_pairs
+from gate.checks.evidence import caption, feature_examples, save_example_pairs
 from gate.corruptions import corrupt_batch
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
+from gate.feature_corruptions import FEATURE_CORRUPTIONS, corrupt_features
 from gate.measurement import Measurement
 from gate.policy.specs import CorruptionSpec
 
@@ -24,10 +25,19 @@ class CorruptionCheck(CheckKind[CorruptionSpec]):
         bounds = context.policy.input.range
         examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
+        space = context.features
+        if spec.corruption in FEATURE_CORRUPTIONS and space is None:
+            raise CheckError(f"{spec.corruption} corrupts feature vectors [N, F]; this data has none")
+
         def corrupted_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-            corrupted = corrupt_batch(
-                batch.x, spec.corruption, spec.level, seed=context.seed, index=batch.index, bounds=bounds
-            )
+            if spec.corruption in FEATURE_CORRUPTIONS and space is not None:
+                corrupted = corrupt_features(
+                    batch.x, spec.corruption, spec.level, seed=context.seed, index=batch.index, space=space
+                )
+            else:
+                corrupted = corrupt_batch(
+                    batch.x, spec.corruption, spec.level, seed=context.seed, index=batch.index, bounds=bounds
+                )
             predictions = context.task.predict(context.model.scores(corrupted.to(context.device))).cpu()
             if not examples:
                 examples.append((batch.x, corrupted, batch.y, predictions))
@@ -42,7 +52,12 @@ class CorruptionCheck(CheckKind[CorruptionSpec]):
         _, labels, clean_predictions = context.clean_predictions()
         clean = context.task.correct(clean_predictions, labels).cpu()
         artifacts = []
-        if examples:
+        details: dict[str, object] = {}
+        if examples and space is not None:
+            x, corrupted, y, predictions = examples[0]
+            pairs = [(x[i], corrupted[i], int(y[i]), int(predictions[i])) for i in range(min(4, len(x)))]
+            details["examples"] = feature_examples(pairs, space)
+        elif examples:
             x, corrupted, y, predictions = examples[0]
             count = min(4, len(x))
             names = context.model.class_names
@@ -60,6 +75,7 @@ class CorruptionCheck(CheckKind[CorruptionSpec]):
                 "level": spec.level,
                 "clean_accuracy": clean_accuracy,
                 "accuracy_drop": clean_accuracy - float(correct.float().mean()),
+                **details,
             },
             artifacts=artifacts,
             message=f"clean accuracy on the same samples: {clean_accuracy:.4g}",

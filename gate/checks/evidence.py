@@ -1,13 +1,18 @@
-"""Pictures that back a check's number: example pairs and curves saved as PNG for the reports."""
+"""Evidence that backs a check's number: example pairs and curves saved as PNG for the reports, and
+the changed features of tabular examples."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from gate.attacks.feature_space import FeatureSpace
 
 TILE = 96  # small inputs (8x8 digits) are upscaled so people can see them
 
@@ -76,3 +81,24 @@ def caption(label: int, class_names: Sequence[str] | None) -> str:
     if class_names and 0 <= label < len(class_names):
         return class_names[label]
     return str(label)
+
+
+MAX_LISTED_CHANGES = 8
+
+
+def feature_examples(
+    examples: list[tuple[torch.Tensor, torch.Tensor, int, int]], space: FeatureSpace
+) -> list[dict[str, Any]]:
+    """Changed examples of tabular data (clean, changed, label, prediction) as the features they change,
+    largest standardised change first: the tabular counterpart of an image pair."""
+    listed = []
+    for clean, adversarial, label, prediction in examples:
+        change = ((adversarial - clean).abs() / space.scale).tolist()
+        order = sorted(range(len(change)), key=lambda i: -change[i])
+        changes = {
+            space.names[i]: [float(clean[i]), float(adversarial[i])]
+            for i in order[:MAX_LISTED_CHANGES]
+            if change[i] > 0
+        }
+        listed.append({"label": label, "prediction": prediction, "changes": changes})
+    return listed

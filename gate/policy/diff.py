@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gate.attacks.catalogue import attack_info, compare_strength
+from gate.policy.features import FeatureSchema
 from gate.policy.model import Policy, Waiver
 from gate.policy.plain_language import number_text
 from gate.policy.specs import CheckSpec
@@ -65,6 +66,8 @@ class Change:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, FeatureSchema):
+        return value.model_dump(mode="json", exclude_defaults=True)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, tuple):
@@ -84,6 +87,12 @@ def _show(value: Any, field: str) -> str:
         return "[" + ", ".join(_show(item, field) for item in value) + "]"
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, FeatureSchema):
+        immutable = sum(not spec.mutable for spec in value.columns)
+        return (
+            f"{len(value.columns)} feature(s) ({immutable} immutable), {len(value.one_hot)} one-hot group(s), "
+            f"{len(value.constraints)} constraint(s)"
+        )
     text = " ".join(str(value).split())
     return text if len(text) <= 60 else text[:59] + "…"
 
@@ -237,8 +246,58 @@ def _task(old: str | None, new: str | None) -> tuple[Direction, str]:
     return "neutral", "a different kind of model: other checks, attacks and corruptions apply"
 
 
+def _attacker_freedom(old: FeatureSchema | None, new: FeatureSchema | None) -> list[int]:
+    """+1 for each change that gives the attacker more room (a harder test), -1 for each that takes it."""
+    empty = FeatureSchema()
+    old, new = old or empty, new or empty
+    moves = []
+    before, after = set(old.constraints), set(new.constraints)
+    moves += [1] * len(before - after) + [-1] * len(after - before)
+    old_columns = {spec.name: spec for spec in old.columns}
+    for spec in new.columns:
+        previous = old_columns.get(spec.name)
+        if previous is None:
+            moves.append(
+                -1 if (not spec.mutable or spec.max_change or spec.range or spec.type != "continuous") else 0
+            )
+            continue
+        if previous.mutable != spec.mutable:
+            moves.append(1 if spec.mutable else -1)
+        if previous.max_change != spec.max_change:
+            if previous.max_change is None or spec.max_change is None:
+                moves.append(1 if spec.max_change is None else -1)
+            else:
+                moves.append(1 if spec.max_change > previous.max_change else -1)
+        if previous.type != spec.type:
+            moves.append(1 if spec.type == "continuous" else -1 if previous.type == "continuous" else 0)
+        if previous.range != spec.range or previous.levels != spec.levels or previous.scale != spec.scale:
+            moves.append(0)  # a moved range or unit: the effect depends on the data
+    for name in set(old_columns) - {spec.name for spec in new.columns}:
+        gone = old_columns[name]
+        moves.append(1 if (not gone.mutable or gone.max_change or gone.type != "continuous") else 0)
+    old_groups = {group.name: group.mutable for group in old.one_hot}
+    new_groups = {group.name: group.mutable for group in new.one_hot}
+    for name, mutable in new_groups.items():
+        if name in old_groups and old_groups[name] != mutable:
+            moves.append(1 if mutable else -1)
+        elif name not in old_groups:
+            moves.append(-1)
+    moves += [1 for name in old_groups if name not in new_groups]
+    return moves
+
+
+def _features(old: FeatureSchema | None, new: FeatureSchema | None) -> tuple[Direction, str]:
+    moves = _attacker_freedom(old, new)
+    if moves and all(move > 0 for move in moves):
+        return "stricter", "the attacker may change more (fewer constraints, immutable features or limits)"
+    if moves and all(move < 0 for move in moves):
+        return "looser", "the attacker may change less (more constraints, immutable features or limits)"
+    return "neutral", "the feature space changed in both directions or in ranges and units; review it"
+
+
 SETTING_RULES: dict[str, Rule] = {
     "task": _task,
+    "features": _features,
     "require_weights": _require_weights,
     "confidence": _confidence,
     "samples": _samples,

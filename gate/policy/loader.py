@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gate.errors import PolicyError
+from gate.policy.feature_support import feature_problems
 from gate.policy.model import Policy, PolicyDocument, Waiver
 from gate.policy.source import (
     Position,
@@ -403,6 +404,7 @@ def _merge(chain: list[PolicyFile]) -> ResolvedPolicy:
         problems = undecided_task_problems(resolved)
     else:
         problems = task_problems(resolved, TASKS[policy.task])
+    problems += feature_problems(resolved, None if policy.task is None else TASKS[policy.task])
     if problems:
         raise PolicyValidationError(problems)
     return resolved

@@ -357,6 +357,8 @@ CORRUPTION_INPUTS: dict[str, tuple[InputKind, ...]] = {
     "contrast": ("images",),
     "jpeg": ("images",),
     "pixelate": ("images",),
+    "feature_noise": ("features",),
+    "missing_values": ("features",),
 }
 CorruptionName = Literal[tuple(CORRUPTION_INPUTS)]  # type: ignore[valid-type]
 

@@ -20,6 +20,7 @@ from gate.policy.diff import (
     diff_policies,
     is_looser,
 )
+from gate.policy.features import FeatureSchema
 from gate.policy.model import Policy
 from gate.policy.specs import ALL_CHECK_SPECS, kind_of
 
@@ -343,3 +344,19 @@ def test_targeted_on_an_always_targeted_attack_changes_nothing(attack: str) -> N
     change = only(diff_policies(old, new))
     assert change.field == "targeted" and change.direction == "neutral"
     assert "targeted whatever the policy says" in change.reason
+
+
+def _with_features(**features: Any) -> Policy:
+    return make_policy().model_copy(update={"features": FeatureSchema(**features)})
+
+
+def test_a_feature_space_that_binds_the_attacker_more_is_looser() -> None:
+    free = _with_features(columns=[{"name": "age"}])
+    bound = _with_features(columns=[{"name": "age", "mutable": False}], constraints=["a <= b"])
+    (change,) = diff_policies(free, bound)
+    assert (change.field, change.direction) == ("features", "looser")
+    assert "immutable" in change.render() and "1 constraint(s)" in change.render()
+    (back,) = diff_policies(bound, free)
+    assert back.direction == "stricter"
+    mixed = _with_features(columns=[{"name": "age", "mutable": False}])
+    assert diff_policies(_with_features(constraints=["a <= b"]), mixed)[0].direction == "neutral"
