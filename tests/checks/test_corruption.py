@@ -37,6 +37,8 @@ def test_policy_names_exactly_the_implemented_corruptions():
     import typing
 
     from gate.corruptions import CORRUPTIONS
+    from gate.feature_corruptions import FEATURE_CORRUPTIONS
     from gate.policy.specs import CorruptionName
 
-    assert set(typing.get_args(CorruptionName)) == set(CORRUPTIONS)
+    assert set(typing.get_args(CorruptionName)) == set(CORRUPTIONS) | set(FEATURE_CORRUPTIONS)
+    assert not set(CORRUPTIONS) & set(FEATURE_CORRUPTIONS)

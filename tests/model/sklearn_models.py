@@ -31,14 +31,14 @@ def wine() -> tuple[np.ndarray, np.ndarray]:
     return scaled(load_wine)
 
 
-def _skl2onnx(model: Any, features: int, zipmap: bool) -> onnx.ModelProto:
+def _skl2onnx(model: Any, features: int, zipmap: bool, options_of: Any = None) -> onnx.ModelProto:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
     return convert_sklearn(
         model,
         initial_types=[("input", FloatTensorType([None, features]))],
-        options={id(model): {"zipmap": zipmap}},
+        options={id(model if options_of is None else options_of): {"zipmap": zipmap}},
     )
 
 
@@ -53,6 +53,8 @@ def sklearn_onnx(name: str, path: Path) -> Path:
     from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer, StandardScaler
 
     x, y = wine() if name.endswith("wine") else cancer()
     zipmap = "zipmap" in name
@@ -62,11 +64,16 @@ def sklearn_onnx(name: str, path: Path) -> Path:
     else:
         estimators = {
             "logreg": lambda: LogisticRegression(max_iter=500),
+            "pipeline": lambda: make_pipeline(
+                StandardScaler(), Normalizer(), LogisticRegression(max_iter=500)
+            ),
             "mlp": lambda: MLPClassifier((16,), max_iter=300, random_state=0),
             "forest": lambda: RandomForestClassifier(15, max_depth=4, random_state=0),
             "boosting": lambda: GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0),
         }
-        proto = _skl2onnx(_fit(estimators[kind](), x, y), x.shape[1], zipmap)
+        model = _fit(estimators[kind](), x, y)
+        options_of = model.steps[-1][1] if kind == "pipeline" else model  # the options go to the classifier
+        proto = _skl2onnx(model, x.shape[1], zipmap, options_of)
     onnx.save_model(proto, str(path))
     return path
 

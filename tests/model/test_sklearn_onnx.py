@@ -18,7 +18,7 @@ from gate.model import ModelSpec, load_model, load_model_card, merge_spec
 pytest.importorskip("skl2onnx")
 from model.sklearn_models import cancer, forest_with_labels, sklearn_onnx, wine
 
-TWIN_MODELS = ["logreg", "logreg-zipmap", "logreg-wine", "mlp", "mlp-wine"]
+TWIN_MODELS = ["logreg", "logreg-zipmap", "logreg-wine", "pipeline-wine", "mlp", "mlp-wine"]
 TREE_MODELS = ["forest-zipmap", "forest", "boosting-zipmap", "boosting", "xgboost", "lightgbm"]
 TREE_REASON = (
     "a tree ensemble (TreeEnsembleClassifier) is piecewise constant: it has no gradients; gradient attacks "
@@ -103,6 +103,42 @@ def test_what_the_gradient_model_returns_is_said(onnx_files, tmp_path) -> None:
     assert "Concat(1 - sigmoid(z), sigmoid(z))" in mlp.logits_from and mlp.output_squashing == "softmax"
     mlp_wine = load(onnx_files("mlp-wine"), tmp_path, features("mlp-wine"))
     assert mlp_wine.logits_from == "the input of the model's final softmax (the logits before it)"
+
+
+def test_probabilities_without_logits_to_recover_give_log_probabilities(tmp_path) -> None:
+    """A softmax gate cannot see (multiplied by one, as LightGBM's converter writes) named probabilities."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((30, 2)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["input", "w"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["p"], axis=1),
+        helper.make_node("Mul", ["p", "one"], ["probabilities"]),
+    ]
+    constants = [
+        numpy_helper.from_array(weights, "w"),
+        numpy_helper.from_array(np.ones(1, np.float32), "one"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hidden_softmax",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 30])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        constants,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save_model(proto, str(tmp_path / "hidden.onnx"))
+    x = features("forest")
+    model = load(tmp_path / "hidden.onnx", tmp_path, x)
+    assert model.output_note is None and model.label_output is None and model.decisions(x) is None
+    assert model.scores_are_probabilities and model.logits_recovered
+    assert model.probabilities_from.startswith("an output named 'probabilities'")
+    assert model.logits_from.startswith("the logarithm of the model's probabilities")
+    torch.testing.assert_close(
+        model.require_gradient_model()(x), torch.log(model.scores(x)), atol=1e-5, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("name", TREE_MODELS)
