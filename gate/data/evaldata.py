@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,16 +14,24 @@ import torch
 
 from gate.data import files
 from gate.data.entrypoint import is_entry_point, open_entry_point
+from gate.data.features import FeatureStats, default_feature_names, feature_stats
 from gate.data.folder import open_folder
 from gate.data.npz import USED_MEMBERS, NpzArchive
 from gate.data.sampling import select_indices
+from gate.data.sniff import Kind, sniff
 from gate.data.sources import ArraySource, Rows, Source
+from gate.data.table import open_csv, open_parquet
 from gate.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 SCAN_CHUNK_BYTES = 4 << 20  # how much of x one validation step reads at a time
 _HASH_CHUNK = 1 << 20
+_FOLDER_RANGE = (0.0, 1.0)  # what an image folder is scaled to when no input_range is given
+_NO_SUCH_SOURCE = (
+    "no such file or folder; expected an .npz file, a CSV or Parquet table, an image folder or "
+    "package.module:function"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,8 +57,10 @@ class EvalData:
     has_mask: bool
     selected: np.ndarray
     n_total: int
-    input_range: tuple[float, float]
+    input_range: tuple[float, float] | None  # None: no global range was checked (features judged one by one)
     notes: tuple[str, ...]
+    feature_names: tuple[str, ...] | None  # features [N, F]: a table's columns, else f0..f{F-1}; images: None
+    feature_stats: FeatureStats | None = field(repr=False)  # features [N, F], over all rows; images: None
     _reader: Source = field(repr=False)
 
     def __len__(self) -> int:
@@ -104,32 +114,44 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 def load_data(
     source: str,
     *,
-    input_range: tuple[float, float] = (0.0, 1.0),
+    input_range: tuple[float, float] | None = (0.0, 1.0),
     samples: int | None = None,
     seed: int = 0,
     shard: tuple[int, int] | None = None,
     input_shape: tuple[int, ...] | None = None,
+    label_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
 ) -> EvalData:
     """Open, validate (one streamed pass) and digest ``source``; select the samples this run evaluates.
 
+    What a file is comes from its bytes, never its name: a zip is an ``.npz``, a file starting and ending
+    with ``PAR1`` is Parquet, UTF-8 text is CSV.
+
     Args:
-        source: an ``.npz`` file, an image folder (one sub-folder per class) or ``package.module:function``.
-        input_range: the value range the model expects; data outside it is refused.
+        source: an ``.npz`` file, a CSV or Parquet table, an image folder (one sub-folder per class) or
+            ``package.module:function``.
+        input_range: the value range the model expects; data outside it is refused. ``None`` checks no
+            global range (tabular data whose features are judged one by one against their own ranges);
+            an image folder is then scaled to [0, 1].
         samples: draw this many samples (seeded, without replacement); ``None`` keeps all.
         seed: seed of the draw; the same seed gives the same samples whatever the sharding.
         shard: ``(k, n)`` keeps the k-th (1-based) of n disjoint shards of the drawn samples.
         input_shape: the model's per-sample input shape; the data must match (folders are resized to it).
+        label_column: a table's label column (default ``label``); other sources ignore it.
+        feature_columns: a table's feature columns, exactly and in this order (default: every column but
+            the label, in file order); refused for other sources.
 
     Raises:
         DataError: the source is missing, malformed, or inconsistent with the arguments.
     """
-    low, high = _checked_range(input_range)
-    reader, file_digest = _open(source, (low, high), input_shape)
+    checked_range = _checked_range(input_range)
+    columns = None if feature_columns is None else tuple(feature_columns)
+    reader, file_digest = _open(source, checked_range, input_shape, label_column, columns)
     return _evaluation_data(
         source,
         reader,
         file_digest,
-        input_range=(low, high),
+        input_range=checked_range,
         samples=samples,
         seed=seed,
         shard=shard,
@@ -143,23 +165,26 @@ def from_arrays(
     mask: np.ndarray | torch.Tensor | None = None,
     *,
     source: str = "<arrays>",
-    input_range: tuple[float, float] = (0.0, 1.0),
+    input_range: tuple[float, float] | None = (0.0, 1.0),
     samples: int | None = None,
     seed: int = 0,
     shard: tuple[int, int] | None = None,
     input_shape: tuple[int, ...] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> EvalData:
-    """``load_data`` for arrays already in memory (library callers and tests); same checks, digest of the arrays."""
-    low, high = _checked_range(input_range)
+    """``load_data`` for arrays already in memory (library callers and tests); same checks, digest of the
+    arrays. ``feature_names`` names the features of x ``[N, F]`` (default ``f0`` .. ``f{F-1}``)."""
+    checked_range = _checked_range(input_range)
+    names = None if feature_names is None else tuple(feature_names)
     arrays = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in (x, y)]
     mask_array = None
     if mask is not None:
         mask_array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     return _evaluation_data(
         source,
-        ArraySource(source, arrays[0], arrays[1], mask_array),
+        ArraySource(source, arrays[0], arrays[1], mask_array, feature_names=names),
         "",
-        input_range=(low, high),
+        input_range=checked_range,
         samples=samples,
         seed=seed,
         shard=shard,
@@ -172,7 +197,7 @@ def _evaluation_data(
     reader: Source,
     file_digest: str,
     *,
-    input_range: tuple[float, float],
+    input_range: tuple[float, float] | None,
     samples: int | None,
     seed: int,
     shard: tuple[int, int] | None,
@@ -185,6 +210,9 @@ def _evaluation_data(
             path=source,
         )
     digest = _scan(reader, input_range)
+    features = len(reader.sample_shape) == 1
+    names = (reader.feature_names or default_feature_names(reader.sample_shape[0])) if features else None
+    stats = feature_stats(reader, chunk_rows=_scan_chunk_rows(reader)) if features else None
     # Every sample the run may read (shard 1's whole-set diagnostics read beyond its shard): a broken image
     # among them is refused here, exit 2, rather than in the middle of a check.
     reader.verify(select_indices(reader.n, samples=samples, seed=seed, shard=None))
@@ -202,11 +230,15 @@ def _evaluation_data(
         n_total=reader.n,
         input_range=input_range,
         notes=tuple(notes),
+        feature_names=names,
+        feature_stats=stats,
         _reader=reader,
     )
 
 
-def _checked_range(input_range: tuple[float, float]) -> tuple[float, float]:
+def _checked_range(input_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    if input_range is None:
+        return None
     low, high = (float(v) for v in input_range)
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise DataError(f"input_range must be two finite numbers low < high; found {tuple(input_range)}")
@@ -214,22 +246,50 @@ def _checked_range(input_range: tuple[float, float]) -> tuple[float, float]:
 
 
 def _open(
-    source: str, input_range: tuple[float, float], input_shape: tuple[int, ...] | None
+    source: str,
+    input_range: tuple[float, float] | None,
+    input_shape: tuple[int, ...] | None,
+    label_column: str | None,
+    feature_columns: tuple[str, ...] | None,
 ) -> tuple[Source, str]:
     """The reader for ``source`` and the digest of its files ('' where the arrays must be digested)."""
     path = Path(source)
     if path.is_dir():
-        folder = open_folder(path, input_shape=input_shape, input_range=input_range)
+        _refuse_feature_columns(source, feature_columns, "an image folder")
+        folder = open_folder(path, input_shape=input_shape, input_range=input_range or _FOLDER_RANGE)
         return folder, folder.sha256
     if path.exists():
         files.require_regular(path)  # /dev/zero, a pipe or a socket is refused before it is opened
-        return _open_npz(path), _file_sha256(path)
+        return _open_file(path, label_column, feature_columns), _file_sha256(path)
     if is_entry_point(source):
+        _refuse_feature_columns(source, feature_columns, "an entry point")
         return open_entry_point(source), ""
+    raise DataError(_NO_SUCH_SOURCE, path=source)
+
+
+def _open_file(path: Path, label_column: str | None, feature_columns: tuple[str, ...] | None) -> ArraySource:
+    """An .npz, Parquet or CSV file, told apart by its bytes: a renamed file is read as what it is."""
+    content = sniff(path)
+    if content.kind is Kind.PARQUET:
+        return open_parquet(path, label_column=label_column, feature_columns=feature_columns)
+    if content.kind is Kind.TEXT:
+        return open_csv(path, label_column=label_column, feature_columns=feature_columns)
+    _refuse_feature_columns(str(path), feature_columns, "an .npz file")
+    if content.kind is Kind.ZIP or path.suffix.lower() == ".npz":
+        return _open_npz(path)  # a binary file named .npz: the .npz reader's own "not a zip"
     raise DataError(
-        "no such file or folder; expected an .npz file, an image folder or package.module:function",
-        path=source,
+        f"expected an .npz file (a zip), a Parquet file or a UTF-8 CSV table; found binary content that is "
+        f"none of these: {content.why_not_text}",
+        path=path,
+        hint="save the table as UTF-8 CSV or as Parquet, or the arrays with numpy.savez(path, x=..., y=...)",
     )
+
+
+def _refuse_feature_columns(source: str, feature_columns: tuple[str, ...] | None, what: str) -> None:
+    if feature_columns is not None:
+        raise DataError(
+            f"feature_columns selects columns of a CSV or Parquet table; the data is {what}", path=source
+        )
 
 
 def _open_npz(path: Path) -> ArraySource:
@@ -275,10 +335,9 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _scan(reader: Source, input_range: tuple[float, float]) -> str:
+def _scan(reader: Source, input_range: tuple[float, float] | None) -> str:
     """One chunked pass: labels always, pixels (finite, in range) where needed; returns the array digest."""
-    row_bytes = 4 * int(np.prod(reader.sample_shape))
-    chunk = max(1, SCAN_CHUNK_BYTES // max(row_bytes, 1))
+    chunk = _scan_chunk_rows(reader)
     digest = hashlib.sha256(repr((reader.sample_shape, reader.has_mask)).encode())
     extremes = _Extremes()
     for start in range(0, reader.n, chunk):
@@ -295,8 +354,15 @@ def _scan(reader: Source, input_range: tuple[float, float]) -> str:
         for part in (rows.x, rows.y, rows.mask):
             if part is not None:
                 digest.update(memoryview(np.ascontiguousarray(part)))  # no copy
-    extremes.check(reader.origin, input_range)
+    if input_range is not None:
+        extremes.check(reader.origin, input_range)
     return digest.hexdigest()
+
+
+def _scan_chunk_rows(reader: Source) -> int:
+    """Rows of about ``SCAN_CHUNK_BYTES`` of x."""
+    row_bytes = 4 * int(np.prod(reader.sample_shape))
+    return max(1, SCAN_CHUNK_BYTES // max(row_bytes, 1))
 
 
 def _check_labels(reader: Source, indices: np.ndarray, y: np.ndarray) -> None:

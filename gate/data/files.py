@@ -27,6 +27,14 @@ MAX_IMAGE_PIXELS = 89_478_485
 MAX_IMAGE_SIDE = 65_535
 """Width or height of one image, from its header: the most a JPEG can have."""
 
+MAX_TABLE_FILE_BYTES = 1024**3
+"""Bytes of one CSV or Parquet file (it is parsed into memory whole, once)."""
+
+MAX_TABLE_VALUES = 256 * 1024**2
+"""Values (rows times the columns read) of one CSV or Parquet table: 1 GiB as float32. A Parquet file's
+encodings can expand a small file into far more values than its size suggests; its metadata is checked
+against this before any column is decoded."""
+
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISCHR, "a character device"),

@@ -39,6 +39,7 @@ class FolderSource:
     notes: list[str] = field(default_factory=list)
     has_mask: bool = False
     scan_pixels: bool = False  # 8-bit pixels scaled into input_range cannot be out of range or NaN
+    feature_names: None = None
 
     @property
     def n(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from gate.data.features import checked_feature_names
 from gate.errors import DataError
 
 
@@ -34,6 +35,7 @@ class Source(Protocol):
     has_mask: bool
     notes: list[str]
     scan_pixels: bool  # False where pixel values are valid by construction (decoded images)
+    feature_names: tuple[str, ...] | None  # the columns of a table; None where the data has no names
 
     def read(self, indices: np.ndarray) -> Rows: ...
 
@@ -115,9 +117,16 @@ class ArraySource:
     notes: list[str] = field(default_factory=list)
     scan_pixels: bool = True
     keepalive: object = None  # e.g. the NpzArchive whose temporary files back the memory maps
+    feature_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.notes = [*self.notes, *check_layout(self.origin, self.x, self.y, self.mask)]
+        if self.feature_names is not None:
+            if self.x.ndim != 2:
+                raise DataError(
+                    f"feature names need features [N, F]; x has shape {tuple(self.x.shape)}", path=self.origin
+                )
+            self.feature_names = checked_feature_names(self.origin, self.feature_names, self.x.shape[1])
 
     @property
     def n(self) -> int:
@@ -149,6 +158,7 @@ class DatasetSource:
     """A map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)`` or ``(x, y, mask)``."""
 
     scan_pixels = True
+    feature_names = None
 
     def __init__(self, origin: str, dataset: Any) -> None:
         self.origin = origin

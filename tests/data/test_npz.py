@@ -63,8 +63,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_not_a_zip(tmp_path: Path) -> None:
+    """A binary file named .npz that is not a zip keeps the .npz reader's message (text would be read as
+    CSV: content decides, tests/data/test_table.py)."""
     path = tmp_path / "d.npz"
-    path.write_text("x,y\n0.1,1\n")
+    path.write_bytes(b"\x93NUMPY\x01\x00" + bytes(range(256)))
     with pytest.raises(DataError, match=r"expected an \.npz file.*not a zip"):
         load_data(str(path))
 
