@@ -130,7 +130,7 @@ def _table_source(
     origin: str, columns: Columns, x: np.ndarray, y: np.ndarray, notes: list[str]
 ) -> ArraySource:
     if len(y) == 0:
-        raise DataError("the table has a header but no rows", path=origin)
+        raise DataError("the table has no rows (a header, or a schema, and no samples)", path=origin)
     return ArraySource(origin, x, y, None, notes=notes, feature_names=columns.feature_names)
 
 

@@ -142,7 +142,7 @@ def test_wrong_number_of_fields(tmp_path: Path) -> None:
     [
         ("", "the file is empty"),
         ("0.5,1\n0.25,0\n", "line 1 holds numbers, not column names"),
-        ("a,label\n", "a header but no rows"),
+        ("a,label\n", "the table has no rows"),
         (",a,label\n0,0.5,1\n", "column 1 has no name"),
         ("a,a,label\n0.5,0.5,1\n", r"\['a'\] repeat"),
         ("label\n1\n", "no feature columns"),
@@ -165,6 +165,12 @@ def test_a_binary_file_named_csv_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="found binary content") as info:
         load_data(str(path))
     assert "UTF-8 CSV" in str(info.value)
+
+
+def test_a_latin1_csv_is_refused_as_not_utf8(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.csv", "caf\xe9,label\n0.5,1\n", encoding="latin-1")
+    with pytest.raises(DataError, match="byte 0xe9 at offset 3 is not UTF-8"):
+        load_data(str(path))
 
 
 def test_a_zip_named_csv_is_read_as_npz(tmp_path: Path) -> None:
@@ -278,6 +284,19 @@ def test_parquet_without_pyarrow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(DataError, match="needs pyarrow") as info:
         load_data(str(path))
     assert "pip install pyarrow" in str(info.value)
+
+
+def test_parquet_pandas_index_columns_are_not_features(tmp_path: Path) -> None:
+    path = _parquet(tmp_path / "t.parquet", __index_level_0__=[7, 9], a=[0.5, 0.25], label=[0, 1])
+    data = load_data(str(path))
+    assert data.feature_names == ("a",)
+    assert any("pandas index" in note for note in data.notes)
+
+
+def test_parquet_without_rows(tmp_path: Path) -> None:
+    path = _parquet(tmp_path / "t.parquet", a=np.zeros(0), label=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match="the table has no rows"):
+        load_data(str(path))
 
 
 def test_a_truncated_parquet_file_is_refused(tmp_path: Path) -> None:
