@@ -29,6 +29,7 @@ from gate.measurement import Measurement
 from gate.model.batch_size import choose_batch_size
 from gate.model.spec import own_weights_note
 from gate.policy import CheckSpec, PolicyValidationError, ResolvedPolicy, load_policy
+from gate.policy.feature_support import feature_problems
 from gate.policy.task_support import task_problems
 from gate.report import load_baseline
 from gate.report.assemble import assemble_report
@@ -46,6 +47,7 @@ from gate.verdict import JudgeSettings, error_result, judge
 if TYPE_CHECKING:
     import numpy as np
 
+    from gate.attacks.feature_space import FeatureSpace
     from gate.data import EvalData
     from gate.model import ModelSpec, ModelUnderTest
 
@@ -117,9 +119,12 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
 
     tick = time.monotonic()
     with _loading(run_deadline, DataError, "the evaluation data's code", options.data):
+        features = policy.features
         data = load_data(
             options.data,
-            input_range=policy.input.range,
+            # A features section gives each feature its own range, judged once the space is built.
+            input_range=None if features is not None else policy.input.range,
+            label_column=None if features is None else features.label,
             samples=samples,
             seed=seed,
             shard=options.shard,
@@ -130,6 +135,7 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     if first is None:
         raise DataError("the evaluation data selected no samples", path=options.data)
     task = task_for(resolved, data.sample_shape, options.data)
+    space = feature_space_for(resolved, task, data, options.data)
     tick = time.monotonic()
     with _loading(run_deadline, ModelError, "the model's code", options.model.source):
         model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)
@@ -162,6 +168,7 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
         shard=options.shard,
         full_selection=full_selection,
         resume=resume,
+        features=space,
     )
     settings = JudgeSettings(
         confidence=policy.confidence,
@@ -196,6 +203,46 @@ def task_for(resolved: ResolvedPolicy, sample_shape: tuple[int, ...], source: st
             [dataclasses.replace(problem, message=problem.message + inferred) for problem in problems]
         )
     return task
+
+
+def feature_space_for(
+    resolved: ResolvedPolicy, task: Task, data: EvalData, source: str
+) -> FeatureSpace | None:
+    """The feature space of tabular data under the policy's ``features`` section (None for images).
+
+    The schema must fit the data: a feature it names that the data lacks, a declared range the data
+    exceeds, or an evaluation sample that itself breaks a type, a one-hot group or a constraint is a
+    DataError (exit 2) naming the sample, before the model loads: a schema that refuses real inputs would
+    make every feasibility verdict wrong.
+    """
+    from gate.attacks.feature_space import build_feature_space, clean_violations
+
+    policy = resolved.policy
+    if task.input_kind != "features":
+        if policy.features is not None:
+            raise PolicyValidationError(feature_problems(resolved, task))
+        return None
+    stats, names = data.feature_stats, data.feature_names
+    if stats is None or names is None:
+        raise DataError("tabular data came without per-feature statistics", path=source)
+    space = build_feature_space(
+        policy.features, names, low=stats.low, high=stats.high, std=stats.std, median=stats.median,
+        input_range=None if policy.features is not None else policy.input.range, source=source,
+    )  # fmt: skip
+    if policy.features is None:
+        return space
+    for batch in data.batches(4096, "cpu"):
+        bad = (clean_violations(space, batch.x) != 0).nonzero().squeeze(1)
+        if bad.numel():
+            row = int(bad[0])
+            problem = space.first_violation(batch.x[row], batch.x[row])
+            raise DataError(
+                f"sample {int(batch.index[row])} of the evaluation data breaks the policy's features section: "
+                f"{problem} ({bad.numel()} sample(s) in its batch of {len(batch)} do)",
+                path=source,
+                hint="fix the schema (ranges, types, constraints) or the data: the schema must hold for real inputs",
+            )
+    return space
 
 
 def _check_targets(task: Task, data: EvalData, outputs: int, source: str) -> None:

@@ -59,3 +59,48 @@ def run_demo(report_dir: Path, *, device: str = "auto", progress: Progress | Non
         write_reports(report, options.report_dir)
         results.append(DemoResult(name, report, options.report_dir))
     return results
+
+
+TABULAR_POLICY = "builtin:demo-tabular"
+MLP_FACTORY = "gate.demo.tabular:breast_cancer_mlp"
+
+
+def prepare_tabular_inputs(directory: Path) -> tuple[Path, dict[str, ModelSpec]]:
+    """Train the random forest and the MLP on breast cancer; write the held-out CSV, the forest's ONNX
+    file and the MLP's weights."""
+    from gate.demo import tabular
+
+    directory.mkdir(parents=True, exist_ok=True)
+    data = tabular.load_split()
+    data_path = tabular.write_csv(directory / "breast-cancer-test.csv", data["x_test"], data["y_test"])
+    forest = tabular.train_forest(data["x_train"], data["y_train"], directory / "random-forest.onnx")
+    mlp = tabular.train_mlp(data["x_train"], data["y_train"])
+    weights = directory / "mlp.safetensors"
+    save_file(mlp.state_dict(), str(weights))
+    specs = {
+        "random-forest": ModelSpec(source=str(forest)),
+        "mlp": ModelSpec(source=MLP_FACTORY, weights=weights, input_shape=(len(tabular.FEATURES),)),
+    }
+    return data_path, specs
+
+
+def run_tabular_demo(
+    report_dir: Path, *, device: str = "auto", progress: Progress | None = None
+) -> list[DemoResult]:
+    """Gate the random forest and the MLP under ``builtin:demo-tabular``, each in its own report folder."""
+    import dataclasses
+
+    data_path, specs = prepare_tabular_inputs(report_dir / "inputs")
+    results = []
+    for name, spec in specs.items():
+        options = RunOptions(
+            policy=TABULAR_POLICY,
+            model=dataclasses.replace(spec, device=device),  # type: ignore[arg-type]
+            data=str(data_path),
+            report_dir=report_dir / name,
+            progress=progress or Progress(enabled=False),
+        )
+        report = run_gate(options)
+        write_reports(report, options.report_dir)
+        results.append(DemoResult(name, report, options.report_dir))
+    return results
