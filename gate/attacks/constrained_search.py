@@ -17,7 +17,7 @@ import torch
 
 from gate.attacks.feature_attack import AttackModels, FeatureAttack, margin
 from gate.attacks.feature_space import FeatureThreat
-from gate.randomness.streams import SampleRandom
+from gate.randomness.generators import sample_generators
 
 INFEASIBLE_PENALTY = 1e6
 MUTATION_RATE = 0.3  # share of the mutable features a mutation moves
@@ -68,13 +68,14 @@ class ConstrainedSearch(FeatureAttack):
             candidates.shape
         )
 
-    def _initial(self, x: torch.Tensor, rng: SampleRandom) -> torch.Tensor:
+    def _initial(self, x: torch.Tensor, rngs: list[torch.Generator]) -> torch.Tensor:
         threat = self.threat
         lower, upper = threat._limits(x)
         size, features = self.population, x.shape[1]
-        uniform = rng.uniform(1, (size, features), x.dtype)
-        corners = (rng.uniform(2, (size, features), x.dtype) < 0.5).to(x.dtype)
-        sparse = rng.uniform(3, (size, features), x.dtype) < (2.0 / max(features, 1))
+        draws = _draw(rngs, (size, 3 * features), x.device, x.dtype)
+        uniform, corners, sparse = draws.split(features, dim=2)
+        corners = (corners < 0.5).to(x.dtype)
+        sparse = sparse < (2.0 / max(features, 1))
         box = lower[:, None] + uniform * (upper - lower)[:, None]
         vertex = lower[:, None] + corners * (upper - lower)[:, None]
         third = size // 3
@@ -92,17 +93,14 @@ class ConstrainedSearch(FeatureAttack):
         )
 
     def _children(
-        self,
-        parents: torch.Tensor,
-        fitness: torch.Tensor,
-        x: torch.Tensor,
-        rng: SampleRandom,
-        generation: int,
+        self, parents: torch.Tensor, fitness: torch.Tensor, x: torch.Tensor, rngs: list[torch.Generator]
     ) -> torch.Tensor:
         count, size, features = parents.shape
-        tag = 16 + 8 * generation
+        draws = _draw(rngs, (size, 4 + 4 * features), x.device, x.dtype)
+        picks, mix, moves, jump_to, jumps = draws.split([4, features, features, features, features], dim=2)
+        normal = _draw(rngs, (size, features), x.device, x.dtype, normal=True)
         # Binary tournaments pick two parents per child; uniform crossover mixes their features.
-        picks = (rng.uniform(tag, (size, 4), x.dtype) * size).long().clamp_(max=size - 1)
+        picks = (picks * size).long().clamp_(max=size - 1)
         rows = torch.arange(count, device=x.device)[:, None]
         first = torch.where(
             fitness[rows, picks[..., 0]] <= fitness[rows, picks[..., 1]], picks[..., 0], picks[..., 1]
@@ -110,36 +108,35 @@ class ConstrainedSearch(FeatureAttack):
         second = torch.where(
             fitness[rows, picks[..., 2]] <= fitness[rows, picks[..., 3]], picks[..., 2], picks[..., 3]
         )
-        mix = rng.uniform(tag + 1, (size, features), x.dtype) < 0.5
-        child = torch.where(mix, parents[rows, first], parents[rows, second])
+        child = torch.where(mix < 0.5, parents[rows, first], parents[rows, second])
         space = self.threat.space.on(x.device)
         unit = space.scale * (
             self.threat.eps if self.threat.norm == "linf" else self.threat.eps / features**0.5
         )
-        noise = rng.normal(tag + 2, (size, features), x.dtype) * MUTATION_SIZE * unit
-        moves = rng.uniform(tag + 3, (size, features), x.dtype) < MUTATION_RATE
-        child = child + torch.where(moves, noise, torch.zeros_like(noise))
+        noise = normal * MUTATION_SIZE * unit
+        child = child + torch.where(moves < MUTATION_RATE, noise, torch.zeros_like(noise))
         lower, upper = self.threat._limits(x)
-        jump = lower[:, None] + rng.uniform(tag + 4, (size, features), x.dtype) * (upper - lower)[:, None]
-        jumps = rng.uniform(tag + 5, (size, features), x.dtype) < JUMP_RATE
-        return self._project(torch.where(jumps, jump, child), x)
+        jump = lower[:, None] + jump_to * (upper - lower)[:, None]
+        return self._project(torch.where(jumps < JUMP_RATE, jump, child), x)
 
     def _run(
         self, models: AttackModels, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = SampleRandom(keys, (self.seed, 0x5EA6C4))
-        population = self._settle(self._initial(x, rng), x)
+        # One generator per sample: its draws depend on nothing but the sample and its own progress, so
+        # the result does not depend on the batch (and drawing per sample is cheap next to hashing).
+        rngs = sample_generators(self.seed, keys, stream="constrained-search")
+        population = self._settle(self._initial(x, rngs), x)
         fitness, success, met = self._fitness(models, population, x, y)
         used = torch.full((len(x),), self.population, dtype=torch.int64, device=x.device)
         done = success.any(dim=1)
         generations = self.queries // self.population - 1
-        for generation in range(generations):
+        for _ in range(generations):
             todo = (~done).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            rng_todo = SampleRandom(keys[todo], (self.seed, 0x5EA6C4))
+            todo_rngs = [rngs[i] for i in todo.tolist()]
             children = self._settle(
-                self._children(population[todo], fitness[todo], x[todo], rng_todo, generation), x[todo]
+                self._children(population[todo], fitness[todo], x[todo], todo_rngs), x[todo]
             )
             child_fitness, child_success, child_met = self._fitness(models, children, x[todo], y[todo])
             met[todo] |= child_met
@@ -157,6 +154,20 @@ class ConstrainedSearch(FeatureAttack):
         best = fitness.argmin(dim=1)
         rows = torch.arange(len(x), device=x.device)
         return population[rows, best], used, met
+
+
+def _draw(
+    rngs: list[torch.Generator],
+    shape: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    normal: bool = False,
+) -> torch.Tensor:
+    """``[len(rngs), *shape]`` uniform (or standard normal) draws, one sample's generator per row (on the
+    CPU, so CPU and CUDA runs agree)."""
+    draw = torch.randn if normal else torch.rand
+    return torch.stack([draw(shape, generator=rng) for rng in rngs]).to(device=device, dtype=dtype)
 
 
 __all__ = ["ConstrainedSearch"]

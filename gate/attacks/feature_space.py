@@ -13,6 +13,7 @@ and categorical features at the end; :meth:`FeatureThreat.feasible` decides whet
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,6 +105,66 @@ class FeatureRule:
         return excess * self.premise.holds(x.detach()).to(x.dtype)
 
 
+_RELATIONS = {"<=": 0, "<": 1, "==": 2}
+
+
+class RuleSet:
+    """All rules of a space stacked into matrices, so that judging a batch against K constraints costs a
+    few matrix products instead of K passes (the search judges thousands of candidates per step)."""
+
+    def __init__(self, rules: tuple[FeatureRule, ...], features: int, device: torch.device) -> None:
+        def stack(relations: list[LinearRelation | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            coefficients = torch.zeros((len(relations), features), dtype=torch.float64)
+            constants = torch.zeros(len(relations), dtype=torch.float64)
+            kinds = torch.zeros(len(relations), dtype=torch.int64)
+            for k, relation in enumerate(relations):
+                if relation is not None:
+                    coefficients[k], constants[k] = relation.coefficients, relation.constant
+                    kinds[k] = _RELATIONS[relation.relation]
+            return coefficients.to(device), constants.to(device), kinds.to(device)
+
+        self.count = len(rules)
+        self.coefficients, self.constants, self.kinds = stack([rule.conclusion for rule in rules])
+        self.premise_coefficients, self.premise_constants, self.premise_kinds = stack(
+            [rule.premise for rule in rules]
+        )
+        self.has_premise = torch.tensor([rule.premise is not None for rule in rules], dtype=torch.bool).to(
+            device
+        )
+
+    @staticmethod
+    def _holds(
+        x: torch.Tensor, coefficients: torch.Tensor, constants: torch.Tensor, kinds: torch.Tensor
+    ) -> torch.Tensor:
+        value = x @ coefficients.T + constants
+        tolerance = (
+            RELATIVE_TOLERANCE * (x.abs() @ coefficients.abs().T + constants.abs()) + ABSOLUTE_TOLERANCE
+        )
+        at_most = value <= tolerance
+        return torch.where(kinds == 2, value.abs() <= tolerance, torch.where(kinds == 1, value < 0, at_most))
+
+    def premises(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, K]``: the premise of each implication holds (False for plain rules)."""
+        held = self._holds(x.double(), self.premise_coefficients, self.premise_constants, self.premise_kinds)
+        return held & self.has_premise
+
+    def holds(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, K]``: each rule holds for each row."""
+        double = x.double()
+        conclusion = self._holds(double, self.coefficients, self.constants, self.kinds)
+        return conclusion | (self.has_premise & ~self.premises(x))
+
+    def excess(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``[N]``: the summed standardised excess over every rule (differentiable in ``x``)."""
+        coefficients = self.coefficients.to(x.dtype)
+        value = x @ coefficients.T + self.constants.to(x.dtype)
+        unit = (coefficients.abs() * scale).sum(dim=1)
+        unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+        violation = torch.where(self.kinds == 2, value.abs(), torch.relu(value)) / unit
+        applies = torch.where(self.has_premise, self.premises(x.detach()), torch.ones_like(self.has_premise))
+        return (violation * applies.to(x.dtype)).sum(dim=1)
+
+
 @dataclass(frozen=True, eq=False)
 class FeatureSpace:
     """Per-feature limits and rules of one data set's feature vectors ``[N, F]`` (tensors on the CPU,
@@ -125,14 +186,21 @@ class FeatureSpace:
     """Each feature's median over the whole data set: the value an imputer puts in for a missing one."""
     declared: bool = False
     """The policy described the features (``features:``); without it only ranges and budgets apply."""
+    _copies: dict[str, FeatureSpace] = field(default_factory=dict, repr=False)
 
     @property
     def size(self) -> int:
         return len(self.names)
 
     def on(self, device: torch.device) -> FeatureSpace:
+        """This space with its tensors on ``device`` (each device's copy made once)."""
         if self.low.device == device:
             return self
+        if str(device) not in self._copies:
+            self._copies[str(device)] = self._moved(device)
+        return self._copies[str(device)]
+
+    def _moved(self, device: torch.device) -> FeatureSpace:
         move = {
             name: getattr(self, name).to(device)
             for name in ("low", "high", "mutable", "integral", "scale", "max_change")
@@ -162,11 +230,15 @@ class FeatureSpace:
         bits |= changed.any(dim=1).long() * REASONS["immutable"]
         bits |= space.off_type(x_adv).long() * REASONS["type"]
         bits |= space.off_one_hot(x_adv, x).long() * REASONS["one_hot"]
-        broken = torch.zeros(len(x_adv), dtype=torch.bool, device=x_adv.device)
-        for rule in space.rules:
-            broken |= ~rule.holds(x_adv)
-        bits |= broken.long() * REASONS["constraint"]
+        if space.rules:
+            broken = ~space.rule_set.holds(x_adv).all(dim=1)
+            bits |= broken.long() * REASONS["constraint"]
         return bits
+
+    @functools.cached_property
+    def rule_set(self) -> RuleSet:
+        """The rules stacked for batch judging, on this space's device (built once)."""
+        return RuleSet(self.rules, self.size, self.low.device)
 
     def first_violation(self, x_adv: torch.Tensor, x: torch.Tensor) -> str | None:
         """What one point ``[F]`` breaks first, in words naming the feature or the constraint."""
@@ -207,11 +279,10 @@ class FeatureSpace:
 
     def penalty(self, x_adv: torch.Tensor) -> torch.Tensor:
         """Per sample, the summed standardised excess over every constraint (differentiable)."""
-        total = x_adv.new_zeros(len(x_adv))
-        scale = self.scale.to(x_adv.device)
-        for rule in self.rules:
-            total = total + rule.excess(x_adv, scale).to(x_adv.dtype)
-        return total
+        if not self.rules:
+            return x_adv.new_zeros(len(x_adv))
+        space = self.on(x_adv.device)
+        return space.rule_set.excess(x_adv, space.scale)
 
     # ------------------------------------------------------------------ moving towards feasibility
     def repair(self, x_adv: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ def _require(module: str) -> None:
     except ImportError:
         raise UsageError(
             f"the tabular demo needs {module}, which is not installed",
-            hint='pip install "gate[tabular]" (scikit-learn, skl2onnx, pyarrow)',
+            hint='pip install "gate-ml[tabular]" (scikit-learn, skl2onnx, pyarrow)',
         ) from None
 
 
