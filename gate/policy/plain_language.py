@@ -24,6 +24,12 @@ NORMS = {
     "linf": "L∞ norm (no input value moves by more than ε)",
     "l2": "L2 norm (the perturbation's Euclidean length is at most ε)",
 }
+FEATURE_NORMS = {
+    "linf": "L∞ norm on standardised features (no feature moves by more than ε times its scale, its "
+    "standard deviation in the data unless declared)",
+    "l2": "L2 norm on standardised features (the Euclidean length of the change, each feature divided by "
+    "its scale, is at most ε)",
+}
 
 
 def fraction_text(value: float) -> str | None:
@@ -112,7 +118,7 @@ def _judging(policy: Policy) -> list[str]:
         task,
         f"  {judged}",
         f"  It uses {samples}, drawn with seed {policy.seed}.",
-        f"  Inputs lie in [{low:g}, {high:g}]; perturbation budgets (ε) are measured in those units.",
+        *_inputs(policy, low, high),
         *(
             [
                 "  A package.module:factory model must come with --weights (require_weights): one judged with"
@@ -146,7 +152,43 @@ def _explain_check(number: int, spec: CheckSpec, policy: Policy, resolved: Resol
     return lines
 
 
-def _budget(epsilon: float, norm: str, policy: Policy) -> str:
+def _inputs(policy: Policy, low: float, high: float) -> list[str]:
+    """The input space in words: one range, or the features section's threat model."""
+    features = policy.features
+    if features is None:
+        return [f"  Inputs lie in [{low:g}, {high:g}]; perturbation budgets (ε) are measured in those units."]
+    immutable = [spec.name for spec in features.columns if not spec.mutable]
+    typed = [f"{spec.name} ({spec.type})" for spec in features.columns if spec.type != "continuous"]
+    lines = [
+        "  Inputs are tabular features, each in its own range (declared, else the range it takes in the "
+        "data); budgets of the constrained attacks are in standardised units of each feature. An "
+        "adversarial example counts only if it keeps every rule below (docs/tabular.md)."
+    ]
+    if features.label:
+        lines.append(f"  The label is the data's column {features.label!r}.")
+    if immutable:
+        lines.append(
+            f"  Immutable (never changed by an attacker or the noise corruptions): {', '.join(immutable)}."
+        )
+    if typed:
+        lines.append(f"  Whole-number and level features: {', '.join(typed)}.")
+    for group in features.one_hot:
+        lines.append(
+            f"  One-hot group {group.name!r}: exactly one of {', '.join(group.columns)} is 1"
+            + ("" if group.mutable else " (immutable)")
+            + "."
+        )
+    for spec in features.columns:
+        if spec.max_change is not None:
+            lines.append(f"  {spec.name} changes by at most {spec.max_change:g} in its own units.")
+    lines += [f"  Constraint: {text}" for text in features.constraints]
+    return lines
+
+
+def _budget(epsilon: float, norm: str, policy: Policy, spec: CheckSpec | None = None) -> str:
+    attack = getattr(spec, "attack", None)
+    if attack is not None and attack_info(attack).feature_space:
+        return f"ε = {number_text(epsilon)} in the {FEATURE_NORMS[norm]}"
     low, high = policy.input.range
     scale = "" if (low, high) == (0.0, 1.0) else f" (input units; the range is [{low:g}, {high:g}])"
     return f"ε = {number_text(epsilon)}{scale} in the {NORMS[norm]}"
@@ -182,7 +224,7 @@ def _method(spec: CheckSpec, policy: Policy) -> list[str]:
         return [
             f"Attack: {info.summary}, {_attack_effort(spec, info)}, {goal}.",
             f"How it attacks: {info.description}",
-            f"Budget: {_budget(spec.epsilon, spec.norm, policy)}.",
+            f"Budget: {_budget(spec.epsilon, spec.norm, policy, spec)}.",
             "Metric: robust accuracy, the share of samples still classified correctly under attack.",
         ]
     if isinstance(spec, GradientMaskingSpec):

@@ -225,3 +225,21 @@ def test_explain_states_the_task_or_that_it_is_inferred(tmp_path):
         load_policy(write_policy(tmp_path / "b.yaml", body.format(task="task: tabular_classification\n")))
     )
     assert "judged as tabular_classification: A classifier of feature vectors" in named
+
+
+def test_a_features_section_is_explained_with_its_rules_and_standardised_budgets(tmp_path: Path) -> None:
+    path = tmp_path / "credit.yaml"
+    path.write_text(
+        "version: 1\nname: credit\nextends: [builtin:tabular-classifier]\nfeatures:\n  label: defaulted\n"
+        "  columns:\n    - {name: age, type: integer, mutable: false}\n    - {name: loan, max_change: 500}\n"
+        "  one_hot:\n    - {name: housing, columns: [own, rent]}\n  constraints:\n    - total == loan + interest\n",
+        encoding="utf-8",
+    )
+    text = explain(path)
+    assert "Inputs lie in" not in text and "each in its own range" in text
+    assert "The label is the data's column 'defaulted'." in text
+    assert "Immutable (never changed by an attacker or the noise corruptions): age." in text
+    assert "age (integer)" in text and "exactly one of own, rent is 1" in text
+    assert "loan changes by at most 500 in its own units." in text
+    assert "Constraint: total == loan + interest" in text
+    assert "L∞ norm on standardised features" in text
