@@ -390,7 +390,8 @@ def _check_before_loading(policy: str, policy_roots: tuple[Path, ...], model: st
     load_policy(policy, policy_roots=policy_roots)
     if not is_reference(data) and not Path(data).exists():
         raise DataError(
-            "no such file or folder; expected an .npz file, an image folder or package.module:function",
+            "no such file or folder; expected an .npz file, a CSV or Parquet table, an image folder or "
+            "package.module:function",
             path=data,
         )
     if model is not None and not is_reference(model) and not Path(model).exists():

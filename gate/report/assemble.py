@@ -66,7 +66,11 @@ def assemble_report(
             provider=model.provider,
             source_kind=model.source_kind,
             gradients=gradients_note(model),
-            notes=[note] if (note := own_weights_note(options.model)) else [],
+            notes=[
+                note
+                for note in (own_weights_note(options.model), getattr(model, "output_note", None))
+                if note
+            ],
         ),
         data=DataInfo(
             source=options.data,

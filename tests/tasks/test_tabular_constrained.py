@@ -155,6 +155,7 @@ def test_a_constrained_gate_on_three_model_families(
         assert stages.startswith("cpgd (white-box")
     else:
         assert "cpgd skipped" in stages and "no gradients" in stages
+        assert any("gate judges 'probabilities'" in note for note in report.model.notes), report.model.notes
         assert "black-box search ran alone" in robust.message
     for corruption in ("noise", "missing"):
         assert checks[corruption].value <= checks["accuracy"].value + 0.05
