@@ -183,6 +183,11 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
                 f"a cross-entropy on them saturates; gate's gradient checks use the logits before the "
                 f"model's final {squashing} instead"
             )
+        elif getattr(context.model, "logits_recovered", False):
+            consequence = (
+                f"a cross-entropy on them saturates; gate's gradient checks use {context.model.logits_from} "
+                "instead"
+            )
         else:
             consequence = (
                 "a cross-entropy on them saturates, and the graph ends in no Sigmoid or Softmax gate can "

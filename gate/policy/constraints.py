@@ -11,6 +11,7 @@ feature names, multiplied or divided by numbers (``total == loan + interest``, `
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,6 +23,8 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)|(?P<op><=|>=|==|[-+*/()<>]))"
 )
 _KEYWORDS = {"if", "then"}
+MAX_DEPTH = 32
+"""Nested parentheses allowed: a hostile policy must not exhaust the parser's stack."""
 
 
 class ConstraintSyntaxError(ValueError):
@@ -106,6 +109,7 @@ class _Parser:
             self.tokens.append((kind, value, start))
             position = match.end()
         self.at = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -201,15 +205,29 @@ class _Parser:
         kind, value, _ = token
         if value == "-":
             self.take()
-            return self.factor().times(-1.0)
+            self.depth += 1  # a chain of signs nests too
+            if self.depth > MAX_DEPTH:
+                raise ConstraintSyntaxError(f"signs nest deeper than {MAX_DEPTH} levels", self.text, token[2])
+            negated = self.factor().times(-1.0)
+            self.depth -= 1
+            return negated
         if value == "(":
             self.take()
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ConstraintSyntaxError(
+                    f"parentheses nest deeper than {MAX_DEPTH} levels", self.text, token[2]
+                )
             inner = self.expression()
             self.take(")")
+            self.depth -= 1
             return inner
         if kind == "number":
             self.take()
-            return Linear(constant=float(value))
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConstraintSyntaxError(f"the number {value} is too large", self.text, token[2])
+            return Linear(constant=number)
         if kind in ("name", "quoted"):
             self.take()
             return Linear({value.strip("`") if kind == "quoted" else value: 1.0})
@@ -220,7 +238,14 @@ def parse_constraint(text: str) -> Constraint:
     """Parse one constraint; raises ``ConstraintSyntaxError`` with the column of the problem."""
     if not text.strip():
         raise ConstraintSyntaxError("the constraint is empty", text, 1)
-    return _Parser(text).constraint()
+    constraint = _Parser(text).constraint()
+    for comparison in (constraint.conclusion, constraint.premise):
+        if comparison is None:
+            continue
+        values = [*comparison.expression.coefficients.values(), comparison.expression.constant]
+        if not all(math.isfinite(value) for value in values):
+            raise ConstraintSyntaxError("its numbers multiply beyond what a float holds", text, 1)
+    return constraint
 
 
 __all__ = ["Comparison", "Constraint", "ConstraintSyntaxError", "Linear", "parse_constraint"]

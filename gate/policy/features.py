@@ -77,7 +77,7 @@ class OneHotGroup(StrictModel):
     )
 
 
-ConstraintText = Annotated[str, Field(min_length=1)]
+ConstraintText = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 class FeatureSchema(StrictModel):

@@ -52,6 +52,20 @@ def test_syntax_errors_name_the_column(text: str, fragment: str, column: int) ->
     assert fragment in str(caught.value) and caught.value.column == column
 
 
+def test_hostile_nesting_is_refused_not_a_crash() -> None:
+    with pytest.raises(ConstraintSyntaxError, match="nest deeper than 32"):
+        parse_constraint("(" * 500 + "a" + ")" * 500 + " <= 1")
+    with pytest.raises(ConstraintSyntaxError, match="nest deeper than 32"):
+        parse_constraint("-" * 500 + "a <= 1")
+    with pytest.raises(ValidationError, match="at most 2000 characters"):
+        FeatureSchema(constraints=["a" * 3000 + " <= 1"])
+    assert parse_constraint("((a)) <= -(-1)").conclusion.expression.constant == -1.0
+    with pytest.raises(ConstraintSyntaxError, match="too large"):
+        parse_constraint("a <= 1e400")
+    with pytest.raises(ConstraintSyntaxError, match="beyond what a float holds"):
+        parse_constraint("1e300 * 1e300 * a <= 1")
+
+
 def test_the_schema_refuses_contradictions() -> None:
     with pytest.raises(ValidationError, match="described twice"):
         FeatureSchema(columns=[{"name": "a"}], one_hot=[{"name": "g", "columns": ["a", "b"]}])
