@@ -35,10 +35,14 @@ class ConstrainedAuto(FeatureAttack):
         self.search_stage = ConstrainedSearch(threat=threat, seed=seed, queries=queries)
         self.stages = (self.gradient_stage, self.search_stage)
 
+    def plan(self, models: AttackModels) -> list[str]:
+        reason = self.gradient_stage.available(models)
+        first = "cpgd (white-box: the model has gradients)" if reason is None else f"cpgd skipped: {reason}"
+        return [first, "constrained-search (black-box: the deployed model's scores only)"]
+
     def perturb(
         self, models: AttackModels, x: torch.Tensor, y: torch.Tensor, *, index: torch.Tensor | None = None
     ) -> FeatureOutcome:
-        stages: list[str] = []
         x_adv = x.detach().clone()
         # The deployed scores decide which samples are still robust between the stages.
         robust = self.search_stage.judge(models, x, y)
@@ -54,9 +58,6 @@ class ConstrainedAuto(FeatureAttack):
                 robust[active[broken]] = False
                 if first.rejected_reasons is not None:
                     met[active] |= first.rejected_reasons
-            stages.append("cpgd (white-box: the model has gradients)")
-        else:
-            stages.append(f"cpgd skipped: {reason}")
         active = robust.nonzero().squeeze(1)
         queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
         if active.numel():
@@ -68,9 +69,8 @@ class ConstrainedAuto(FeatureAttack):
                 queries[active] = second.queries
             if second.rejected_reasons is not None:
                 met[active] |= second.rejected_reasons
-        stages.append("constrained-search (black-box: the deployed model's scores only)")
         met = torch.where(robust, met, torch.zeros_like(met))
-        return FeatureOutcome(x_adv, robust, queries, stages, robust & (met != 0), met)
+        return FeatureOutcome(x_adv, robust, queries, self.plan(models), robust & (met != 0), met)
 
     def _run(
         self, models: AttackModels, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor

@@ -89,6 +89,11 @@ class FeatureAttack(ABC):
             return models.no_gradient_reason or "the model has no differentiable version"
         return None
 
+    def plan(self, models: AttackModels) -> list[str]:
+        """The stages this attack runs on ``models``, in the report's words (known before it runs, so a
+        resumed check that recomputes nothing reports them too)."""
+        return [self.name]
+
     def judge(self, models: AttackModels, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Correct per sample, by the model this attack queries."""
         model = models.gradient if self.needs_gradients and models.gradient is not None else models.scores
@@ -115,7 +120,7 @@ class FeatureAttack(ABC):
                 queries[active] = used
         rejected = robust & (rejected_reasons != 0)
         rejected_reasons = torch.where(rejected, rejected_reasons, torch.zeros_like(rejected_reasons))
-        return FeatureOutcome(x_adv, robust, queries, [self.name], rejected, rejected_reasons)
+        return FeatureOutcome(x_adv, robust, queries, self.plan(models), rejected, rejected_reasons)
 
     @abstractmethod
     def _run(

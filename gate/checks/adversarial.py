@@ -174,13 +174,14 @@ def run_attack(
     only: torch.Tensor | None = None,
 ) -> AttackRun:
     """Attack every selected sample (or those whose dataset index is in ``only``) batch by batch."""
+    stages: list[str] = []
     if isinstance(attack, FeatureAttack):
         models, _ = feature_attack_models(attack, context)
+        stages = attack.plan(models)
         model: Model | None = None
     else:
         model = attack_model(attack, context)
     examples: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
-    stages: list[str] = []
     space = context.features
     _, _, clean_predictions = context.clean_predictions()  # one session pass per run, shared by checks
 
@@ -207,8 +208,6 @@ def run_attack(
             if outcome.rejected is not None:
                 rejected[attacked] = outcome.rejected
                 reasons[attacked] = outcome.rejected_reasons
-            if not stages:
-                stages.extend(outcome.stages)
         elif len(attacked) and model is not None:
             watch = FiniteWatch(model, x.device)
             outcome = attack.perturb(watch, x[attacked], y[attacked], index=index[attacked])
@@ -306,7 +305,7 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
         )
         attacked = int(clean_correct.sum())
         broken = attacked - int(robust.sum())
-        gradients = attack.needs_gradients or (run.stages and not run.stages[0].startswith("cpgd skipped"))
+        gradients = attack.needs_gradients or any(stage.startswith("cpgd (") for stage in run.stages)
         details: dict[str, Any] = {
             "attack": repr(attack),
             "norm": spec.norm,

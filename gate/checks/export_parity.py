@@ -7,7 +7,9 @@ bounds the largest logit difference seen.
 
 A model with a label output of its own (a converted scikit-learn model) is also compared with itself:
 the class gate reads from the scores it judges must be the label the deployed model returns. For an
-ONNX-only model with no twin (a tree ensemble) that comparison is the whole check.
+ONNX-only model with no twin (a tree ensemble) that comparison is the whole check. With a policy's
+``features`` section the noise is per feature (``noise`` times the feature's scale, inside its range),
+the standardised units of the feature-space budgets.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ExportParityCheck(CheckKind[ExportParitySpec]):
     def run(self, spec: ExportParitySpec, context: CheckContext) -> Measurement:
         radius = spec.noise if spec.noise is not None else default_noise_radius(context.policy)
         low, high = context.policy.input.range
+        space = context.features
         model = context.model
         with_source, with_label = model.has_source_module, model.label_output is not None
         if not with_source:
@@ -49,7 +52,13 @@ class ExportParityCheck(CheckKind[ExportParitySpec]):
 
         def compare_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
             noise = SampleRandom(batch.index, (context.seed, NOISE_STREAM)).uniform(0, batch.x.shape[1:])
-            noisy = (batch.x + (noise.to(batch.x.dtype) * 2 - 1) * radius).clamp(low, high)
+            noise = (noise.to(batch.x.dtype) * 2 - 1) * radius
+            if space is not None and space.declared:
+                # Per-feature units and ranges: the radius is standardised, like the feature-space budgets.
+                on = space.on(batch.x.device)
+                noisy = torch.maximum(torch.minimum(batch.x + noise * on.scale, on.high), on.low)
+            else:
+                noisy = (batch.x + noise).clamp(low, high)
             columns = {}
             for inputs, name in ((batch.x, "clean"), (noisy, "noisy")):
                 deployed = model.scores(inputs)

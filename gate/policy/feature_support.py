@@ -16,6 +16,7 @@ from gate.policy.source import position_of
 from gate.policy.specs import (
     CORRUPTION_INPUTS,
     AdversarialSpec,
+    AttributionSpec,
     CheckSpec,
     CorruptionSpec,
     GradientMaskingSpec,
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 FEATURE_ATTACKS = tuple(name for name, info in CATALOGUE.items() if info.feature_space)
 FEATURE_CORRUPTIONS = tuple(name for name, kinds in CORRUPTION_INPUTS.items() if kinds == ("features",))
+INPUT_RANGE_NOISE_METHODS = ("smoothgrad",)
+INPUT_RANGE_NOISE_METRICS = ("max_sensitivity", "feature_importance_stability")
+"""Attribution parts whose noise is sized in the policy's one input range, not per feature (yet)."""
 
 
 def feature_spec_problems(spec: CheckSpec) -> list[tuple[str, str]]:
@@ -49,6 +53,13 @@ def feature_spec_problems(spec: CheckSpec) -> list[tuple[str, str]]:
                 "(constrained-search) covers models whose gradients mislead",
             )
         ]
+    if isinstance(spec, AttributionSpec):
+        problems = []
+        if spec.method in INPUT_RANGE_NOISE_METHODS:
+            problems.append(("method", _noise_refusal(f"the method {spec.method!r}")))
+        if spec.metric in INPUT_RANGE_NOISE_METRICS:
+            problems.append(("metric", _noise_refusal(f"the metric {spec.metric!r}")))
+        return problems
     if isinstance(spec, CorruptionSpec) and spec.corruption not in FEATURE_CORRUPTIONS:
         return [
             (
@@ -58,6 +69,14 @@ def feature_spec_problems(spec: CheckSpec) -> list[tuple[str, str]]:
             )
         ]
     return []
+
+
+def _noise_refusal(what: str) -> str:
+    return (
+        f"{what} adds noise sized in the policy's one input range, which a features section replaces by "
+        "per-feature ranges and units; use saliency, input_x_gradient, integrated_gradients or occlusion "
+        "with deletion_auc, insertion_auc or randomization_similarity"
+    )
 
 
 def feature_problems(resolved: ResolvedPolicy, task: Task | None) -> list[Problem]:

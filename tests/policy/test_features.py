@@ -141,3 +141,19 @@ def test_features_need_a_task_that_takes_features(tmp_path) -> None:
         load_policy(path)
     text = str(caught.value)
     assert f"{path}:3:1: features:" in text and "features [N, F]" in text
+
+
+def test_attribution_noise_in_the_input_range_is_refused_beside_features(tmp_path) -> None:
+    body = POLICY.format(constraint="a <= b", attack="constrained") + (
+        "  - id: stable\n    kind: attribution\n    method: smoothgrad\n    metric: max_sensitivity\n"
+        "    max: 1\n  - id: faithful\n    kind: attribution\n    method: integrated_gradients\n"
+        "    metric: deletion_auc\n    max: 0.5\n"
+    )
+    path = tmp_path / "policy.yaml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(PolicyValidationError) as caught:
+        load_policy(path)
+    text = str(caught.value)
+    assert "checks[1].method: the method 'smoothgrad' adds noise" in text
+    assert "checks[1].metric: the metric 'max_sensitivity' adds noise" in text
+    assert "checks[2]" not in text

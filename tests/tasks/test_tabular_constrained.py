@@ -205,3 +205,42 @@ def test_a_schema_the_data_breaks_is_a_data_error(tmp_path: Path, credit: dict[s
     assert result.exit_code == 2, result.output
     assert "breaks the policy's features section" in result.output
     assert "'interest <= 0.1 * loan' does not hold" in result.output
+
+
+def test_an_interrupted_constrained_check_resumes_to_the_same_numbers(
+    tmp_path: Path, credit: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gate.model import ModelSpec
+    from gate.runner import RunOptions, run_gate
+
+    policy = write_policy(tmp_path / "policy.yaml", POLICY)
+
+    def run(folder: str, resume: bool) -> Report:
+        return run_gate(
+            RunOptions(
+                policy=str(policy), model=ModelSpec(source=str(credit["mlp"]), device="cpu"),
+                data=str(credit["data"]), report_dir=tmp_path / folder, batch_size=50, resume=resume,
+            )
+        )  # fmt: skip
+
+    fresh = run("fresh", resume=False)
+    original = ConstrainedAuto.perturb
+    calls = {"count": 0}
+
+    def interrupted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise KeyboardInterrupt  # cancelled in the third of four batches
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConstrainedAuto, "perturb", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", resume=False)
+    monkeypatch.setattr(ConstrainedAuto, "perturb", original)
+    resumed = run("resumed", resume=True)
+    assert resumed.resumed_entries >= 4  # accuracy, parity and two attack batches at least
+
+    def numbers(report: Report) -> dict[str, tuple]:
+        return {c.id: (c.status, c.value, c.successes, c.details.get("attack_stages")) for c in report.checks}
+
+    assert numbers(resumed) == numbers(fresh)
