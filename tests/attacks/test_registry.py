@@ -5,7 +5,9 @@ import pytest
 import gate.attacks as attacks
 from gate.attacks.registry import ATTACKS, attack_class, make_attack
 
-NAMES = {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "fab", "square", "autoattack"}
+NAMES = {
+    "fgsm", "pgd", "apgd-ce", "apgd-dlr", "fab", "square", "autoattack", "cpgd", "constrained-search", "constrained",
+}  # fmt: skip
 
 
 def test_registry_names_are_exactly_the_documented_ones():
