@@ -70,7 +70,7 @@ class ConstrainedSearch(FeatureAttack):
 
     def _initial(self, x: torch.Tensor, rngs: list[torch.Generator]) -> torch.Tensor:
         threat = self.threat
-        lower, upper = threat._limits(x)
+        lower, upper = threat.limits(x)
         size, features = self.population, x.shape[1]
         draws = _draw(rngs, (size, 3 * features), x.device, x.dtype)
         uniform, corners, sparse = draws.split(features, dim=2)
@@ -115,7 +115,7 @@ class ConstrainedSearch(FeatureAttack):
         )
         noise = normal * MUTATION_SIZE * unit
         child = child + torch.where(moves < MUTATION_RATE, noise, torch.zeros_like(noise))
-        lower, upper = self.threat._limits(x)
+        lower, upper = self.threat.limits(x)
         jump = lower[:, None] + jump_to * (upper - lower)[:, None]
         return self._project(torch.where(jumps < JUMP_RATE, jump, child), x)
 

@@ -340,13 +340,19 @@ class FeatureThreat:
     norm: Norm
     eps: float
 
-    def _limits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Element-wise limits: ranges, per-feature maximum changes, immutability and (L∞) the ball."""
+    def reach(self, x: torch.Tensor) -> torch.Tensor:
+        """How far each feature of ``x`` may move: its maximum change, for L∞ also ε times its scale, and
+        nothing for an immutable feature."""
         space = self.space.on(x.device)
         reach = space.max_change.expand_as(x)
         if self.norm == "linf":
             reach = torch.minimum(reach, self.eps * space.scale)
-        reach = torch.where(space.mutable, reach, torch.zeros_like(reach))
+        return torch.where(space.mutable, reach, torch.zeros_like(reach))
+
+    def limits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Element-wise limits: ranges, per-feature maximum changes, immutability and (L∞) the ball."""
+        space = self.space.on(x.device)
+        reach = self.reach(x)
         lower = torch.maximum(x - reach, space.low)
         upper = torch.minimum(x + reach, space.high)
         # A clean value outside the declared range stays where it is rather than being moved by the clip.
@@ -354,7 +360,7 @@ class FeatureThreat:
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The nearest point (for L2, in standardised units, then clipped) inside the box and the ball."""
-        lower, upper = self._limits(x)
+        lower, upper = self.limits(x)
         if self.norm == "l2":
             scale = self.space.scale.to(x.device)
             delta = (x_adv - x) / scale
@@ -371,10 +377,7 @@ class FeatureThreat:
         """
         space = self.space.on(x.device)
         delta = x_adv - x
-        reach = space.max_change.expand_as(x)
-        if self.norm == "linf":
-            reach = torch.minimum(reach, self.eps * space.scale)
-        reach = torch.where(space.mutable, reach, torch.zeros_like(reach))
+        reach = self.reach(x)
         size = delta.abs()
         ratio = torch.where(size > reach, reach / size.clamp_min(_TINY), torch.ones_like(size))
         t = ratio.amin(dim=1).clamp(max=1.0)
@@ -390,7 +393,7 @@ class FeatureThreat:
         space = self.space.on(x.device)
         candidate = self.shrink(space.repair(self.project(x_adv, x)), x)
         rounded = space.round_types(candidate, x)
-        lower, upper = self._limits(x)
+        lower, upper = self.limits(x)
         outside = (rounded < lower) | (rounded > upper)
         towards = x + torch.trunc(candidate - x)
         fixed = torch.where(space.integral & outside, towards, rounded)
@@ -398,7 +401,7 @@ class FeatureThreat:
 
     def random_start(self, x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
         """A point of the box from ``uniform`` noise in [0, 1) of ``x``'s shape (then projected on the ball)."""
-        lower, upper = self._limits(x)
+        lower, upper = self.limits(x)
         return self.project(lower + uniform * (upper - lower), x)
 
     def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,14 +43,14 @@ def prepare_inputs(directory: Path) -> tuple[Path, dict[str, Path]]:
     return data_path, weights
 
 
-def run_demo(report_dir: Path, *, device: str = "auto", progress: Progress | None = None) -> list[DemoResult]:
-    """Gate the standard and the robust model; each gets its own report folder under ``report_dir``."""
-    data_path, weights = prepare_inputs(report_dir / "inputs")
+def gate_each(
+    policy: str, specs: dict[str, ModelSpec], data_path: Path, report_dir: Path, progress: Progress | None
+) -> list[DemoResult]:
+    """Gate each named model under ``policy``, each in its own report folder under ``report_dir``."""
     results = []
-    for name, weights_path in weights.items():
-        spec = ModelSpec(source=FACTORY, weights=weights_path, input_shape=(1, 8, 8), device=device)  # type: ignore[arg-type]
+    for name, spec in specs.items():
         options = RunOptions(
-            policy=DEMO_POLICY,
+            policy=policy,
             model=spec,
             data=str(data_path),
             report_dir=report_dir / name,
@@ -59,6 +60,16 @@ def run_demo(report_dir: Path, *, device: str = "auto", progress: Progress | Non
         write_reports(report, options.report_dir)
         results.append(DemoResult(name, report, options.report_dir))
     return results
+
+
+def run_demo(report_dir: Path, *, device: str = "auto", progress: Progress | None = None) -> list[DemoResult]:
+    """Gate the standard and the robust model; each gets its own report folder under ``report_dir``."""
+    data_path, weights = prepare_inputs(report_dir / "inputs")
+    specs = {
+        name: ModelSpec(source=FACTORY, weights=path, input_shape=(1, 8, 8), device=device)  # type: ignore[arg-type]
+        for name, path in weights.items()
+    }
+    return gate_each(DEMO_POLICY, specs, data_path, report_dir, progress)
 
 
 TABULAR_POLICY = "builtin:demo-tabular"
@@ -88,19 +99,6 @@ def run_tabular_demo(
     report_dir: Path, *, device: str = "auto", progress: Progress | None = None
 ) -> list[DemoResult]:
     """Gate the random forest and the MLP under ``builtin:demo-tabular``, each in its own report folder."""
-    import dataclasses
-
     data_path, specs = prepare_tabular_inputs(report_dir / "inputs")
-    results = []
-    for name, spec in specs.items():
-        options = RunOptions(
-            policy=TABULAR_POLICY,
-            model=dataclasses.replace(spec, device=device),  # type: ignore[arg-type]
-            data=str(data_path),
-            report_dir=report_dir / name,
-            progress=progress or Progress(enabled=False),
-        )
-        report = run_gate(options)
-        write_reports(report, options.report_dir)
-        results.append(DemoResult(name, report, options.report_dir))
-    return results
+    on_device = {name: dataclasses.replace(spec, device=device) for name, spec in specs.items()}  # type: ignore[arg-type]
+    return gate_each(TABULAR_POLICY, on_device, data_path, report_dir, progress)
