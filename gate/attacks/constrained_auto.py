@@ -10,7 +10,7 @@ import torch
 
 from gate.attacks.constrained_pgd import ConstrainedPGD
 from gate.attacks.constrained_search import ConstrainedSearch
-from gate.attacks.feature_attack import AttackModels, FeatureAttack, FeatureOutcome
+from gate.attacks.feature_attack import AttackModels, FeatureAttack
 from gate.attacks.feature_space import FeatureThreat
 
 
@@ -40,42 +40,31 @@ class ConstrainedAuto(FeatureAttack):
         first = "cpgd (white-box: the model has gradients)" if reason is None else f"cpgd skipped: {reason}"
         return [first, "constrained-search (black-box: the deployed model's scores only)"]
 
-    def perturb(
-        self, models: AttackModels, x: torch.Tensor, y: torch.Tensor, *, index: torch.Tensor | None = None
-    ) -> FeatureOutcome:
-        x_adv = x.detach().clone()
-        # The deployed scores decide which samples are still robust between the stages.
-        robust = self.search_stage.judge(models, x, y)
+    def _run(
+        self, models: AttackModels, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CPGD where there are gradients, then the search on what the deployed scores still call robust;
+        :meth:`FeatureAttack.perturb` judges the combined candidates once more."""
+        x_adv = x.clone()
+        robust = torch.ones(len(x), dtype=torch.bool, device=x.device)  # perturb passes correct samples only
         met = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-        reason = self.gradient_stage.available(models)
-        if reason is None:
-            active = robust.nonzero().squeeze(1)
-            if active.numel():
-                keys = None if index is None else index[active]
-                first = self.gradient_stage.perturb(models, x[active], y[active], index=keys)
-                broken = ~self.search_stage.judge(models, first.x_adv, y[active])
-                x_adv[active[broken]] = first.x_adv[broken]
-                robust[active[broken]] = False
-                if first.rejected_reasons is not None:
-                    met[active] |= first.rejected_reasons
-        active = robust.nonzero().squeeze(1)
+        if self.gradient_stage.available(models) is None:
+            first = self.gradient_stage.perturb(models, x, y, index=keys)
+            broken = ~self.search_stage.judge(models, first.x_adv, y)
+            x_adv = torch.where(broken[:, None], first.x_adv, x_adv)
+            robust &= ~broken
+            if first.rejected_reasons is not None:
+                met |= first.rejected_reasons
         queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+        active = robust.nonzero().squeeze(1)
         if active.numel():
-            keys = None if index is None else index[active]
-            second = self.search_stage.perturb(models, x[active], y[active], index=keys)
+            second = self.search_stage.perturb(models, x[active], y[active], index=keys[active])
             x_adv[active] = second.x_adv
-            robust[active] = second.robust
             if second.queries is not None:
                 queries[active] = second.queries
             if second.rejected_reasons is not None:
                 met[active] |= second.rejected_reasons
-        met = torch.where(robust, met, torch.zeros_like(met))
-        return FeatureOutcome(x_adv, robust, queries, self.plan(models), robust & (met != 0), met)
-
-    def _run(
-        self, models: AttackModels, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        raise NotImplementedError("the ensemble runs its stages in perturb")
+        return x_adv, queries, met
 
 
 __all__ = ["ConstrainedAuto"]
