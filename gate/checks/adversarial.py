@@ -165,6 +165,46 @@ class AttackRun:
         }
 
 
+@dataclass
+class _Perturbed:
+    """One batch after the attack: the examples, the attacker's own verdict on the attacked rows, and the
+    candidates a feature-space attack dropped as infeasible (with their reasons)."""
+
+    x_adv: torch.Tensor
+    attacker_robust: torch.Tensor | None
+    rejected: torch.Tensor
+    reasons: torch.Tensor
+
+
+def _perturb(
+    attack: Attack | FeatureAttack, target: Model | AttackModels, batch: Batch, attacked: torch.Tensor
+) -> _Perturbed:
+    """Run ``attack`` on the ``attacked`` rows of ``batch``, watching the gradients it takes for NaN."""
+    x, y, index = batch.x, batch.y, batch.index
+    x_adv = x.clone()
+    rejected = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    reasons = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    if not len(attacked):
+        return _Perturbed(x_adv, None, rejected, reasons)
+    if isinstance(attack, FeatureAttack) and isinstance(target, AttackModels):
+        watch = None if target.gradient is None else FiniteWatch(target.gradient, x.device)
+        watched = target if watch is None else dataclasses.replace(target, gradient=watch)
+        outcome = attack.perturb(watched, x[attacked], y[attacked], index=index[attacked])
+        if outcome.rejected is not None and outcome.rejected_reasons is not None:
+            rejected[attacked], reasons[attacked] = outcome.rejected, outcome.rejected_reasons
+    elif isinstance(attack, Attack) and not isinstance(target, AttackModels):
+        watch = FiniteWatch(target, x.device)
+        outcome = attack.perturb(watch, x[attacked], y[attacked], index=index[attacked])
+    else:
+        raise TypeError(f"{attack.name} was given a model it cannot query")
+    if watch is not None:
+        _check_finite(attack, watch, index[attacked])
+    x_adv[attacked] = outcome.x_adv
+    if isinstance(attack, Attack):
+        _check_budget(attack, x, x_adv, attack.bounds)
+    return _Perturbed(x_adv, outcome.robust, rejected, reasons)
+
+
 def run_attack(
     attack: Attack | FeatureAttack,
     context: CheckContext,
@@ -174,46 +214,23 @@ def run_attack(
     only: torch.Tensor | None = None,
 ) -> AttackRun:
     """Attack every selected sample (or those whose dataset index is in ``only``) batch by batch."""
+    target: Model | AttackModels
     stages: list[str] = []
     if isinstance(attack, FeatureAttack):
-        models, _ = feature_attack_models(attack, context)
-        stages = attack.plan(models)
-        model: Model | None = None
+        target, _ = feature_attack_models(attack, context)
+        stages = attack.plan(target)
     else:
-        model = attack_model(attack, context)
+        target = attack_model(attack, context)
     examples: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
     space = context.features
     _, _, clean_predictions = context.clean_predictions()  # one session pass per run, shared by checks
 
     def attack_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        x, y, index = batch.x, batch.y, batch.index
-        predictions = clean_predictions[rows].to(x.device)
-        clean_correct = context.task.correct(predictions, y)
-        x_adv = x.clone()
+        x, y = batch.x, batch.y
+        clean_correct = context.task.correct(clean_predictions[rows].to(x.device), y)
         attacked = clean_correct.nonzero().squeeze(1)
-        pytorch_robust = torch.zeros_like(clean_correct)
-        rejected = torch.zeros_like(clean_correct)
-        reasons = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-        outcome = None
-        if len(attacked) and isinstance(attack, FeatureAttack):
-            watched = models
-            watch = None
-            if models.gradient is not None:
-                watch = FiniteWatch(models.gradient, x.device)
-                watched = dataclasses.replace(models, gradient=watch)
-            outcome = attack.perturb(watched, x[attacked], y[attacked], index=index[attacked])
-            if watch is not None:
-                _check_finite(attack, watch, index[attacked])
-            x_adv[attacked] = outcome.x_adv
-            if outcome.rejected is not None:
-                rejected[attacked] = outcome.rejected
-                reasons[attacked] = outcome.rejected_reasons
-        elif len(attacked) and model is not None:
-            watch = FiniteWatch(model, x.device)
-            outcome = attack.perturb(watch, x[attacked], y[attacked], index=index[attacked])
-            _check_finite(attack, watch, index[attacked])
-            x_adv[attacked] = outcome.x_adv
-            _check_budget(attack, x, x_adv, attack.bounds)
+        perturbed = _perturb(attack, target, batch, attacked)
+        x_adv = perturbed.x_adv
         adversarial_prediction = context.task.predict(
             context.model.scores(x_adv)
         )  # the deployed model decides
@@ -221,17 +238,19 @@ def run_attack(
         columns: dict[str, torch.Tensor] = {}
         if space is not None:
             # An example outside the feature space is no example: its sample stays robust.
-            bits = space.violations(x_adv, x)
             if isinstance(attack, FeatureAttack):
                 _, bits = attack.threat.feasible(x_adv, x)
+            else:
+                bits = space.violations(x_adv, x)
             infeasible = clean_correct & ~deployed_correct & (bits != 0)
             deployed_correct = deployed_correct | infeasible
-            reasons = torch.where(infeasible, bits, reasons)
-            columns.update(infeasible=infeasible, infeasible_reasons=reasons, rejected=rejected)
+            reasons = torch.where(infeasible, bits, perturbed.reasons)
+            columns.update(infeasible=infeasible, infeasible_reasons=reasons, rejected=perturbed.rejected)
+        pytorch_robust = torch.zeros_like(clean_correct)
         disagrees = torch.zeros_like(clean_correct)
-        if outcome is not None:
-            pytorch_robust[attacked] = outcome.robust
-            disagrees[attacked] = outcome.robust != deployed_correct[attacked]
+        if perturbed.attacker_robust is not None:
+            pytorch_robust[attacked] = perturbed.attacker_robust
+            disagrees[attacked] = perturbed.attacker_robust != deployed_correct[attacked]
         robust = clean_correct & deployed_correct
         broken = clean_correct & ~robust
         distance = torch.zeros(len(x), dtype=torch.float32, device=x.device)
@@ -242,7 +261,7 @@ def run_attack(
         for i in broken.nonzero().squeeze(1).tolist()[: max(0, keep_examples - len(examples))]:
             examples.append((x[i].cpu(), x_adv[i].cpu(), int(y[i]), int(adversarial_prediction[i])))
         return {
-            "index": index,
+            "index": batch.index,
             "robust": robust,
             "clean_correct": clean_correct,
             "distance": distance,
@@ -257,7 +276,7 @@ def run_attack(
     return AttackRun(columns, examples, stages)
 
 
-def _check_finite(attack: Attack, watch: FiniteWatch, index: torch.Tensor) -> None:
+def _check_finite(attack: Attack | FeatureAttack, watch: FiniteWatch, index: torch.Tensor) -> None:
     """Read the attack's finite flag once per batch: a NaN gradient would count as robustness."""
     if bool(watch.finite):
         return
