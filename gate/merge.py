@@ -377,8 +377,9 @@ def _judged_in_shard_one(
         message = "cannot merge: shard 1 carries no value for this whole-set diagnostic"
         return _located(error_result(spec, message, waiver, settings), base)
     measurement = Measurement(
-        value=base.value, n=base.n, details=dict(base.details), findings=list(base.findings)
-    )
+        value=base.value, n=base.n, details=dict(base.details), findings=list(base.findings),
+        incomplete=list(base.details.get("incomplete", [])),
+    )  # fmt: skip
     result = judge(spec, measurement, settings, waiver=waiver, baseline=baseline)
     return _located(result, base).model_copy(
         update={"artifacts": base.artifacts, "duration_s": base.duration_s}

@@ -88,7 +88,7 @@ def judge(
     failed = bool(reasons)
     waiver_state = _waiver_state(waiver, failed, settings.today)
     if not failed:
-        status = "pass"
+        status = "warn" if measurement.incomplete else "pass"
     elif waiver_state is not None and waiver_state.state == "active":
         status = "waived"
     else:
@@ -262,6 +262,8 @@ def _message(
     else:
         value += f" (n={measurement.n})"
     verdict = "; ".join(reasons) if reasons else "meets the policy"
+    if measurement.incomplete and not reasons:
+        verdict += f", but incomplete ({'; '.join(measurement.incomplete)}), so it is a warning, not a pass"
     text = f"{value}: {verdict}"
     if to_decide is not None:
         text += f" (the interval straddles the threshold; about {to_decide} samples would decide it)"

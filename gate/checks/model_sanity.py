@@ -118,11 +118,17 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
         message = (
             "; ".join(f.code for f in findings) if findings else "no sign of a model that evades evaluation"
         )
+        incomplete = []
         if module is None:
             message += "; gradient diagnostics skipped: no differentiable model"
+            incomplete.append(
+                f"the gradient diagnostics did not run: {context.model.gradient_unavailable_reason}"
+            )
+            details["incomplete"] = incomplete  # gate merge re-judges shard 1's result from its details
         return Measurement(
-            value=float(len(findings)), n=len(x), findings=findings, details=details, message=message
-        )
+            value=float(len(findings)), n=len(x), findings=findings, details=details, message=message,
+            incomplete=incomplete,
+        )  # fmt: skip
 
     def _nondeterminism(
         self,
