@@ -42,6 +42,47 @@ def hard_sigmoid(call: OpCall, x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(call.attr("alpha", 0.2) * x + call.attr("beta", 0.5), 0.0, 1.0)
 
 
+# ONNX's defaults, as float32 constants (the spec writes them to 24 digits).
+SELU_ALPHA = 1.67326319217681884765625
+SELU_GAMMA = 1.05070102214813232421875
+
+
+def selu(call: OpCall, x: torch.Tensor) -> torch.Tensor:
+    alpha, gamma = call.attr("alpha", SELU_ALPHA), call.attr("gamma", SELU_GAMMA)
+    # Clamping keeps exp from overflowing on the unused branch, whose inf would turn the gradient into NaN.
+    return gamma * torch.where(x > 0, x, alpha * torch.expm1(torch.clamp(x, max=0.0)))
+
+
+def thresholded_relu(call: OpCall, x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > call.attr("alpha", 1.0), x, torch.zeros_like(x))
+
+
+def shrink(call: OpCall, x: torch.Tensor) -> torch.Tensor:
+    bias, lambd = call.attr("bias", 0.0), call.attr("lambd", 0.5)
+    zero = torch.zeros_like(x)
+    return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, zero))
+
+
+def prelu(call: OpCall, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    # Unidirectional broadcasting: the slope broadcasts to x's shape, never the other way round.
+    if torch.broadcast_shapes(x.shape, slope.shape) != x.shape:
+        raise call.unsupported(
+            f"a slope of shape {tuple(slope.shape)} for an input of shape {tuple(x.shape)}"
+        )
+    return torch.where(x < 0, slope * x, x)
+
+
+def is_inf(call: OpCall, x: torch.Tensor) -> torch.Tensor:
+    negative, positive = call.attr("detect_negative", 1), call.attr("detect_positive", 1)
+    if negative and positive:
+        return torch.isinf(x)
+    if positive:
+        return torch.isposinf(x)
+    if negative:
+        return torch.isneginf(x)
+    return torch.zeros_like(x, dtype=torch.bool)
+
+
 def gelu(call: OpCall, x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate=call.attr("approximate", "none"))
 
@@ -188,6 +229,14 @@ OPS: dict[str, OpFunction] = {
     "Elu": elu,
     "HardSigmoid": hard_sigmoid,
     "Gelu": gelu,
+    "Selu": selu,
+    "Mish": _unary(F.mish),
+    "Softsign": _unary(F.softsign),
+    "ThresholdedRelu": thresholded_relu,
+    "Shrink": shrink,
+    "PRelu": prelu,
+    "IsNaN": _unary(torch.isnan),
+    "IsInf": is_inf,
     "Softmax": softmax_like(torch.softmax),
     "LogSoftmax": softmax_like(torch.log_softmax),
     "Clip": clip,

@@ -69,6 +69,38 @@ def gather(call: OpCall, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor
     return picked.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :]))
 
 
+def gather_nd(call: OpCall, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    batch_dims = call.attr("batch_dims", 0)
+    depth = indices.shape[-1]
+    batch_shape, rest_shape = x.shape[:batch_dims], x.shape[batch_dims + depth :]
+    batches = math.prod(batch_shape)
+    flat = x.reshape(batches, *x.shape[batch_dims:])
+    index = indices.long().reshape(batches, -1, depth)
+    # Negative indices count from the back of their axis, as in Gather.
+    index = index % torch.tensor(x.shape[batch_dims : batch_dims + depth], device=index.device)
+    batch = torch.arange(batches, device=index.device).unsqueeze(1).expand(index.shape[:2])
+    picked = flat[(batch, *index.unbind(-1))]
+    return picked.reshape(*indices.shape[:-1], *rest_shape)
+
+
+def depth_to_space(call: OpCall, x: torch.Tensor) -> torch.Tensor:
+    block = call.attr("blocksize")
+    n, c, h, w = x.shape
+    depth = c // (block * block)
+    if call.attr("mode", "DCR") == "CRD":
+        moved = x.reshape(n, depth, block, block, h, w).permute(0, 1, 4, 2, 5, 3)
+    else:
+        moved = x.reshape(n, block, block, depth, h, w).permute(0, 3, 4, 1, 5, 2)
+    return moved.reshape(n, depth, h * block, w * block)
+
+
+def space_to_depth(call: OpCall, x: torch.Tensor) -> torch.Tensor:
+    block = call.attr("blocksize")
+    n, c, h, w = x.shape
+    moved = x.reshape(n, c, h // block, block, w // block, block).permute(0, 3, 5, 1, 2, 4)
+    return moved.reshape(n, c * block * block, h // block, w // block)
+
+
 def _axes(call: OpCall, axes: torch.Tensor | None) -> list[int] | None:
     return ints(axes) if axes is not None else call.attr("axes")
 
@@ -181,6 +213,9 @@ OPS: dict[str, OpFunction] = {
     "Transpose": transpose,
     "Concat": concat,
     "Gather": gather,
+    "GatherND": gather_nd,
+    "DepthToSpace": depth_to_space,
+    "SpaceToDepth": space_to_depth,
     "Unsqueeze": unsqueeze,
     "Squeeze": squeeze,
     "Slice": slice_,
