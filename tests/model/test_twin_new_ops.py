@@ -64,6 +64,8 @@ ACTIVATIONS: dict[str, tuple[str, dict[str, Any], dict[str, np.ndarray]]] = {
     "selu": ("Selu", {}, {}),
     "selu-alpha-gamma": ("Selu", {"alpha": 2.0, "gamma": 0.5}, {}),
     "elu-alpha": ("Elu", {"alpha": 0.7}, {}),
+    "celu": ("Celu", {}, {}),
+    "celu-alpha": ("Celu", {"alpha": 0.3}, {}),
     "mish": ("Mish", {}, {}),
     "softsign": ("Softsign", {}, {}),
     "softplus": ("Softplus", {}, {}),
@@ -159,7 +161,7 @@ def test_depth_and_space_moves_match_onnxruntime(op: str, attrs: dict[str, Any],
 
 def test_the_new_ops_are_in_the_supported_set() -> None:
     new = {"IsNaN", "IsInf", "GatherND", "PRelu", "Selu", "Mish", "DepthToSpace", "SpaceToDepth"}
-    new |= {"ThresholdedRelu", "Softsign", "Shrink"}
+    new |= {"Celu", "ThresholdedRelu", "Softsign", "Shrink"}
     assert new <= set(supported_ops())
 
 

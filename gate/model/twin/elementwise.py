@@ -53,6 +53,10 @@ def selu(call: OpCall, x: torch.Tensor) -> torch.Tensor:
     return gamma * torch.where(x > 0, x, alpha * torch.expm1(torch.clamp(x, max=0.0)))
 
 
+def celu(call: OpCall, x: torch.Tensor) -> torch.Tensor:
+    return F.celu(x, call.attr("alpha", 1.0))
+
+
 def thresholded_relu(call: OpCall, x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > call.attr("alpha", 1.0), x, torch.zeros_like(x))
 
@@ -230,6 +234,7 @@ OPS: dict[str, OpFunction] = {
     "HardSigmoid": hard_sigmoid,
     "Gelu": gelu,
     "Selu": selu,
+    "Celu": celu,
     "Mish": _unary(F.mish),
     "Softsign": _unary(F.softsign),
     "ThresholdedRelu": thresholded_relu,
