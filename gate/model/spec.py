@@ -24,10 +24,6 @@ CARD_KEYS = ("source", "weights", "input_shape", "mean", "std", "class_names", "
 # Options whose command-line flag is not ``--`` plus the key (``gate export`` already has an --output).
 CLI_FLAGS = {"output": "--model-output"}
 
-_TORCH_OUTPUT = (
-    "a PyTorch source is exported with one output, its logits; output chooses among an ONNX file's outputs"
-)
-
 KIND_NAMES: dict[str, str] = {
     "factory": "a package.module:factory",
     "onnx": "an ONNX model",
@@ -49,15 +45,12 @@ UNUSED_OPTIONS: dict[str, dict[str, str]] = {
     "torchscript": {
         "weights": "a TorchScript archive carries its own weights",
         "trust_pickle": "torch.jit.load only unpickles TorchScript types, so there is nothing to trust",
-        "output": _TORCH_OUTPUT,
     },
-    "torch.export": {"weights": "a torch.export program carries its own weights", "output": _TORCH_OUTPUT},
+    "torch.export": {"weights": "a torch.export program carries its own weights"},
     "factory": {
         "trust_pickle": "a factory's weights are read as safetensors or with weights_only=True, never "
         "unpickled (a whole pickled model is given as the model itself, with --trust-pickle)",
-        "output": _TORCH_OUTPUT,
     },
-    "pickle": {"output": _TORCH_OUTPUT},
 }
 
 # Kinds whose exporter is fixed; asking for the other one is refused (the same value is harmless).
@@ -74,7 +67,8 @@ class ModelSpec:
     ``mean``/``std`` are applied inside gate, so perturbation budgets stay in the input range the
     policy speaks about (usually [0, 1]). ``input_shape`` is per sample, without the batch axis.
     ``output`` names the output of an ONNX file whose scores gate judges (``gate/model/outputs.py``);
-    without it gate picks the one float output, or a ZipMap.
+    without it gate picks the one float output, or a ZipMap. For a PyTorch source it picks among the
+    forward's outputs, a key, attribute or index (``gate/model/torch_outputs.py``).
     """
 
     source: str

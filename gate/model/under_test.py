@@ -39,6 +39,7 @@ from gate.model.squashing import (
     looks_like_probabilities,
     probability_evidence,
 )
+from gate.model.torch_outputs import select_output
 from gate.model.twin import build_twin
 
 DEFAULT_BATCH_SIZE = 256
@@ -563,19 +564,23 @@ def _load_torch(
     example = example[:2].to(torch.float32).cpu()
     if normalize is not None:
         example = normalize(example)
+    # One logits tensor out of a tuple, dict or ModelOutput, for the export and the gradient module alike.
+    module, output_note = select_output(source.module, example, spec.output)
+    exportable = source.exportable if module is source.module else module
     # torch.export cannot trace a ScriptModule, and an ExportedProgram is already what the dynamo exporter reads.
     exporter = FIXED_EXPORTER[kind][0] if kind in FIXED_EXPORTER else spec.exporter
     if exporter != spec.exporter:
         logger.info("a %s source is exported with the %s exporter", kind, exporter)
     path = Path(work_dir) / "model.onnx"
     Path(f"{path}.data").unlink(missing_ok=True)
-    info = export_to_onnx(source.exportable, example, path, exporter=exporter, opset=spec.opset)
+    info = export_to_onnx(exportable, example, path, exporter=exporter, opset=spec.opset)
     session = open_session(path, spec.device)
     _check_onnx_signature(session, path)
     # The export shows whether the module squashes its outputs, however its code spells the squashing.
     squashing = graph_squashing(onnx.load(str(path), load_external_data=False))
     kind_of_squashing = None if squashing is None else squashing[0]
     evidence = f"a final {kind_of_squashing}" if kind_of_squashing in UNDONE else None
+    exported = session.get_outputs()[0].name
     return ModelUnderTest(
         session=session,
         onnx_path=path,
@@ -583,14 +588,13 @@ def _load_torch(
         source_kind=kind,
         input_shape=input_shape,
         device=torch_device(spec.device, session.get_providers()[0]),
-        torch_module=source.module,
+        torch_module=module,
         normalize=normalize,
         class_names=spec.class_names,
         export_info=info,
         output_squashing=kind_of_squashing,
-        logits_module=(
-            BeforeSquashing(source.module, kind_of_squashing) if kind_of_squashing in UNDONE else None
-        ),
+        logits_module=BeforeSquashing(module, kind_of_squashing) if kind_of_squashing in UNDONE else None,
+        output=OutputChoice(exported, exported, note=output_note),
         probabilities_from=evidence,
     )
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gate.errors import ModelError, UsageError
+from gate.errors import ModelError
 from gate.model import ModelSpec, load_model, load_model_card, merge_spec
 
 pytest.importorskip("skl2onnx")
@@ -172,9 +172,10 @@ def test_the_model_card_s_output_reaches_the_spec(onnx_files, tmp_path) -> None:
         load_model_card(card)
 
 
-def test_output_does_not_apply_to_a_pytorch_source(tmp_path) -> None:
-    with pytest.raises(UsageError, match=r"--model-output does not apply to a package.module:factory"):
-        merge_spec(None, source="gate.demo.models:digits_cnn", output="logits")
+def test_output_also_picks_among_a_pytorch_forward_s_outputs(tmp_path) -> None:
+    # For torch sources ``output`` chooses among the forward's outputs (tests/model/test_torch_outputs.py).
+    spec = merge_spec(None, source="gate.demo.models:digits_cnn", output="logits")
+    assert spec.output == "logits"
 
 
 def test_a_string_keyed_zipmap_is_refused_with_the_hint(tmp_path) -> None:
