@@ -61,17 +61,17 @@ def test_max_abs_diff_without_a_twin_is_an_error(gate_run, tmp_path, cancer_npz)
 def test_no_twin_and_no_label_output_is_an_error(gate_run, tmp_path, cancer_npz) -> None:
     weights = np.random.default_rng(0).standard_normal((30, 2)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Celu", ["z"], ["y"])],
-        "celu",
+        [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Hardmax", ["z"], ["y"])],
+        "hardmax",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 30])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
         [numpy_helper.from_array(weights, "w")],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
-    path = tmp_path / "celu.onnx"
+    path = tmp_path / "hardmax.onnx"
     onnx.save_model(proto, str(path))
     check = only_check(gate_run(POLICY.format(extra=""), path, cancer_npz))
     assert check.status == "error"
-    assert "there is none: the ONNX graph uses operator(s) the twin does not implement: Celu" in check.message
+    assert "there is none: the ONNX graph uses operator(s) the twin does not implement: Hardmax" in check.message
     assert "nor has the model a label output" in check.message
