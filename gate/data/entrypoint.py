@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +11,7 @@ import torch
 
 from gate.data.sources import ArraySource, DatasetSource
 from gate.errors import DataError
-from gate.references import REFERENCE
+from gate.references import REFERENCE, cwd_importable
 
 ENTRY_POINT = REFERENCE
 
@@ -27,22 +25,18 @@ def open_entry_point(source: str) -> ArraySource | DatasetSource:
     match = ENTRY_POINT.match(source)
     if match is None:
         raise DataError("expected a data entry point of the form package.module:function", path=source)
-    function = getattr(_import(source, match["module"]), match["function"], None)
-    if not callable(function):
-        raise DataError(f"module {match['module']} has no function {match['function']!r}", path=source)
-    try:
-        result = function()
-    except Exception as exc:
-        raise DataError(f"calling {source}() raised {exc!r}", path=source) from exc
+    with cwd_importable() as cwd:  # for the function's own (lazy) imports too
+        function = getattr(_import(source, match["module"], cwd), match["function"], None)
+        if not callable(function):
+            raise DataError(f"module {match['module']} has no function {match['function']!r}", path=source)
+        try:
+            result = function()
+        except Exception as exc:
+            raise DataError(f"calling {source}() raised {exc!r}", path=source) from exc
     return _wrap(source, result)
 
 
-def _import(source: str, module: str) -> Any:
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    importlib.invalidate_caches()  # a module written since the last import must be found
+def _import(source: str, module: str, cwd: str) -> Any:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -54,9 +48,6 @@ def _import(source: str, module: str) -> Any:
         raise DataError(f"importing {module!r} failed: {exc!r}", path=source) from exc
     except Exception as exc:
         raise DataError(f"importing {module!r} failed: {exc!r}", path=source) from exc
-    finally:
-        if added:
-            sys.path.remove(cwd)
 
 
 def _wrap(source: str, result: Any) -> ArraySource | DatasetSource:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import re
-import sys
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from gate.errors import ModelError
 from gate.model.files import checked_file
 from gate.model.spec import ModelSpec, source_kind
 from gate.model.untrusted import nothing_may_run
+from gate.references import cwd_importable
 
 __all__ = [
     "ExportedModule",
@@ -51,23 +49,10 @@ class TorchSource:
     example_input: torch.Tensor | None = None
 
 
-@contextmanager
-def _cwd_importable() -> Iterator[None]:
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-
-
 def load_factory(reference: str) -> nn.Module:
     """Import ``package.module:factory`` (the current directory importable) and call it."""
     module_name, _, attribute = reference.partition(":")
-    with _cwd_importable():
+    with cwd_importable():  # for the factory's own (lazy) imports too
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
@@ -75,15 +60,15 @@ def load_factory(reference: str) -> nn.Module:
                 f"cannot import module {module_name!r} for factory {reference!r}: {error}",
                 hint="run gate from the folder that contains the package, or install it",
             ) from error
-    factory = getattr(module, attribute, None)
-    if factory is None:
-        raise ModelError(f"module {module_name!r} has no attribute {attribute!r} (factory {reference!r})")
-    if not callable(factory):
-        raise ModelError(f"expected {reference!r} to be callable, found a {type(factory).__name__}")
-    try:
-        built = factory()
-    except Exception as error:
-        raise ModelError(f"factory {reference!r} raised {type(error).__name__}: {error}") from error
+        factory = getattr(module, attribute, None)
+        if factory is None:
+            raise ModelError(f"module {module_name!r} has no attribute {attribute!r} (factory {reference!r})")
+        if not callable(factory):
+            raise ModelError(f"expected {reference!r} to be callable, found a {type(factory).__name__}")
+        try:
+            built = factory()
+        except Exception as error:
+            raise ModelError(f"factory {reference!r} raised {type(error).__name__}: {error}") from error
     if not isinstance(built, nn.Module):
         raise ModelError(
             f"expected factory {reference!r} to return a torch.nn.Module, found {type(built).__name__}"

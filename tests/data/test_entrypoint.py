@@ -175,3 +175,22 @@ def test_dataset_items_must_agree_with_the_first(tmp_path: Path, monkeypatch: py
         load_data(f"{name}:ragged")
     with pytest.raises(DataError, match=r"item 2 has a mask of shape \(3, 2\); expected \[H, W\] = \(3, 3\)"):
         load_data(f"{name}:bad_mask")
+
+
+def test_a_data_function_may_import_a_module_of_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper = f"gate_test_helper_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{helper}.py").write_text("import numpy as np\nX = np.zeros((4, 3), np.float32)\n")
+    name = _module(
+        tmp_path,
+        monkeypatch,
+        f"""
+        import numpy as np
+        def load():
+            import {helper}
+            return {helper}.X, np.arange(4) % 2
+        """,
+    )
+    data = load_data(f"{name}:load")
+    assert data.sample_shape == (3,) and len(data) == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -41,6 +42,17 @@ def test_current_directory_is_importable(tmp_path, monkeypatch):
     )
     monkeypatch.chdir(tmp_path)
     assert isinstance(load_factory("local_models:build"), nn.Linear)
+
+
+def test_a_factory_may_import_a_module_of_the_current_directory_inside_its_body(tmp_path, monkeypatch):
+    """Issue 22: the directory stays importable while the factory runs, not only while it is imported."""
+    (tmp_path / "lazy_layers.py").write_text("import torch\nLAYER = torch.nn.Linear(64, 10)\n")
+    (tmp_path / "lazy_models.py").write_text(
+        "def build():\n    import lazy_layers\n    return lazy_layers.LAYER\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load_factory("lazy_models:build"), nn.Linear)
+    assert str(tmp_path) not in sys.path  # and is taken off again
 
 
 @pytest.mark.parametrize(
