@@ -54,34 +54,12 @@ def reason_names(bits: int) -> list[str]:
 
 @dataclass(frozen=True, eq=False)
 class LinearRelation:
-    """``coefficients · x + constant  relation  0`` on the feature vector."""
+    """``coefficients · x + constant  relation  0`` on the feature vector (judged, stacked with the other
+    rules, by :class:`RuleSet`)."""
 
     coefficients: torch.Tensor
     constant: float
     relation: str
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return x.double() @ self.coefficients.double() + self.constant
-
-    def tolerance(self, x: torch.Tensor) -> torch.Tensor:
-        magnitude = x.double().abs() @ self.coefficients.double().abs() + abs(self.constant)
-        return RELATIVE_TOLERANCE * magnitude + ABSOLUTE_TOLERANCE
-
-    def holds(self, x: torch.Tensor) -> torch.Tensor:
-        value = self.value(x)
-        if self.relation == "==":
-            return value.abs() <= self.tolerance(x)
-        if self.relation == "<":
-            return value < 0
-        return value <= self.tolerance(x)
-
-    def excess(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """How far ``x`` is from satisfying the relation, in standardised units (0 when it holds):
-        differentiable, for the attacks' penalty."""
-        value = x @ self.coefficients.to(x.dtype) + self.constant
-        unit = float((self.coefficients.abs() * scale).sum()) or 1.0
-        violation = value.abs() if self.relation == "==" else torch.relu(value)
-        return violation / unit
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,16 +71,6 @@ class FeatureRule:
     premise: LinearRelation | None = None
     dependent: int | None = None
     """The feature an equality determines (``total == a + b``: total), recomputed by :meth:`repair`."""
-
-    def holds(self, x: torch.Tensor) -> torch.Tensor:
-        holds = self.conclusion.holds(x)
-        return holds if self.premise is None else holds | ~self.premise.holds(x)
-
-    def excess(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        excess = self.conclusion.excess(x, scale)
-        if self.premise is None:
-            return excess
-        return excess * self.premise.holds(x.detach()).to(x.dtype)
 
 
 _RELATIONS = {"<=": 0, "<": 1, "==": 2}
@@ -152,7 +120,7 @@ class RuleSet:
         """``[N, K]``: each rule holds for each row."""
         double = x.double()
         conclusion = self._holds(double, self.coefficients, self.constants, self.kinds)
-        return conclusion | (self.has_premise & ~self.premises(x))
+        return conclusion | (self.has_premise & ~self.premises(double))
 
     def excess(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``[N]``: the summed standardised excess over every rule (differentiable in ``x``)."""
@@ -254,9 +222,10 @@ class FeatureSpace:
             return "an integer, binary or ordinal feature is off its values"
         if bool(space.off_one_hot(row, clean)[0]):
             return "a one-hot group does not hold exactly one 1"
-        for rule in space.rules:
-            if not bool(rule.holds(row)[0]):
-                return f"the constraint {rule.text!r} does not hold"
+        if space.rules:
+            broken = (~space.rule_set.holds(row)[0]).nonzero()
+            if broken.numel():
+                return f"the constraint {space.rules[int(broken[0])].text!r} does not hold"
         return None
 
     def off_type(self, x_adv: torch.Tensor) -> torch.Tensor:

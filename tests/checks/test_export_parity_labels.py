@@ -73,5 +73,7 @@ def test_no_twin_and_no_label_output_is_an_error(gate_run, tmp_path, cancer_npz)
     onnx.save_model(proto, str(path))
     check = only_check(gate_run(POLICY.format(extra=""), path, cancer_npz))
     assert check.status == "error"
-    assert "there is none: the ONNX graph uses operator(s) the twin does not implement: Hardmax" in check.message
+    assert (
+        "there is none: the ONNX graph uses operator(s) the twin does not implement: Hardmax" in check.message
+    )
     assert "nor has the model a label output" in check.message
