@@ -77,6 +77,8 @@ class RunOptions:
     exit_when_stuck: bool = False
     """With ``timeout``: end the process (exit 3) if the run is still going a grace period after its
     deadline, i.e. stuck in native code that no Python-level timer can interrupt. For the CLI only."""
+    export_cache: Path | None = None
+    """A folder of exports shared across report folders (``--export-cache``; ``GATE_EXPORT_CACHE``)."""
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -138,7 +140,12 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     space = feature_space_for(resolved, task, data, options.data)
     tick = time.monotonic()
     with _loading(run_deadline, ModelError, "the model's code", options.model.source):
-        model = load_model(options.model, work_dir=options.report_dir / "model", example_input=first.x)
+        model = load_model(
+            options.model,
+            work_dir=options.report_dir / "model",
+            example_input=first.x,
+            export_cache=options.export_cache,
+        )
         timings["load_model"] = time.monotonic() - tick
         _check_targets(task, data, model.num_classes, options.data)
         full_selection = select_indices(data.n_total, samples=samples, seed=seed, shard=None)

@@ -179,9 +179,9 @@ def model_options(function: Any) -> Any:
         ),
         click.option(
             "--exporter",
-            type=click.Choice(["dynamo", "torchscript"]),
+            type=click.Choice(["auto", "dynamo", "torchscript"]),
             default=None,
-            help="ONNX exporter (default dynamo).",
+            help="ONNX exporter (default auto: dynamo, and TorchScript where dynamo fails).",
         ),
         click.option("--opset", type=int, default=None, help="ONNX opset for the export."),
         click.option(
@@ -305,6 +305,13 @@ def build_model_spec(
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no table: only errors, and the exit code.")
+@click.option(
+    "--export-cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A folder of exports shared by every report folder, so a second run of the same model skips the "
+    "export (default: $GATE_EXPORT_CACHE; the report folder's model/ is always reused).",
+)
 def check(
     policy: str,
     policy_roots: tuple[Path, ...],
@@ -322,6 +329,7 @@ def check(
     output_format: str,
     as_json: bool,
     quiet: bool,
+    export_cache: Path | None,
     **model_flags: Any,
 ) -> None:
     """Evaluate a model against a policy and write the reports."""
@@ -352,6 +360,7 @@ def check(
         progress=console.Progress(enabled=False if quiet or as_json or output_format == "json" else None),
         policy_roots=tuple(policy_roots),
         exit_when_stuck=True,
+        export_cache=export_cache,
     )
     try:
         if ray_address is not None:

@@ -18,10 +18,14 @@ from torch import nn
 
 from gate.errors import ModelError
 from gate.model.onnx_file import read_onnx
-from gate.model.spec import Exporter
+from gate.model.spec import Exporter, ExporterName
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+
+# The TorchScript exporter's opset when it stands in for a failed dynamo export: 17 has
+# scaled_dot_product_attention's pieces and LayerNormalization (opset 11 fails on every ViT).
+FALLBACK_OPSET = 17
 
 # Protobuf cannot hold more than 2 GiB; above this the weights go to a ``.onnx.data`` file beside the model.
 INLINE_LIMIT_BYTES = 1536 * 1024**2
@@ -45,10 +49,14 @@ class ExportInfo:
 
     path: Path
     sha256: str
-    exporter: Exporter
+    exporter: ExporterName
     opset: int
     external_files: tuple[Path, ...]
     seconds: float
+    note: str | None = None
+    """Why the exporter used is not the one asked for (a dynamo failure the TorchScript exporter mended)."""
+    cached: str | None = None
+    """Where an earlier identical export was reused from (``gate/model/export_cache.py``), None if exported now."""
 
 
 @contextmanager
@@ -79,6 +87,34 @@ def _root_cause(error: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
     lines = [line for line in text.splitlines() if line.strip()][:2]
     return f"{type(error).__name__}: {' '.join(lines)[:400]}"
+
+
+# Causes an exporter gives, and what to try: (pattern in the root cause, advice).
+_ADVICE: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"data.dependent|GuardOnDataDependent|Could not guard on", re.I),
+        "the model branches on tensor values, which torch.export cannot trace: use --exporter torchscript "
+        "(it traces the branch the example takes), or write the branch with torch.where",
+    ),
+    (
+        re.compile(r"opset|Unsupported: ONNX export of operator|is not supported in opset", re.I),
+        f"an operator has no ONNX form at this opset: give a newer one (--opset {FALLBACK_OPSET} or 18)",
+    ),
+    (
+        re.compile(r"Constraints violated|dynamic_shapes|specializ", re.I),
+        "the batch axis cannot be dynamic for this model (it is fixed by a reshape or a view): make the "
+        "reshape use -1 or x.shape[0], or use --exporter torchscript",
+    ),
+)
+
+
+def export_advice(cause: str, exporter: ExporterName) -> str:
+    """What to try after ``exporter`` failed with ``cause`` (a root-cause line)."""
+    for pattern, advice in _ADVICE:
+        if pattern.search(cause):
+            return advice
+    other = "torchscript" if exporter == "dynamo" else "dynamo"
+    return f"try --exporter {other}, or a different --opset"
 
 
 def _batch_of_two(example_input: torch.Tensor) -> torch.Tensor:
@@ -140,41 +176,75 @@ def _infer_and_save(path: Path, inline: bool) -> None:
         onnx.save(inferred, str(path))
 
 
+def _export_with(
+    module: Any, example: torch.Tensor, path: Path, exporter: ExporterName, opset: int | None, inline: bool
+) -> str | None:
+    """Run one exporter; the root cause of its failure, or None when it wrote ``path``."""
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            _run_exporter(module, example, path, exporter, opset, inline)
+    except ModelError:
+        raise
+    except Exception as error:
+        logger.debug("the %s exporter failed", exporter, exc_info=True)
+        for leftover in (path, Path(f"{path}.data")):
+            leftover.unlink(missing_ok=True)
+        return _root_cause(error)
+    return None
+
+
 def export_to_onnx(
     module: nn.Module | torch.export.ExportedProgram,
     example_input: torch.Tensor,
     path: Path,
     *,
-    exporter: Exporter = "dynamo",
+    exporter: Exporter = "auto",
     opset: int | None = None,
 ) -> ExportInfo:
     """Export ``module`` to ``path`` with a dynamic batch axis, check it and hash the file(s) it wrote.
 
-    The model is written self-contained unless its weights exceed ``INLINE_LIMIT_BYTES``; then the
-    ``.onnx.data`` file stays beside it and is part of the hash.
+    ``auto`` is the dynamo exporter, and the TorchScript exporter (at ``opset`` or ``FALLBACK_OPSET``)
+    when dynamo fails; ``note`` then says so. The model is written self-contained unless its weights
+    exceed ``INLINE_LIMIT_BYTES``; then the ``.onnx.data`` file stays beside it and is part of the hash.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(module, nn.Module):
         module = module.eval()
     inline = _parameter_bytes(module) <= INLINE_LIMIT_BYTES
+    example = _batch_of_two(example_input.detach().cpu())
     started = time.perf_counter()
-    try:
-        with _quiet_exporter(), torch.no_grad():
-            _run_exporter(module, _batch_of_two(example_input.detach().cpu()), path, exporter, opset, inline)
-    except ModelError:
-        raise
-    except Exception as error:
-        hint = "try --exporter torchscript" if exporter == "dynamo" else "try --exporter dynamo"
+    first: ExporterName = "torchscript" if exporter == "torchscript" else "dynamo"
+    cause = _export_with(module, example, path, first, opset, inline)
+    used, note = first, None
+    can_fall_back = exporter == "auto" and not isinstance(module, torch.export.ExportedProgram)
+    if cause is not None and can_fall_back:
+        fallback_opset = opset or FALLBACK_OPSET
+        second = _export_with(module, example, path, "torchscript", fallback_opset, inline)
+        if second is None:
+            used = "torchscript"
+            note = (
+                f"the dynamo exporter failed ({cause[:200]}); the TorchScript exporter at opset "
+                f"{fallback_opset} exported the model instead"
+            )
+            logger.warning("%s", note)
+        else:
+            raise ModelError(
+                f"neither exporter could export the model: dynamo: {cause}; torchscript (opset "
+                f"{fallback_opset}): {second}",
+                path=path,
+                hint=export_advice(cause, "dynamo"),
+            )
+    elif cause is not None:
         raise ModelError(
-            f"the {exporter} exporter could not export the model: {_root_cause(error)}",
+            f"the {first} exporter could not export the model: {cause}",
             path=path,
-            hint=hint,
-        ) from error
+            hint=export_advice(cause, first),
+        )
     _infer_and_save(path, inline)
     _, onnx_file = read_onnx(path, with_data=False)
     seconds = time.perf_counter() - started
-    logger.info(
-        "exported %s with the %s exporter (opset %d) in %.1f s", path, exporter, onnx_file.opset, seconds
+    logger.info("exported %s with the %s exporter (opset %d) in %.1f s", path, used, onnx_file.opset, seconds)
+    return ExportInfo(
+        path, onnx_file.sha256, used, onnx_file.opset, onnx_file.external_files, seconds, note=note
     )
-    return ExportInfo(path, onnx_file.sha256, exporter, onnx_file.opset, onnx_file.external_files, seconds)

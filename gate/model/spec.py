@@ -12,7 +12,9 @@ from gate.errors import ModelError, UsageError
 from gate.model.files import archive_kind, checked_file
 from gate.references import REFERENCE, is_reference
 
-Exporter = Literal["dynamo", "torchscript"]
+ExporterName = Literal["dynamo", "torchscript"]
+# ``auto``: dynamo, and the TorchScript exporter where dynamo fails (``gate/model/export.py``).
+Exporter = Literal["auto", "dynamo", "torchscript"]
 Device = Literal["auto", "cpu", "cuda"]
 SourceKind = Literal["factory", "onnx", "torchscript", "torch.export", "pickle"]
 
@@ -54,7 +56,7 @@ UNUSED_OPTIONS: dict[str, dict[str, str]] = {
 }
 
 # Kinds whose exporter is fixed; asking for the other one is refused (the same value is harmless).
-FIXED_EXPORTER: dict[str, tuple[Exporter, str]] = {
+FIXED_EXPORTER: dict[str, tuple[ExporterName, str]] = {
     "torchscript": ("torchscript", "torch.export cannot trace a ScriptModule"),
     "torch.export": ("dynamo", "the program is already what the dynamo exporter reads"),
 }
@@ -78,14 +80,14 @@ class ModelSpec:
     std: tuple[float, ...] | None = None
     input_shape: tuple[int, ...] | None = None
     class_names: tuple[str, ...] | None = None
-    exporter: Exporter = "dynamo"
+    exporter: Exporter = "auto"
     opset: int | None = None
     device: Device = "auto"
     output: str | None = None
 
     def __post_init__(self) -> None:
-        if self.exporter not in ("dynamo", "torchscript"):
-            raise ModelError(f"exporter must be 'dynamo' or 'torchscript', got {self.exporter!r}")
+        if self.exporter not in ("auto", "dynamo", "torchscript"):
+            raise ModelError(f"exporter must be 'auto', 'dynamo' or 'torchscript', got {self.exporter!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ModelError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.input_shape is not None and not all(isinstance(d, int) and d > 0 for d in self.input_shape):
@@ -137,7 +139,7 @@ def given_options(spec: ModelSpec) -> dict[str, Any]:
         "trust_pickle": spec.trust_pickle or None,
         "output": spec.output,
     }
-    given["exporter"] = None if spec.exporter == "dynamo" else spec.exporter
+    given["exporter"] = None if spec.exporter == "auto" else spec.exporter
     return {key: value for key, value in given.items() if value is not None}
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from gate.errors import CheckError, ModelError
 from gate.model.export import ExportInfo, export_to_onnx
+from gate.model.export_cache import CachedExport, export_key, lookup, store_in_user_cache, user_cache_folder
 from gate.model.files import sha256_of_files
 from gate.model.onnx_file import read_onnx
 from gate.model.outputs import OutputChoice, choose_output, graph_for_value, refuse_as_scores, zipmap_scores
@@ -554,8 +555,56 @@ def _torch_input_shape(
     )
 
 
+def _reproduces(session: ort.InferenceSession, module: nn.Module, example: torch.Tensor) -> bool:
+    """Whether a cached export's session computes what ``module`` does on ``example`` (rounding aside)."""
+    probe = torch.cat([example, _random_inputs(4, tuple(example.shape[1:])) * 2 - 1]).to(torch.float32)
+    try:
+        (out,) = session.run([session.get_outputs()[0].name], {session.get_inputs()[0].name: probe.numpy()})
+        with torch.no_grad():
+            expected = module(probe).float()
+    except Exception:  # a stale file that no longer fits the module: export again
+        return False
+    got = torch.from_numpy(np.asarray(out, dtype=np.float32))
+    return got.shape == expected.shape and bool(torch.allclose(got, expected, atol=1e-4, rtol=1e-3))
+
+
+def _cached_or_exported(
+    exportable: nn.Module | torch.export.ExportedProgram,
+    module: nn.Module,
+    example: torch.Tensor,
+    *,
+    key: str,
+    work_dir: Path,
+    user_cache: Path | None,
+    exporter: str,
+    opset: int | None,
+    device: str,
+) -> tuple[ExportInfo, ort.InferenceSession]:
+    """An earlier identical export where one is found and still reproduces the module, else a new one."""
+    cached = lookup(key, work_dir, user_cache)
+    if cached is not None:
+        session = open_session(cached.path, device)  # type: ignore[arg-type]
+        if _reproduces(session, module, example):
+            logger.info("reusing the export from %s (key %s)", cached.cached, key[:12])
+            return cached, session
+        logger.info("the cached export no longer reproduces the module; exporting again")
+    record = CachedExport(work_dir)
+    record.forget()
+    path = work_dir / "model.onnx"
+    Path(f"{path}.data").unlink(missing_ok=True)
+    info = export_to_onnx(exportable, example, path, exporter=exporter, opset=opset)  # type: ignore[arg-type]
+    record.write(key, info)
+    if user_cache is not None:
+        store_in_user_cache(user_cache, key, info)
+    return info, open_session(path, device)  # type: ignore[arg-type]
+
+
 def _load_torch(
-    spec: ModelSpec, kind: str, work_dir: Path, example_input: torch.Tensor | None
+    spec: ModelSpec,
+    kind: str,
+    work_dir: Path,
+    example_input: torch.Tensor | None,
+    export_cache: Path | None = None,
 ) -> ModelUnderTest:
     source = load_torch_source(spec, kind)
     input_shape = _torch_input_shape(spec, example_input, source)
@@ -569,12 +618,22 @@ def _load_torch(
     exportable = source.exportable if module is source.module else module
     # torch.export cannot trace a ScriptModule, and an ExportedProgram is already what the dynamo exporter reads.
     exporter = FIXED_EXPORTER[kind][0] if kind in FIXED_EXPORTER else spec.exporter
-    if exporter != spec.exporter:
+    if exporter != spec.exporter and spec.exporter != "auto":
         logger.info("a %s source is exported with the %s exporter", kind, exporter)
-    path = Path(work_dir) / "model.onnx"
-    Path(f"{path}.data").unlink(missing_ok=True)
-    info = export_to_onnx(exportable, example, path, exporter=exporter, opset=spec.opset)
-    session = open_session(path, spec.device)
+    work_dir = Path(work_dir)
+    key = export_key(
+        exportable,
+        source_sha256=None if kind == "factory" else sha256_of_files([Path(spec.source)]),
+        output=spec.output,
+        input_shape=input_shape,
+        exporter=exporter,
+        opset=spec.opset,
+    )
+    info, session = _cached_or_exported(
+        exportable, module, example, key=key, work_dir=work_dir, user_cache=user_cache_folder(export_cache),
+        exporter=exporter, opset=spec.opset, device=spec.device,
+    )  # fmt: skip
+    path = info.path
     _check_onnx_signature(session, path)
     # The export shows whether the module squashes its outputs, however its code spells the squashing.
     squashing = graph_squashing(onnx.load(str(path), load_external_data=False))
@@ -600,9 +659,14 @@ def _load_torch(
 
 
 def load_model(
-    spec: ModelSpec, *, work_dir: Path, example_input: torch.Tensor | None = None
+    spec: ModelSpec,
+    *,
+    work_dir: Path,
+    example_input: torch.Tensor | None = None,
+    export_cache: Path | None = None,
 ) -> ModelUnderTest:
-    """Load any supported source into a ``ModelUnderTest``; torch sources are exported into ``work_dir``.
+    """Load any supported source into a ``ModelUnderTest``; torch sources are exported into ``work_dir``,
+    or an identical earlier export there or in ``export_cache`` is reused (``gate/model/export_cache.py``).
 
     Options the source kind does not use are refused first (``spec.refuse_unused_options``).
     """
@@ -610,7 +674,7 @@ def load_model(
     refuse_unused_options(kind, given_options(spec), spec.source)
     if kind == "onnx":
         return _load_onnx_only(spec, example_input)
-    return _load_torch(spec, kind, Path(work_dir), example_input)
+    return _load_torch(spec, kind, Path(work_dir), example_input, export_cache)
 
 
 def export_model(spec: ModelSpec, output: Path) -> ExportInfo:

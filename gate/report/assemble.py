@@ -18,6 +18,7 @@ from gate.report.model import (
     CheckResult,
     DataInfo,
     Environment,
+    ExportRecord,
     ModelInfo,
     PolicyInfo,
     Report,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from gate.checks.base import CheckContext
     from gate.data import EvalData
     from gate.model import ModelUnderTest
+    from gate.model.export import ExportInfo
     from gate.policy import ResolvedPolicy
     from gate.runner import RunOptions
 
@@ -66,6 +68,7 @@ def assemble_report(
             provider=model.provider,
             source_kind=model.source_kind,
             gradients=gradients_note(model),
+            export=export_record(model.export_info),
             notes=[
                 note
                 for note in (own_weights_note(options.model), getattr(model, "output_note", None))
@@ -96,6 +99,19 @@ def assemble_report(
         expired_waivers=waivers_in_state(results, "expired"),
         resolved_policy=policy.model_dump(mode="json"),
         resumed_entries=context.resume.resumed if context.resume is not None else 0,
+    )
+
+
+def export_record(info: ExportInfo | None) -> ExportRecord | None:
+    """The export's facts for the report (None for an ONNX model, which gate does not export)."""
+    if info is None:
+        return None
+    return ExportRecord(
+        exporter=info.exporter,
+        opset=info.opset,
+        seconds=round(info.seconds, 3),
+        cached=info.cached,
+        note=info.note,
     )
 
 

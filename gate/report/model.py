@@ -130,8 +130,21 @@ class ArtifactDigest(ReportModel):
     sha256: str | None = None
 
 
+class ExportRecord(ReportModel):
+    """How a PyTorch source became the judged ONNX file."""
+
+    exporter: str = Field(description="The exporter that wrote the file: dynamo or torchscript.")
+    opset: int
+    seconds: float = Field(description="How long the export took when it ran (a reused one: back then).")
+    cached: str | None = Field(
+        default=None, description="Where an identical earlier export was reused from; null if exported now."
+    )
+    note: str | None = Field(default=None, description="Why the exporter differs from the one asked for.")
+
+
 class ModelInfo(ArtifactDigest):
     onnx_path: str | None = None
+    export: ExportRecord | None = Field(default=None, description="Only for PyTorch sources.")
     provider: str | None = None
     source_kind: str | None = None
     gradients: str | None = Field(

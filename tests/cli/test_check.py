@@ -299,3 +299,35 @@ def test_what_gate_did_to_the_data_is_in_the_report(tmp_path, digits_cnn_onnx, d
     assert code == 0, output
     notes = load_report(report_dir).data.notes
     assert notes and any("class_names" in note for note in notes)
+
+
+def test_a_second_check_of_the_same_factory_model_skips_the_export(
+    tmp_path, digits_cnn, digits_npz, policy_factory, monkeypatch
+):
+    from safetensors.torch import save_file
+
+    from gate.model.export_cache import CACHE_ENV
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "model"))
+    weights = tmp_path / "cnn.safetensors"
+    save_file({k: v.contiguous() for k, v in digits_cnn.state_dict().items()}, str(weights))
+    exported = []
+    from gate.model import under_test
+
+    real_export = under_test.export_to_onnx
+    monkeypatch.setattr(
+        under_test, "export_to_onnx", lambda *a, **k: exported.append(a[2]) or real_export(*a, **k)
+    )
+    args = ["--model", "model_factories:make_cnn", "--weights", weights, "--data", digits_npz]
+    reports = []
+    for policy, report_dir in ((policy_factory(0.5), tmp_path / "r"), (policy_factory(0.6), tmp_path / "r")):
+        code, output, _ = run_check("--policy", policy, *args, "--report-dir", report_dir)
+        assert code == 0, output
+        reports.append(load_report(report_dir))
+    assert len(exported) == 1
+    first, second = (report.model.export for report in reports)
+    assert first.cached is None and first.exporter == "dynamo" and first.seconds > 0
+    assert second.cached == "the report folder" and second.opset == first.opset
+    assert reports[0].model.sha256 == reports[1].model.sha256
+    assert reports[0].checks[0].value == reports[1].checks[0].value

@@ -61,8 +61,33 @@ def test_large_models_keep_their_external_data_beside_the_model_and_in_the_hash(
     assert info.sha256 != hashlib.sha256(info.path.read_bytes()).hexdigest()
 
 
-def test_an_export_failure_is_a_model_error_with_a_hint(tmp_path):
+def test_a_dynamo_failure_asked_for_explicitly_is_a_model_error_that_says_what_to_try(tmp_path):
     with pytest.raises(ModelError, match="the dynamo exporter could not export the model") as caught:
-        export_to_onnx(DataDependent(), torch.rand(2, 1, 8, 8), tmp_path / "dd.onnx")
-    assert "--exporter torchscript" in str(caught.value)
-    assert "data-dependent" in str(caught.value) and "\x1b[" not in str(caught.value)
+        export_to_onnx(DataDependent(), torch.rand(2, 1, 8, 8), tmp_path / "dd.onnx", exporter="dynamo")
+    message = str(caught.value)
+    assert "--exporter torchscript" in message and "torch.where" in message  # the advice for this cause
+    assert "data-dependent" in message and "\x1b[" not in message
+    assert not (tmp_path / "dd.onnx").exists()
+
+
+def test_auto_falls_back_to_torchscript_when_dynamo_fails_and_says_so(tmp_path):
+    module = DataDependent().eval()
+    info = export_to_onnx(module, torch.rand(2, 1, 8, 8), tmp_path / "dd.onnx")
+    assert (info.exporter, info.opset) == ("torchscript", 17)
+    assert info.note is not None and "dynamo exporter failed" in info.note and "opset 17" in info.note
+    session = ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
+    x = torch.rand(3, 1, 8, 8)  # positive sum: the branch the trace took
+    (logits,) = session.run(None, {INPUT_NAME: x.numpy()})
+    np.testing.assert_allclose(logits, module(x).detach().numpy(), atol=1e-5)
+
+
+def test_a_model_both_exporters_refuse_names_both_causes(tmp_path):
+    class Unexportable(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if torch.jit.is_tracing() or torch.compiler.is_compiling():
+                raise RuntimeError("this model refuses to be traced")
+            return x
+
+    with pytest.raises(ModelError, match="neither exporter could export the model") as caught:
+        export_to_onnx(Unexportable(), torch.rand(2, 4), tmp_path / "u.onnx")
+    assert "dynamo:" in str(caught.value) and "torchscript (opset 17):" in str(caught.value)
