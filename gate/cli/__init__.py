@@ -170,6 +170,24 @@ def model_options(function: Any) -> Any:
         click.option("--mean", help="Per-channel mean applied inside gate, e.g. 0.485,0.456,0.406."),
         click.option("--std", help="Per-channel standard deviation applied inside gate."),
         click.option(
+            "--input-scale",
+            type=float,
+            default=None,
+            help="Multiply inputs by this before --mean/--std, e.g. 255 for a model that expects 0..255.",
+        ),
+        click.option(
+            "--channels",
+            type=click.Choice(["RGB", "BGR"]),
+            default=None,
+            help="The channel order the model expects (gate's images are RGB).",
+        ),
+        click.option(
+            "--layout",
+            type=click.Choice(["NCHW", "NHWC"]),
+            default=None,
+            help="The layout the model expects: NHWC for channels last (tf2onnx); gate's data stays NCHW.",
+        ),
+        click.option(
             "--input-shape", help="Per-sample input shape, e.g. 3,224,224 (default: from the data)."
         ),
         click.option(
@@ -207,6 +225,9 @@ def build_model_spec(
     model_card: Path | None,
     mean: str | None,
     std: str | None,
+    input_scale: float | None,
+    channels: str | None,
+    layout: str | None,
     input_shape: str | None,
     model_output: str | None,
     exporter: str | None,
@@ -228,6 +249,9 @@ def build_model_spec(
         weights=weights,
         mean=_floats(mean),
         std=_floats(std),
+        scale=input_scale,
+        channels=channels,
+        layout=layout,
         input_shape=_ints(input_shape),
         output=model_output,
         exporter=exporter,

@@ -1,7 +1,7 @@
 """Model intake: every supported model source ends in one ``ModelUnderTest`` that the checks use."""
 
 from gate.model.export import ExportInfo, export_to_onnx
-from gate.model.preprocess import Normalize
+from gate.model.preprocess import Preprocess
 from gate.model.spec import ModelSpec, load_model_card, merge_spec
 from gate.model.twin import OnnxTwin, build_twin, supported_ops
 from gate.model.under_test import ModelUnderTest, export_model, load_model
@@ -10,8 +10,8 @@ __all__ = [
     "ExportInfo",
     "ModelSpec",
     "ModelUnderTest",
-    "Normalize",
     "OnnxTwin",
+    "Preprocess",
     "build_twin",
     "export_model",
     "export_to_onnx",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Literal
 
 from gate.errors import ModelError, UsageError
 from gate.model.files import archive_kind, checked_file
+from gate.model.preprocess import CHANNEL_ORDERS, LAYOUTS, Channels, Layout
 from gate.references import REFERENCE, is_reference
 
 ExporterName = Literal["dynamo", "torchscript"]
@@ -21,10 +23,21 @@ SourceKind = Literal["factory", "onnx", "torchscript", "torch.export", "pickle"]
 # ``package.module:factory``; checked before treating a source as a path.
 FACTORY_PATTERN = REFERENCE
 
-CARD_KEYS = ("source", "weights", "input_shape", "mean", "std", "class_names", "output")
+CARD_KEYS = (
+    "source",
+    "weights",
+    "input_shape",
+    "mean",
+    "std",
+    "scale",
+    "channels",
+    "layout",
+    "class_names",
+    "output",
+)
 
 # Options whose command-line flag is not ``--`` plus the key (``gate export`` already has an --output).
-CLI_FLAGS = {"output": "--model-output"}
+CLI_FLAGS = {"output": "--model-output", "scale": "--input-scale"}
 
 KIND_NAMES: dict[str, str] = {
     "factory": "a package.module:factory",
@@ -67,7 +80,11 @@ class ModelSpec:
     """Where the model comes from and how gate should feed it.
 
     ``mean``/``std`` are applied inside gate, so perturbation budgets stay in the input range the
-    policy speaks about (usually [0, 1]). ``input_shape`` is per sample, without the batch axis.
+    policy speaks about (usually [0, 1]); so are ``scale`` (inputs multiplied by it first: 255 for a
+    model that expects 0..255, with ``mean``/``std`` then in those units), ``channels`` (``BGR``: the
+    channel order reversed) and ``layout`` (``NHWC``: channels last, as tf2onnx exports), see
+    ``gate/model/preprocess.py``. ``input_shape`` is per sample, without the batch axis, in gate's
+    channels-first layout whatever ``layout`` says.
     ``output`` names the output of an ONNX file whose scores gate judges (``gate/model/outputs.py``);
     without it gate picks the one float output, or a ZipMap. For a PyTorch source it picks among the
     forward's outputs, a key, attribute or index (``gate/model/torch_outputs.py``).
@@ -84,6 +101,9 @@ class ModelSpec:
     opset: int | None = None
     device: Device = "auto"
     output: str | None = None
+    scale: float | None = None
+    channels: Channels = "RGB"
+    layout: Layout = "NCHW"
 
     def __post_init__(self) -> None:
         if self.exporter not in ("auto", "dynamo", "torchscript"):
@@ -94,6 +114,12 @@ class ModelSpec:
             raise ModelError(f"input_shape must be positive integers, got {self.input_shape!r}")
         if self.output is not None and (not isinstance(self.output, str) or not self.output):
             raise ModelError(f"output must be the name of one of the model's outputs, got {self.output!r}")
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
+            raise ModelError(f"scale must be a positive number such as 255, got {self.scale!r}")
+        if self.channels not in CHANNEL_ORDERS:
+            raise ModelError(f"channels must be one of {', '.join(CHANNEL_ORDERS)}, got {self.channels!r}")
+        if self.layout not in LAYOUTS:
+            raise ModelError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ModelError(f"std must be positive per channel, got {self.std!r}")
         lengths = {len(self.mean or ()), len(self.std or ())} - {0, 1}
@@ -230,6 +256,16 @@ def load_model_card(path: Path) -> dict[str, Any]:
     for key in ("mean", "std"):
         if key in data:
             card[key] = _float_tuple(data[key], key, path)
+    if "scale" in data:
+        value = data["scale"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ModelError(f"scale must be one number (such as 255), got {value!r}", path=path)
+        card["scale"] = float(value)
+    for key, allowed in (("channels", CHANNEL_ORDERS), ("layout", LAYOUTS)):
+        if key in data:
+            if data[key] not in allowed:
+                raise ModelError(f"{key} must be one of {', '.join(allowed)}, got {data[key]!r}", path=path)
+            card[key] = data[key]
     if "class_names" in data:
         card["class_names"] = _str_tuple(data["class_names"], "class_names", path)
     if "output" in data:

@@ -20,7 +20,7 @@ from gate.model.export_cache import CachedExport, export_key, lookup, store_in_u
 from gate.model.files import sha256_of_files
 from gate.model.onnx_file import read_onnx
 from gate.model.outputs import OutputChoice, choose_output, graph_for_value, refuse_as_scores, zipmap_scores
-from gate.model.preprocess import Normalize, make_normalize, with_preprocessing
+from gate.model.preprocess import Preprocess, gate_layout_shape, make_preprocess, with_preprocessing
 from gate.model.session import CUDA, open_session, torch_device
 from gate.model.sources import TorchSource, load_torch_source
 from gate.model.spec import (
@@ -84,7 +84,7 @@ class ModelUnderTest:
         input_shape: tuple[int, ...],
         device: torch.device,
         torch_module: nn.Module | None,
-        normalize: Normalize | None,
+        normalize: Preprocess | None,
         class_names: tuple[str, ...] | None = None,
         gradient_unavailable_reason: str | None = None,
         export_info: ExportInfo | None = None,
@@ -419,27 +419,52 @@ class ModelUnderTest:
 
 
 # --------------------------------------------------------------------- loading
+def _preprocess_for(spec: ModelSpec, input_shape: tuple[int, ...]) -> Preprocess | None:
+    return make_preprocess(
+        spec.mean, spec.std, input_shape, scale=spec.scale, channels=spec.channels, layout=spec.layout
+    )
+
+
 def _onnx_input_shape(
     session: ort.InferenceSession, spec: ModelSpec, example_input: torch.Tensor | None, path: Path
 ) -> tuple[int, ...]:
-    declared = tuple(session.get_inputs()[0].shape[1:])
+    as_declared = tuple(session.get_inputs()[0].shape[1:])
+    if spec.layout == "NHWC" and len(as_declared) != 3:
+        raise ModelError(
+            f"layout NHWC is for image inputs [N, H, W, C], but the model's input is "
+            f"{_shape_text(('N', *as_declared))}; remove it",
+            path=path,
+        )
+    declared = gate_layout_shape(as_declared, spec.layout)  # channels first, as gate's data
     wanted = spec.input_shape or (tuple(example_input.shape[1:]) if example_input is not None else None)
     if wanted is None:
         if all(isinstance(d, int) and d > 0 for d in declared):
             return tuple(int(d) for d in declared)
         raise ModelError(
-            f"the model's input {_shape_text(('N', *declared))} has symbolic dimensions; give input_shape",
+            f"the model's input {_shape_text(('N', *as_declared))} has symbolic dimensions; give input_shape",
             path=path,
         )
-    fits = len(wanted) == len(declared) and all(
-        not isinstance(d, int) or d <= 0 or d == w for d, w in zip(declared, wanted, strict=True)
-    )
-    if not fits:
+
+    def fits(shape: tuple[int | str, ...]) -> bool:
+        return len(wanted) == len(shape) and all(
+            not isinstance(d, int) or d <= 0 or d == w for d, w in zip(shape, wanted, strict=True)
+        )
+
+    if not fits(declared):
+        described = "the given input shape" if spec.input_shape else "the evaluation data"
+        layout_hint = None
+        if spec.layout == "NCHW" and len(as_declared) == 3 and fits(gate_layout_shape(as_declared, "NHWC")):
+            layout_hint = (
+                "the model takes channels last: set layout: NHWC in the model card (or --layout NHWC)"
+            )
+        elif spec.layout == "NHWC" and fits(as_declared):
+            layout_hint = "the model takes channels first: remove layout: NHWC"
         raise ModelError(
-            f"input shape mismatch: the ONNX model's input is {_shape_text(('N', *declared))}, "
-            f"but {'the given input shape' if spec.input_shape else 'the evaluation data'} is "
-            f"{_shape_text(('N', *wanted))}",
+            f"input shape mismatch: the ONNX model's input is {_shape_text(('N', *as_declared))}"
+            f"{' (channels last)' if spec.layout == 'NHWC' else ''}, but {described} is "
+            f"{_shape_text(('N', *wanted))} (channels first, as gate reads images)",
             path=path,
+            hint=layout_hint,
         )
     return tuple(wanted)
 
@@ -509,7 +534,7 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
         input_shape=input_shape,
         device=torch_device(spec.device, session.get_providers()[0]),
         torch_module=twin,
-        normalize=make_normalize(spec.mean, spec.std, input_shape),
+        normalize=_preprocess_for(spec, input_shape),
         class_names=spec.class_names,
         gradient_unavailable_reason=reason,
         output_squashing=squashing,
@@ -608,7 +633,7 @@ def _load_torch(
 ) -> ModelUnderTest:
     source = load_torch_source(spec, kind)
     input_shape = _torch_input_shape(spec, example_input, source)
-    normalize = make_normalize(spec.mean, spec.std, input_shape)
+    normalize = _preprocess_for(spec, input_shape)
     example = example_input if example_input is not None else _random_inputs(2, input_shape)
     example = example[:2].to(torch.float32).cpu()
     if normalize is not None:
