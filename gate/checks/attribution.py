@@ -13,6 +13,8 @@ allow is the policy validator's business (the tables in gate/policy/specs.py).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -33,14 +35,24 @@ from gate.explain import (
     save_heatmaps,
     top_features,
 )
+from gate.explain.metrics.randomization import parameterised_layers
+from gate.explain.occlusion import occlusion_plan
 from gate.explain.registry import get_method
 from gate.measurement import Measurement
 from gate.policy.specs import AttributionSpec
+
+logger = logging.getLogger(__name__)
 
 NEEDS_MASK = ("roi_mass", "pointing_game")
 NOISE_METRICS = ("max_sensitivity", "feature_importance_stability")
 CHART_FEATURES = 20
 """Most features in a tabular check's bar chart and in its details' ``top_features``."""
+OCCLUSION_PASS_BUDGET = 250_000
+"""Occlusion's model evaluations in one check above which its message warns (it still runs): about four
+minutes at 1,000 images a second, what a small CNN manages on two CPU cores at 32 x 32 pixels."""
+ATTRIBUTIONS_PER_SAMPLE = {"max_sensitivity": 11, "feature_importance_stability": 6}
+"""Attributions a metric computes per sample, where more than one: the input and its noisy copies (the
+defaults of :func:`gate.explain.max_sensitivity` and :func:`gate.explain.feature_importance_stability`)."""
 
 
 def attribution_options(
@@ -52,9 +64,62 @@ def attribution_options(
         options["steps"] = spec.steps
     if spec.window is not None:
         options["window"] = spec.window
+    if spec.stride is not None:
+        options["stride"] = spec.stride
     if spec.samples is not None:
         options["masks" if spec.method == "rise" else "samples"] = spec.samples
     return AttributionOptions(**options)  # type: ignore[arg-type]
+
+
+def occlusion_cost(
+    spec: AttributionSpec,
+    sample_shape: tuple[int, ...],
+    samples: int,
+    options: AttributionOptions,
+    gradient_model: nn.Module | None,
+) -> dict[str, int | None]:
+    """Occlusion's patch geometry and its model evaluations in the whole check, known before it runs.
+
+    ``forward_passes`` counts every image (or feature vector) scored to compute occlusion maps: each
+    attribution of a sample costs its patches plus one, the metric needs one attribution per sample
+    (:data:`ATTRIBUTIONS_PER_SAMPLE`, or for the randomisation test one per randomised layer plus two), and
+    the evidence explains ``examples`` samples once more. The metric's own passes (e.g. a deletion curve's
+    steps) are not included.
+    """
+    plan = occlusion_plan(sample_shape, options)
+    if spec.metric == "randomization_similarity":
+        layers = len(parameterised_layers(gradient_model)) if gradient_model is not None else 0
+        per_sample = layers + 2
+    else:
+        per_sample = ATTRIBUTIONS_PER_SAMPLE.get(spec.metric, 1)
+    attributions = samples * per_sample + min(spec.examples, samples)
+    return {
+        "window": plan.window,
+        "stride": plan.stride,
+        "patches_per_sample": plan.patches,
+        "forward_passes": attributions * plan.passes_per_sample,
+        "forward_pass_budget": OCCLUSION_PASS_BUDGET,
+    }
+
+
+def occlusion_warning(cost: dict[str, int | None]) -> str:
+    """The message's warning when ``cost`` is over :data:`OCCLUSION_PASS_BUDGET`, else ``""``."""
+    passes = cost["forward_passes"] or 0
+    if passes <= OCCLUSION_PASS_BUDGET:
+        return ""
+    if cost["window"] is None:
+        geometry = f"{cost['patches_per_sample']} features"
+        remedy = "fewer samples (--samples)"
+    else:
+        geometry = (
+            f"{cost['patches_per_sample']} patches per sample (window {cost['window']}, "
+            f"stride {cost['stride']})"
+        )
+        remedy = "a larger window or stride, or fewer samples (--samples)"
+    return (
+        f"occlusion needs {passes:,} forward passes ({geometry}), over the budget of "
+        f"{OCCLUSION_PASS_BUDGET:,}; for a faster check give {remedy}"
+    )
 
 
 class AttributionCheck(CheckKind[AttributionSpec]):
@@ -69,6 +134,11 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         gradient_model = self._gradient_model(spec, context)
         bounds = context.policy.input.range
         options = attribution_options(spec, bounds, context.batch_size)
+        cost = None
+        if spec.method == "occlusion":
+            cost = occlusion_cost(spec, context.data.sample_shape, len(context.data), options, gradient_model)
+            if occlusion_warning(cost):
+                logger.warning("%s: %s", spec.id, occlusion_warning(cost))
         evidence: dict[str, list] = {}
         _, _, clean_predictions = context.clean_predictions()
 
@@ -94,13 +164,19 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         }
         if "top_features" in evidence:
             details["top_features"] = evidence["top_features"]
+        message = ""
+        if cost is not None:
+            details["occlusion"] = cost
+            message = occlusion_warning(cost)
         artifacts = evidence.get("artifacts", [])
         if spec.metric == "pointing_game":
-            return Measurement.proportion(per_sample > 0.5, details=details, artifacts=artifacts)
+            return Measurement.proportion(
+                per_sample > 0.5, details=details, artifacts=artifacts, message=message
+            )
         details["per_sample_quantiles"] = {
             q: float(per_sample.quantile(q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
         }
-        return Measurement.mean_of(per_sample, details=details, artifacts=artifacts)
+        return Measurement.mean_of(per_sample, details=details, artifacts=artifacts, message=message)
 
     @staticmethod
     def _gradient_model(spec: AttributionSpec, context: CheckContext) -> nn.Module | None:

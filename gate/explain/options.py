@@ -28,8 +28,9 @@ class AttributionOptions:
         samples: Noisy copies averaged by smoothgrad.
         noise: Smoothgrad's sigma as a fraction of ``value_range`` (Smilkov et al. suggest 0.1 to 0.2).
         window: Side of the square occlusion patch, in pixels (images; on features occlusion replaces one
-            feature at a time).
-        stride: Step of the occlusion patch, in pixels (images).
+            feature at a time); ``None``: ``max(2, shorter side // 8)``
+            (:func:`gate.explain.occlusion.default_window`).
+        stride: Step of the occlusion patch, in pixels (images); ``None``: half the window, at least 1.
         masks: Random masks drawn by RISE (Petsiuk et al. use 4,000 to 8,000 at ImageNet size).
         mask_grid: Cells per side of RISE's coarse binary grid before upsampling (7 in the paper).
         mask_probability: Probability that a RISE grid cell keeps the input.
@@ -41,8 +42,8 @@ class AttributionOptions:
     baseline: Baseline = "zero"
     samples: int = 16
     noise: float = 0.15
-    window: int = 2
-    stride: int = 1
+    window: int | None = None
+    stride: int | None = None
     masks: int = 1000
     mask_grid: int = 7
     mask_probability: float = 0.5
@@ -53,8 +54,11 @@ class AttributionOptions:
         positive = {
             "steps": self.steps,
             "samples": self.samples,
-            "window": self.window,
-            "stride": self.stride,
+            **{
+                name: value
+                for name, value in (("window", self.window), ("stride", self.stride))
+                if value is not None
+            },
             "masks": self.masks,
             "mask_grid": self.mask_grid,
             "batch_size": self.batch_size,

@@ -25,7 +25,7 @@ KIND_RULES: dict[tuple[str, str], tuple[Direction, str]] = {
             "neutral",
             "changes how attributions are computed; review the threshold with it",
         )
-        for field in ("steps", "samples", "window", "baseline")
+        for field in ("steps", "samples", "window", "stride", "baseline")
     },
     **{
         ("attribution", field): ("neutral", "a different measurement; review the threshold with it")

@@ -264,7 +264,12 @@ def _method(spec: CheckSpec, policy: Policy) -> list[str]:
         ]
         options += [
             f"{name}: {value}"
-            for name, value in (("steps", spec.steps), ("samples", spec.samples), ("window", spec.window))
+            for name, value in (
+                ("steps", spec.steps),
+                ("samples", spec.samples),
+                ("window", spec.window),
+                ("stride", spec.stride),
+            )
             if value
         ]
         if spec.radius:

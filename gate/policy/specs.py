@@ -422,6 +422,11 @@ ATTRIBUTION_SETTING_INPUTS: dict[tuple[str, str | None], tuple[tuple[InputKind, 
         "it is the side of occlusion's square patch in pixels; on features occlusion replaces one feature "
         "at a time",
     ),
+    ("stride", None): (
+        ("images",),
+        "it is the step of occlusion's square patch in pixels; on features occlusion replaces one feature at "
+        "a time",
+    ),
     ("baseline", "mean"): (
         ("images",),
         "it is each image's per-channel mean; a feature vector has no channels (give a number, or zero)",
@@ -447,9 +452,25 @@ class AttributionSpec(CheckSpec):
     )
     samples: PositiveInt | None = None
     window: PositiveInt | None = Field(
-        default=None, description="Side of occlusion's square patch, in pixels (images only)."
+        default=None,
+        description="Side of occlusion's square patch, in pixels (images only; default: the shorter image "
+        "side // 8, at least 2).",
+    )
+    stride: PositiveInt | None = Field(
+        default=None,
+        description="Step between occlusion's patch positions, in pixels (images only; default: half the "
+        "window, at least 1; at most the window).",
     )
     examples: Annotated[int, Field(ge=0, le=32)] = 4
+
+    @model_validator(mode="after")
+    def _patches_cover_the_image(self) -> AttributionSpec:
+        if self.window is not None and self.stride is not None and self.stride > self.window:
+            raise ValueError(
+                f"stride ({self.stride}) is longer than window ({self.window}): pixels between occlusion's "
+                "patches would get no attribution"
+            )
+        return self
 
     def settings_outside(self, input_kind: InputKind) -> list[tuple[str, str]]:
         """``(field, why)`` for each setting of this spec that has no meaning for ``input_kind`` inputs."""

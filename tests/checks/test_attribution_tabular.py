@@ -122,6 +122,7 @@ REFUSED = """
         kind: attribution
         method: occlusion
         window: 3
+        stride: 2
         baseline: mean
         metric: feature_importance_stability
         min: 0.5
@@ -139,7 +140,8 @@ def test_the_validator_refuses_what_only_images_have_with_the_line(tmp_path):
     assert f"{policy}:7:5: checks[0].metric: the attribution metric 'roi_mass' needs images" in output
     assert "(metrics for it: deletion_auc, insertion_auc, randomization_similarity" in output
     assert f"{policy}:12:5: checks[1].window: window: 3 has no meaning" in output
-    assert f"{policy}:13:5: checks[1].baseline: baseline: mean has no meaning" in output
+    assert f"{policy}:13:5: checks[1].stride: stride: 2 has no meaning" in output
+    assert f"{policy}:14:5: checks[1].baseline: baseline: mean has no meaning" in output
 
 
 def test_pointing_game_is_refused_and_the_image_task_keeps_everything(tmp_path):
