@@ -21,6 +21,8 @@ from onnx import numpy_helper
 from gate.errors import ModelError
 
 SCORES_TYPE = "tensor(float)"
+# Scores gate reads and casts to float32 (a half-precision model's logits, a double one's).
+SCORES_TYPES = (SCORES_TYPE, "tensor(float16)", "tensor(double)")
 ZIPMAP_TYPE = "seq(map(int64,tensor(float)))"
 STRING_ZIPMAP_TYPE = "seq(map(string,tensor(float)))"
 DECISION_TYPES = ("bool", "int", "uint")  # the element types of labels, one-hots and thresholds
@@ -140,7 +142,7 @@ def choose_output(
             )
         chosen, how = wanted, "chosen with output"
     else:
-        floats = [name for name in names if types[name] == SCORES_TYPE]
+        floats = [name for name in names if types[name] in SCORES_TYPES]
         zipmaps = [name for name in names if types[name] in (ZIPMAP_TYPE, STRING_ZIPMAP_TYPE)]
         if len(floats) > 1:
             raise ModelError(
@@ -163,7 +165,7 @@ def choose_output(
             )
     if types[chosen] == ZIPMAP_TYPE:
         value, zipmap = _zipmap_input(model, chosen, path), True
-    elif types[chosen] == SCORES_TYPE:
+    elif types[chosen] in SCORES_TYPES:
         value, zipmap = chosen, False
     else:
         raise refuse_as_scores(chosen, types[chosen], path)

@@ -19,7 +19,14 @@ from gate.model.export import ExportInfo, export_to_onnx
 from gate.model.export_cache import CachedExport, export_key, lookup, store_in_user_cache, user_cache_folder
 from gate.model.files import sha256_of_files
 from gate.model.onnx_file import read_onnx
-from gate.model.outputs import OutputChoice, choose_output, graph_for_value, refuse_as_scores, zipmap_scores
+from gate.model.outputs import (
+    SCORES_TYPES,
+    OutputChoice,
+    choose_output,
+    graph_for_value,
+    refuse_as_scores,
+    zipmap_scores,
+)
 from gate.model.preprocess import Preprocess, gate_layout_shape, make_preprocess, with_preprocessing
 from gate.model.session import CUDA, open_session, torch_device
 from gate.model.sources import TorchSource, load_torch_source
@@ -47,6 +54,20 @@ DEFAULT_BATCH_SIZE = 256
 # Tolerances for the twin against the session: float32 kernels differ by rounding only.
 TWIN_ATOL = 1e-4
 TWIN_RTOL = 1e-3
+# A graph that computes in half precision is compared in it: (atol, rtol) scaled to float16's
+# resolution (2^-10, 100 times float32's tolerance relative to its own 2^-23 would be too loose; this is
+# about 10 units in the last place of a logit near 1).
+PRECISION_TOLERANCE: dict[str, tuple[float, float]] = {
+    "float32": (TWIN_ATOL, TWIN_RTOL),
+    "float16": (1e-2, 1e-2),
+    "bfloat16": (8e-2, 8e-2),
+}
+# The session's input element types gate feeds, cast at the boundary from its float32 tensors.
+INPUT_TYPES: dict[str, type[np.floating]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +129,9 @@ class ModelUnderTest:
         """The inputs on which the twin of an ONNX-only model last agreed with the session, for the report."""
         self._session = session
         self._input_name = session.get_inputs()[0].name
+        self._input_dtype = INPUT_TYPES.get(session.get_inputs()[0].type, np.float32)
+        self.precision: str = "float32"
+        """The lowest float precision the graph computes in (``graph_precision``); sets the twin's tolerance."""
         first = session.get_outputs()[0].name
         choice = output if output is not None else OutputChoice(first, first)
         self._output_name = choice.name
@@ -204,11 +228,12 @@ class ModelUnderTest:
     def _run_numpy(self, x: torch.Tensor, name: str | None = None) -> torch.Tensor:
         """The session's output ``name`` (the scores by default) for ``x``, as a CPU tensor."""
         name = name or self._output_name
-        feed = np.ascontiguousarray(self._preprocess(x).cpu().numpy())
+        feed = np.ascontiguousarray(self._preprocess(x).cpu().numpy(), dtype=self._input_dtype)
         count = len(feed)
         if self._fixed_batch is not None and count < self._fixed_batch:
             # A model exported with a fixed batch size gets zero-padded batches; the padding is dropped again.
-            feed = np.concatenate([feed, np.zeros((self._fixed_batch - count, *feed.shape[1:]), np.float32)])
+            padding = np.zeros((self._fixed_batch - count, *feed.shape[1:]), self._input_dtype)
+            feed = np.concatenate([feed, padding])
         try:
             (out,) = self._session.run([name], {self._input_name: feed})
         except Exception as error:
@@ -261,6 +286,8 @@ class ModelUnderTest:
             and self._fixed_batch is None
             and self.num_classes > 0
             and not self._zipmap
+            and self._input_dtype is np.float32
+            and self._session.get_outputs()[0].type == "tensor(float)"
         )
         run = self._run_io_binding if use_binding else self._run_numpy
         outputs = [run(chunk) for chunk in torch.split(x, size)]
@@ -387,9 +414,14 @@ class ModelUnderTest:
         return logits.to(x.device)
 
     def verify_twin(
-        self, x: torch.Tensor, on: str = "the given inputs", atol: float = TWIN_ATOL, rtol: float = TWIN_RTOL
+        self,
+        x: torch.Tensor,
+        on: str = "the given inputs",
+        atol: float | None = None,
+        rtol: float | None = None,
     ) -> None:
-        """Compare the twin with the session on ``x`` (described by ``on``, for the reason and the report).
+        """Compare the twin with the session on ``x`` (described by ``on``, for the reason and the report),
+        within the tolerance of the graph's ``precision`` unless ``atol``/``rtol`` are given.
 
         A twin that disagrees, or fails on ``x``, is withdrawn: ``gradient_model`` becomes None and
         ``gradient_unavailable_reason`` says why. One that agrees records ``on`` in ``twin_agreement``.
@@ -400,6 +432,9 @@ class ModelUnderTest:
         """
         if self.source_kind != "onnx" or self._module is None or self.gradient_unavailable_reason:
             return
+        default_atol, default_rtol = PRECISION_TOLERANCE[self.precision]
+        atol = default_atol if atol is None else atol
+        rtol = default_rtol if rtol is None else rtol
         reference = self.scores(x)
         try:
             twin = self.source_scores(x)
@@ -411,11 +446,12 @@ class ModelUnderTest:
         if bool((difference > allowed).any()):
             self.gradient_unavailable_reason = (
                 f"the PyTorch twin disagrees with the ONNX Runtime session on {on} "
-                f"(max |difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|)"
+                f"(max |difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|"
+                f"{'' if self.precision == 'float32' else f', for a graph computing in {self.precision}'})"
             )
             logger.warning("%s", self.gradient_unavailable_reason)
             return
-        self.twin_agreement = on
+        self.twin_agreement = on if self.precision == "float32" else f"{on}, compared in {self.precision}"
 
 
 # --------------------------------------------------------------------- loading
@@ -475,8 +511,13 @@ def _check_onnx_input(session: ort.InferenceSession, path: Path) -> None:
         raise ModelError(
             f"expected one input (images or features), found inputs {[i.name for i in inputs]}", path=path
         )
-    if inputs[0].type != "tensor(float)":
-        raise ModelError(f"expected a float32 input, found {inputs[0].type}", path=path)
+    if inputs[0].type not in INPUT_TYPES:
+        raise ModelError(
+            f"expected a float input (float32, float16 or double), found {inputs[0].type}",
+            path=path,
+            hint="gate feeds images or features as floats; an integer input (uint8 images) needs a Cast "
+            "to float at the start of the graph",
+        )
 
 
 def _check_onnx_signature(session: ort.InferenceSession, path: Path) -> None:
@@ -490,8 +531,27 @@ def _check_onnx_signature(session: ort.InferenceSession, path: Path) -> None:
             path=path,
         )
     _check_onnx_input(session, path)
-    if outputs[0].type != "tensor(float)":
+    if outputs[0].type not in SCORES_TYPES:
         raise refuse_as_scores(outputs[0].name, outputs[0].type, path)
+
+
+_PRECISION_OF: dict[int, str] = {
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
+}
+
+
+def graph_precision(graph: onnx.ModelProto) -> str:
+    """The lowest float precision ``graph`` computes in: float16 or bfloat16 where its weights, input or
+    casts use it (a model converted to half precision, with or without float32 I/O), else float32."""
+    types = [initializer.data_type for initializer in graph.graph.initializer]
+    types += [value.type.tensor_type.elem_type for value in graph.graph.input]
+    types += [
+        attribute.i for node in graph.graph.node if node.op_type == "Cast" for attribute in node.attribute
+        if attribute.name == "to"
+    ]  # fmt: skip
+    found = {_PRECISION_OF[t] for t in types if t in _PRECISION_OF}
+    return "bfloat16" if "bfloat16" in found else "float16" if found else "float32"
 
 
 def _onnx_twin(
@@ -543,6 +603,7 @@ def _load_onnx_only(spec: ModelSpec, example_input: torch.Tensor | None) -> Mode
         probabilities_from=evidence,
         logits_described=described,
     )
+    model.precision = graph_precision(graph)
     if twin is not None:
         # A first comparison catches interpreter gaps before anything else runs; ``gate check`` compares
         # again on the first batch of the evaluation data (``runner._verify_twin``).

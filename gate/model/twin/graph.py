@@ -19,6 +19,11 @@ OPS: dict[str, OpFunction] = {**elementwise.OPS, **nn_ops.OPS, **shape_ops.OPS}
 ML_OPS: dict[str, OpFunction] = ml_ops.OPS
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_TORCH_DTYPES = {
+    onnx.TensorProto.FLOAT: torch.float32,
+    onnx.TensorProto.FLOAT16: torch.float16,
+    onnx.TensorProto.DOUBLE: torch.float64,
+}
 
 
 def supported_ops() -> list[str]:
@@ -97,6 +102,9 @@ class OnnxTwin(nn.Module):
                 f"and outputs {[value.name for value in graph.output]}"
             )
         self.input_name, self.output_name = inputs[0], graph.output[0].name
+        declared = next(value for value in graph.input if value.name == self.input_name)
+        self.input_dtype = _TORCH_DTYPES.get(declared.type.tensor_type.elem_type, torch.float32)
+        """What the graph's input is (float16 for a half-precision model): gate's float32 is cast to it."""
         self._nodes = [
             (
                 _op_function(node),
@@ -119,7 +127,7 @@ class OnnxTwin(nn.Module):
         values: dict[str, torch.Tensor] = {
             name: getattr(self, attr) for name, attr in self._buffer_names.items()
         }
-        values[self.input_name] = x
+        values[self.input_name] = x.to(self.input_dtype)
         for function, call, input_names, output_names in self._nodes:
             args = [values[name] if name else None for name in input_names]
             try:
@@ -135,10 +143,15 @@ class OnnxTwin(nn.Module):
                 if name:
                     values[name] = value.to(x.device)
             if wanted in values:
-                return values[wanted]
+                return _as_float32(values[wanted])
         if wanted not in values:
             raise ModelError(f"the graph computes no value named {wanted!r}")
-        return values[wanted]
+        return _as_float32(values[wanted])
+
+
+def _as_float32(value: torch.Tensor) -> torch.Tensor:
+    """Scores in float32, as the session's are read: a half-precision graph's logits are cast up."""
+    return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
 
 
 def build_twin(model: onnx.ModelProto) -> OnnxTwin:
