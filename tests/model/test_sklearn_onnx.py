@@ -252,3 +252,32 @@ def test_gate_check_judges_a_random_forest(onnx_files, tmp_path) -> None:
     assert parity.details["label_agreement_clean"] == 1.0
     assert "nothing was exported and there is no twin" in parity.message
     assert result.exit_code == 0, result.output
+
+
+def test_gate_check_judges_an_mlp_with_zipmap_as_onnxruntime_does(onnx_files, tmp_path) -> None:
+    """The done-when of issue 22 for converted models: an skl2onnx MLP with its default ZipMap, judged on
+    its probabilities, with an accuracy equal to a plain onnxruntime computation and white-box attacks
+    through its twin."""
+    from gate.cli import main
+    from gate.report.model import Report
+
+    x, y = cancer()
+    order = np.random.default_rng(0).permutation(len(x))[:150]
+    data = tmp_path / "test.npz"
+    np.savez(data, x=x[order], y=y[order])
+    policy = tmp_path / "policy.yaml"
+    attack = "  - {id: pgd, kind: adversarial, attack: pgd, epsilon: 0.05, steps: 10, min: 0.0}\n"
+    policy.write_text(textwrap.dedent(POLICY).lstrip().replace("0.85", "0.8") + attack, encoding="utf-8")
+    path = onnx_files("mlp-zipmap")
+    report_dir = tmp_path / "out"
+    arguments = ["check", "--policy", str(policy), "--model", str(path), "--data", str(data)]
+    result = CliRunner().invoke(main, [*arguments, "--report-dir", str(report_dir), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = Report.model_validate_json((report_dir / "report.json").read_text())
+    checks = {c.id: c for c in report.checks}
+    label, scores = onnxruntime_outputs(path, torch.from_numpy(x[order]))
+    assert checks["accuracy"].value == pytest.approx(float((scores.argmax(1) == y[order]).mean()), abs=1e-12)
+    assert float((label == y[order]).mean()) == checks["accuracy"].value  # the label agrees with the argmax
+    assert checks["parity"].details["label_agreement_clean"] == 1.0
+    assert "output_probability" in report.model.notes[0] and "ZipMap" in report.model.notes[0]
+    assert checks["pgd"].status == "pass" and checks["pgd"].value < checks["accuracy"].value
