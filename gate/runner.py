@@ -27,7 +27,7 @@ from gate.console import Progress
 from gate.errors import EXIT_ERROR, CheckError, DataError, GateError, ModelError, RunTimeout, UsageError
 from gate.measurement import Measurement
 from gate.model.batch_size import choose_batch_size
-from gate.model.spec import own_weights_note
+from gate.model.spec import own_weights_note, source_kind
 from gate.policy import CheckSpec, PolicyValidationError, ResolvedPolicy, load_policy
 from gate.policy.feature_support import feature_problems
 from gate.policy.task_support import task_problems
@@ -140,12 +140,15 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     space = feature_space_for(resolved, task, data, options.data)
     tick = time.monotonic()
     with _loading(run_deadline, ModelError, "the model's code", options.model.source):
-        model = load_model(
-            options.model,
-            work_dir=options.report_dir / "model",
-            example_input=first.x,
-            export_cache=options.export_cache,
-        )
+        # Said before it starts: an export of a large network takes minutes (unless cached).
+        with options.progress.task(_loading_label(options.model), 1) as progress:
+            model = load_model(
+                options.model,
+                work_dir=options.report_dir / "model",
+                example_input=first.x,
+                export_cache=options.export_cache,
+            )
+            progress.advance()
         timings["load_model"] = time.monotonic() - tick
         _check_targets(task, data, model.num_classes, options.data)
         full_selection = select_indices(data.n_total, samples=samples, seed=seed, shard=None)
@@ -190,6 +193,12 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     for result in results:
         timings[f"check:{result.id}"] = result.duration_s
     return assemble_report(options, resolved, model, data, context, results, timings, started_at, start)
+
+
+def _loading_label(spec: ModelSpec) -> str:
+    if source_kind(spec) == "onnx":
+        return "loading the ONNX model"
+    return "loading the model and exporting it to ONNX (or reusing an identical export)"
 
 
 def task_for(resolved: ResolvedPolicy, sample_shape: tuple[int, ...], source: str) -> Task:
