@@ -22,13 +22,18 @@ from gate.checks.base import CheckContext, CheckKind
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.explain import (
+    FLAT_TOLERANCE,
     AttributionOptions,
     attribute,
-    deletion_auc,
+    curve_area,
+    curve_spread,
+    deletion_curve,
     feature_importance_stability,
-    insertion_auc,
+    ignores_input,
+    insertion_curve,
     max_sensitivity,
     pointing_game,
+    probability_change,
     randomization_similarity,
     roi_mass,
     save_feature_importance,
@@ -44,6 +49,8 @@ from gate.policy.specs import AttributionSpec
 logger = logging.getLogger(__name__)
 
 NEEDS_MASK = ("roi_mass", "pointing_game")
+CURVES = {"deletion_auc": deletion_curve, "insertion_auc": insertion_curve}
+METRIC_WORDS = {"deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC"}
 NOISE_METRICS = ("max_sensitivity", "feature_importance_stability")
 CHART_FEATURES = 20
 """Most features in a tabular check's bar chart and in its details' ``top_features``."""
@@ -122,6 +129,29 @@ def occlusion_warning(cost: dict[str, int | None]) -> str:
     )
 
 
+def refuse_input_independent(spec: AttributionSpec, values: torch.Tensor, changes: torch.Tensor) -> None:
+    """Raise a :class:`CheckError` when no sample's target probability moved by :data:`FLAT_TOLERANCE`.
+
+    A model whose outputs do not depend on its input satisfies some metrics perfectly (a flat deletion
+    curve has a low area; all-zero attributions have a randomisation similarity and a max-sensitivity of 0),
+    so its value says nothing about the attributions. As when there is nothing to randomise, the check
+    fails closed: an error, which no waiver turns into a pass and which a merge of shards keeps.
+    """
+    if not ignores_input(changes):
+        return
+    where = (
+        f"along every sample's {spec.metric.removesuffix('_auc')} curve"
+        if spec.metric in CURVES
+        else "between each input and the all-baseline input"
+    )
+    name = METRIC_WORDS.get(spec.metric, spec.metric.replace("_", " "))
+    raise CheckError(
+        f"the model's outputs do not depend on its input: {name} is meaningless ({spec.metric} = "
+        f"{float(values.double().mean()):.4g} on {len(values)} samples, but the target probability moved by "
+        f"at most {float(changes.max()):.2g} {where}, under the tolerance {FLAT_TOLERANCE:g})"
+    )
+
+
 class AttributionCheck(CheckKind[AttributionSpec]):
     spec_type = AttributionSpec
 
@@ -150,17 +180,19 @@ class AttributionCheck(CheckKind[AttributionSpec]):
             )
             if not evidence and spec.examples:
                 evidence.update(self._evidence(spec, context, gradient_model, options, batch, predictions))
-            return {"value": values}
+            return values
 
         columns = context.per_sample(f"{spec.id}: {spec.method} / {spec.metric}", attribute_batch)
         if not columns:
             raise CheckError("the evaluation data selected no samples")
         per_sample = columns["value"]
+        refuse_input_independent(spec, per_sample, columns["probability_change"])
         details = {
             "method": spec.method,
             "metric": spec.metric,
             "target": spec.target,
             "higher_is_better": spec.better_when_higher,
+            "largest_probability_change": float(columns["probability_change"].max()),
         }
         if "top_features" in evidence:
             details["top_features"] = evidence["top_features"]
@@ -196,32 +228,39 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         target: torch.Tensor,
         mask: torch.Tensor | None,
         index: torch.Tensor,
-    ) -> torch.Tensor:
-        score_fn, seed = context.model.scores, context.seed
+    ) -> dict[str, torch.Tensor]:
+        """``value`` per sample, and ``probability_change``: how far the target probability moved (along
+        the curve for deletion and insertion, else between the input and the all-baseline input)."""
+        score_fn, seed, batch_size = context.model.scores, context.seed, context.batch_size
+        baseline = 0.0 if not isinstance(spec.baseline, float) else spec.baseline
         if spec.metric == "randomization_similarity":
-            result = randomization_similarity(
+            value = randomization_similarity(
                 spec.method, x, target, gradient_model=gradient_model, options=options, seed=seed, index=index
-            )
-            return result.similarity
-        if spec.metric in NOISE_METRICS:
+            ).similarity
+        elif spec.metric in NOISE_METRICS:
             low, high = context.policy.input.range
             radius = spec.radius if spec.radius is not None else 0.02 * (high - low)
             metric = max_sensitivity if spec.metric == "max_sensitivity" else feature_importance_stability
-            return metric(
+            value = metric(
                 spec.method, x, target, gradient_model=gradient_model, score_fn=score_fn,
                 options=options, seed=seed, radius=radius, index=index,
             )  # fmt: skip
-        attribution = attribute(
-            spec.method, x, target, gradient_model=gradient_model, score_fn=score_fn, options=options,
-            seed=seed, index=index,
-        )  # fmt: skip
-        if spec.metric in NEEDS_MASK:
+        else:
+            attribution = attribute(
+                spec.method, x, target, gradient_model=gradient_model, score_fn=score_fn, options=options,
+                seed=seed, index=index,
+            )  # fmt: skip
+            if spec.metric in CURVES:
+                fractions, curve = CURVES[spec.metric](
+                    score_fn, x, target, attribution, baseline=baseline, batch_size=batch_size
+                )
+                return {"value": curve_area(fractions, curve), "probability_change": curve_spread(curve)}
             if mask is None:
                 raise CheckError(f"{spec.metric} needs a mask for every sample; a batch came without one")
-            return (roi_mass if spec.metric == "roi_mass" else pointing_game)(attribution, mask)
-        baseline = 0.0 if not isinstance(spec.baseline, float) else spec.baseline
-        curve = deletion_auc if spec.metric == "deletion_auc" else insertion_auc
-        return curve(score_fn, x, target, attribution, baseline=baseline, batch_size=context.batch_size)
+            value = (roi_mass if spec.metric == "roi_mass" else pointing_game)(attribution, mask)
+        reference = torch.full_like(x, baseline)
+        change = probability_change(score_fn, x, target, reference, batch_size=batch_size)
+        return {"value": value, "probability_change": change}
 
     @staticmethod
     def _evidence(spec, context, gradient_model, options, batch, predictions) -> dict[str, list]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
+from torch import nn
 
 from checks.conftest import only_check
 from gate.checks import attribution
+from gate.errors import CheckError
 from gate.policy.specs import AttributionSpec
 
 POLICY = """
@@ -47,6 +52,7 @@ def test_standard_model_meets_sane_thresholds(
     check = only_check(gate_run(spec, digits_cnn_onnx, masked_npz))
     assert check.status == "pass", check.message
     assert check.n == 40 and check.interval is not None
+    assert check.details["largest_probability_change"] > 0.5  # far above the floor for input independence
     assert len(check.artifacts) == 4 and check.artifacts[0].endswith(".png")
 
 
@@ -103,3 +109,79 @@ def test_a_stride_longer_than_the_window_is_refused_by_the_policy():
     with pytest.raises(ValidationError, match=r"stride \(3\) is longer than window \(2\)"):
         AttributionSpec(**fields, window=2, stride=3)
     assert AttributionSpec(**fields, stride=3).window is None  # the default window is chosen at run time
+
+
+class FixedLogits(nn.Module):
+    """The same logits for every input, plus ``scale`` times another model's (a trace of dependence)."""
+
+    def __init__(self, trace: nn.Module | None = None, scale: float = 0.0) -> None:
+        super().__init__()
+        self.fixed = nn.Linear(64, 10)  # zero weights: the bias is the logits
+        with torch.no_grad():
+            self.fixed.weight.zero_()
+            self.fixed.bias.copy_(torch.linspace(-1.0, 1.0, 10))
+        self.trace, self.scale = trace, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fixed = self.fixed(x.flatten(1))
+        return fixed if self.trace is None else fixed + self.scale * self.trace(x)
+
+
+class CentreOnly(nn.Module):
+    """A trained model shown only the 4 x 4 centre of the digit: it ignores most of its input, not all."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("centre", torch.zeros(1, 1, 8, 8).index_fill_(2, torch.arange(2, 6), 1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * self.centre * self.centre.transpose(2, 3))
+
+
+def exported(tmp_path, module: nn.Module, name: str):
+    from gate.model import export_to_onnx
+
+    path = tmp_path / f"{name}.onnx"
+    export_to_onnx(copy.deepcopy(module).eval(), torch.zeros(1, 1, 8, 8), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("metric", "threshold", "words"),
+    [
+        ("deletion_auc", "max: 0.6", "deletion AUC is meaningless"),
+        ("insertion_auc", "min: 0.01", "insertion AUC is meaningless"),
+        ("max_sensitivity", "max: 0.5", "max sensitivity is meaningless"),
+    ],
+)
+def test_a_constant_model_is_an_error_not_a_pass(gate_run, tmp_path, digits_npz, metric, threshold, words):
+    spec = POLICY.format(method="occlusion", metric=metric, threshold=threshold)
+    check = only_check(gate_run(spec, exported(tmp_path, FixedLogits(), "constant"), digits_npz, samples=10))
+    assert check.status == "error", check.message
+    assert f"the model's outputs do not depend on its input: {words}" in check.message
+    assert "under the tolerance 0.001" in check.message
+
+
+def test_a_trace_of_input_dependence_is_still_refused(gate_run, tmp_path, digits_npz, digits_cnn):
+    spec = POLICY.format(method="occlusion", metric="deletion_auc", threshold="max: 0.6")
+    faint = exported(tmp_path, FixedLogits(digits_cnn, scale=1e-5), "faint")
+    check = only_check(gate_run(spec, faint, digits_npz, samples=10))
+    assert check.status == "error" and "deletion AUC is meaningless" in check.message
+    assert "moved by at most 0" not in check.message  # it moved, by less than the tolerance
+
+
+def test_a_model_that_reads_only_part_of_its_input_is_judged(gate_run, tmp_path, digits_npz, digits_cnn):
+    spec = POLICY.format(method="occlusion", metric="deletion_auc", threshold="max: 0.9")
+    centre = exported(tmp_path, CentreOnly(digits_cnn), "centre")
+    check = only_check(gate_run(spec, centre, digits_npz, samples=10))
+    assert check.status in ("pass", "fail"), check.message
+    assert check.details["largest_probability_change"] > 0.1
+
+
+def test_randomisation_of_all_zero_maps_is_refused_with_its_reason():
+    fields = {"id": "a", "kind": "attribution", "metric": "randomization_similarity", "max": 0.5}
+    spec = AttributionSpec(**fields, method="saliency")
+    with pytest.raises(CheckError, match="randomization similarity is meaningless"):
+        attribution.refuse_input_independent(spec, torch.zeros(4), torch.zeros(4))
+    attribution.refuse_input_independent(spec, torch.zeros(4), torch.tensor([0.0, 0.0, 0.2, 0.0]))

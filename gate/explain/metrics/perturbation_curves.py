@@ -99,11 +99,11 @@ def deletion_auc(
     Returns:
         Area per sample ``[N]``, in ``[0, 1]``.
     """
-    target = check_batch(x, target)
-    fractions, curve = probability_curve(
-        score_fn, x, _reference(x, baseline), target, attribution, steps=steps, batch_size=batch_size
+    return curve_area(
+        *deletion_curve(
+            score_fn, x, target, attribution, baseline=baseline, steps=steps, batch_size=batch_size
+        )
     )
-    return torch.trapezoid(curve.double(), fractions, dim=1).float()
 
 
 def insertion_auc(
@@ -135,8 +135,47 @@ def insertion_auc(
     Returns:
         Area per sample ``[N]``, in ``[0, 1]``.
     """
+    return curve_area(
+        *insertion_curve(
+            score_fn, x, target, attribution, baseline=baseline, steps=steps, batch_size=batch_size
+        )
+    )
+
+
+def deletion_curve(
+    score_fn: ScoreFn,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    attribution: torch.Tensor,
+    *,
+    baseline: float | torch.Tensor = 0.0,
+    steps: int = 64,
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The curve :func:`deletion_auc` integrates: ``(fractions removed [S], probabilities [N, S])``."""
     target = check_batch(x, target)
-    fractions, curve = probability_curve(
+    return probability_curve(
+        score_fn, x, _reference(x, baseline), target, attribution, steps=steps, batch_size=batch_size
+    )
+
+
+def insertion_curve(
+    score_fn: ScoreFn,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    attribution: torch.Tensor,
+    *,
+    baseline: float | torch.Tensor = 0.0,
+    steps: int = 64,
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The curve :func:`insertion_auc` integrates: ``(fractions inserted [S], probabilities [N, S])``."""
+    target = check_batch(x, target)
+    return probability_curve(
         score_fn, _reference(x, baseline), x, target, attribution, steps=steps, batch_size=batch_size
     )
-    return torch.trapezoid(curve.double(), fractions, dim=1).float()
+
+
+def curve_area(fractions: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """Trapezoid-rule area under each curve ``[N, S]`` over ``fractions [S]``, as ``[N]``."""
+    return torch.trapezoid(probabilities.double(), fractions, dim=1).float()
