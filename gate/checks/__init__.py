@@ -10,6 +10,7 @@ from gate.checks.accuracy import AccuracyCheck
 from gate.checks.adversarial import AdversarialCheck
 from gate.checks.attribution import AttributionCheck
 from gate.checks.base import CheckContext, CheckKind, CheckTimeout
+from gate.checks.certified import CertifiedCheck
 from gate.checks.corruption import CorruptionCheck
 from gate.checks.export_parity import ExportParityCheck
 from gate.checks.gradient_masking import GradientMaskingCheck
@@ -24,6 +25,7 @@ IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (
     ModelSanityCheck,
     CorruptionCheck,
     AttributionCheck,
+    CertifiedCheck,
 )
 
 REGISTRY: dict[str, CheckKind] = {kind_of(impl.spec_type): impl() for impl in IMPLEMENTATIONS}

@@ -135,6 +135,7 @@ class ModelUnderTest:
         first = session.get_outputs()[0].name
         choice = output if output is not None else OutputChoice(first, first)
         self._output_name = choice.name
+        self._scores_value = choice.value
         self._zipmap = choice.zipmap
         self.output_note: str | None = choice.note
         """Which output gate judges and why, for a model with several outputs; None for one output."""
@@ -224,6 +225,20 @@ class ModelUnderTest:
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
         return x if self._normalize is None else self._normalize(x)
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (gate's layout, the policy's input range) as the graph's input: the model card's scale,
+        mean/std, channel order and layout applied. Each step is increasing or a permutation, so the
+        bounds of a box map to the bounds of its image (``gate/certify``)."""
+        self._check_input(x)
+        return self._preprocess(x)
+
+    def scores_graph(self) -> onnx.ModelProto:
+        """The deployed graph reduced to what computes the judged scores (a ZipMap's input, say), with its
+        weights; read from the file each time, so nothing holds it between checks."""
+        proto = onnx.load(str(self.onnx_path), load_external_data=True)
+        outputs = [output.name for output in proto.graph.output]
+        return proto if outputs == [self._scores_value] else graph_for_value(proto, self._scores_value)
 
     def _run_numpy(self, x: torch.Tensor, name: str | None = None) -> torch.Tensor:
         """The session's output ``name`` (the scores by default) for ``x``, as a CPU tensor."""

@@ -31,8 +31,27 @@ KIND_RULES: dict[tuple[str, str], tuple[Direction, str]] = {
         ("attribution", field): ("neutral", "a different measurement; review the threshold with it")
         for field in ("method", "metric", "target")
     },
+    ("certified", "method"): (
+        "neutral",
+        "a different certificate (and metric); review the threshold with it",
+    ),
+    ("certified", "sigma"): (
+        "neutral",
+        "a different smoothing noise certifies a different smoothed classifier; review radius and threshold",
+    ),
+    ("certified", "n"): (
+        "neutral",
+        "more draws give tighter certificates, fewer looser ones, at the same alpha",
+    ),
+    ("certified", "n0"): ("neutral", "how many draws select the class; it does not change what is certified"),
+    ("certified", "batch"): ("neutral", "how many noisy copies share a forward batch"),
+    ("certified", "alpha"): (
+        "neutral",
+        "a smaller alpha makes each certificate surer and fewer; review the threshold",
+    ),
 }
-"""Fields whose meaning depends on the kind: attribution's ``steps`` tune a computation, not an attack."""
+"""Fields whose meaning depends on the kind: attribution's ``steps`` tune a computation, not an attack;
+a certificate's ``radius`` is the ball certified (``CHECK_RULES``: larger is stricter)."""
 
 IDENTITY_FIELDS = {"id", "kind"}
 
@@ -211,7 +230,7 @@ CHECK_RULES: dict[str, Rule] = {
     "queries": more_is_stricter("queries", "the attack's default"),
     "targeted": _targeted,
     "diagnostic_samples": more_is_stricter("diagnostic samples"),
-    "radius": higher_is_stricter("sensitivity radius"),
+    "radius": higher_is_stricter("radius (a noise radius, or the ball a certificate covers)"),
     "tolerance": lower_is_stricter("tolerance"),
     "level": higher_is_stricter("corruption severity"),
     "max_abs_diff": lower_is_stricter("allowed logit difference (max_abs_diff)"),

@@ -17,6 +17,7 @@ from gate.policy.specs import (
     CORRUPTION_INPUTS,
     AdversarialSpec,
     AttributionSpec,
+    CertifiedSpec,
     CheckSpec,
     CorruptionSpec,
     GradientMaskingSpec,
@@ -60,6 +61,15 @@ def feature_spec_problems(spec: CheckSpec) -> list[tuple[str, str]]:
         if spec.metric in INPUT_RANGE_NOISE_METRICS:
             problems.append(("metric", _noise_refusal(f"the metric {spec.metric!r}")))
         return problems
+    if isinstance(spec, CertifiedSpec):
+        return [
+            (
+                "kind",
+                "a certificate covers a ball of one radius in the policy's one input range, which a features "
+                "section replaces by per-feature ranges, types and constraints; certify the model on "
+                "standardised features without a features section, or use the constrained attack",
+            )
+        ]
     if isinstance(spec, CorruptionSpec) and spec.corruption not in FEATURE_CORRUPTIONS:
         return [
             (

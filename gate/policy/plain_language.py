@@ -13,6 +13,7 @@ from gate.policy.specs import (
     AccuracySpec,
     AdversarialSpec,
     AttributionSpec,
+    CertifiedSpec,
     CheckSpec,
     CorruptionSpec,
     ExportParitySpec,
@@ -243,6 +244,25 @@ def _method(spec: CheckSpec, policy: Policy) -> list[str]:
             f"{spec.restarts} restart{'s' * (spec.restarts != 1)}, {spec.queries} black-box queries"
             f" on the first {spec.diagnostic_samples} samples; a diagnostic may be {spec.tolerance:g} worse before it counts.",
             "Metric: the number of diagnostics that found a problem.",
+        ]
+    if isinstance(spec, CertifiedSpec):
+        norm = {"linf": "L∞", "l2": "L2"}[spec.norm]
+        ball = f"an {norm} ball of radius {number_text(spec.radius)} in the input range"
+        if spec.method == "randomized_smoothing":
+            return [
+                f"Method: randomized smoothing (Cohen et al. 2019): the prediction of the model under Gaussian "
+                f"noise of σ = {number_text(spec.sigma or 0)}, certified for {ball} with "
+                f"{spec.smoothing_option('n0')} + {spec.smoothing_option('n')} noisy forward passes per sample; "
+                f"each certificate is wrong with probability at most {spec.smoothing_option('alpha'):g}.",
+                "Metric: certified accuracy, the share of samples whose smoothed prediction is right and "
+                "certified for the whole ball (abstentions count as wrong). It certifies the smoothed "
+                "classifier, not the model as deployed.",
+            ]
+        return [
+            f"Method: interval bounds (Gowal et al. 2018) through the deployed ONNX graph, for {ball}: a "
+            "deterministic guarantee, no sampling.",
+            "Metric: verified accuracy, the share of samples whose right logit provably stays above every "
+            "other one in the whole ball (the bounds are loose: a sample not verified is not thereby broken).",
         ]
     if isinstance(spec, CorruptionSpec):
         corruption = spec.corruption.replace("_", " ")

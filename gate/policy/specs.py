@@ -248,6 +248,11 @@ AttackName = Literal[tuple(CATALOGUE)]  # type: ignore[valid-type]
 MaskingAttackName = Literal[masking_diagnosable()]  # type: ignore[valid-type]
 
 
+def field_problem(field: str, message: str) -> PydanticCustomError:
+    """A model-level rule about one field, reported by the loader at that field's line."""
+    return PydanticCustomError("field_value", "{message}", {"field": field, "message": message})
+
+
 def attack_refused(attack: str, norm: str, values: dict[str, Any]) -> None:
     """Refuse a norm or an attack option that ``attack`` cannot honour, naming the field for the loader."""
     refusal = policy_refusal(attack, norm, values)
@@ -494,6 +499,82 @@ class AttributionSpec(CheckSpec):
         return ATTRIBUTION_METRICS[self.metric].scale
 
 
+# The one list of certification methods: the metric each reports and the norms it certifies.
+CERTIFICATION_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "randomized_smoothing": ("certified_accuracy", ("l2",)),
+    "interval_bounds": ("verified_accuracy", ("linf", "l2")),
+}
+CertificationMethod = Literal[tuple(CERTIFICATION_METHODS)]  # type: ignore[valid-type]
+# Defaults of randomized smoothing (Cohen et al. 2019's CERTIFY); n is documented in docs/certified.md.
+SMOOTHING_DEFAULTS = {"n0": 100, "n": 10_000, "alpha": 0.001, "batch": 1000}
+_SMOOTHING_ONLY = ("sigma", "n0", "n", "alpha", "batch")
+
+
+class CertifiedSpec(CheckSpec):
+    """Certified accuracy: the share of samples whose prediction is right and provably unchanged in the ball.
+
+    A guarantee, not an attack that failed: randomized smoothing (Cohen et al. 2019) or interval bounds
+    (Gowal et al. 2018), see docs/certified.md.
+    """
+
+    kind: Literal["certified"]
+    method: CertificationMethod = "randomized_smoothing"
+    norm: Literal["l2", "linf"] = Field(
+        default="l2",
+        description="The ball certified: randomized smoothing certifies L2 only; interval bounds L-inf, and L2 "
+        "through the box that contains the ball (sound, looser).",
+    )
+    radius: Budget = Field(description="Radius of the certified ball, in the policy's input range.")
+    sigma: Budget | None = Field(
+        default=None,
+        description="randomized_smoothing: standard deviation of the Gaussian noise, in the input range (required).",
+    )
+    n0: PositiveInt | None = Field(
+        default=None, description="randomized_smoothing: noise draws that select the class (default 100)."
+    )
+    n: PositiveInt | None = Field(
+        default=None,
+        description="randomized_smoothing: noise draws that estimate its probability (default 10,000).",
+    )
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] | None = Field(
+        default=None,
+        description="randomized_smoothing: probability that a certificate is wrong (default 0.001).",
+    )
+    batch: PositiveInt | None = Field(
+        default=None, description="randomized_smoothing: noisy copies per forward batch (default 1000)."
+    )
+
+    @model_validator(mode="after")
+    def _method_reads_its_options(self) -> CertifiedSpec:
+        _, norms = CERTIFICATION_METHODS[self.method]
+        if self.norm not in norms:
+            raise field_problem(
+                "norm",
+                f"{self.method} certifies {' and '.join(norms)} balls, not {self.norm}; use interval_bounds for L-inf",
+            )
+        if self.method == "randomized_smoothing" and self.sigma is None:
+            raise field_problem(
+                "sigma",
+                "randomized_smoothing needs sigma, the noise the smoothed classifier adds (e.g. 0.25; the model "
+                "should be trained with noise of that size)",
+            )
+        given = [name for name in _SMOOTHING_ONLY if getattr(self, name) is not None]
+        if self.method != "randomized_smoothing" and given:
+            raise field_problem(
+                given[0], f"{given[0]} is an option of randomized_smoothing, not of {self.method}"
+            )
+        return self
+
+    def smoothing_option(self, name: str) -> float:
+        """``n0``, ``n``, ``alpha`` or ``batch`` as given, else its documented default."""
+        value = getattr(self, name)
+        return SMOOTHING_DEFAULTS[name] if value is None else value
+
+    @property
+    def metric_name(self) -> str:
+        return CERTIFICATION_METHODS[self.method][0]
+
+
 ALL_CHECK_SPECS: tuple[type[CheckSpec], ...] = (
     AccuracySpec,
     ExportParitySpec,
@@ -502,6 +583,7 @@ ALL_CHECK_SPECS: tuple[type[CheckSpec], ...] = (
     ModelSanitySpec,
     CorruptionSpec,
     AttributionSpec,
+    CertifiedSpec,
 )
 
 AnyCheckSpec = Annotated[
@@ -511,7 +593,8 @@ AnyCheckSpec = Annotated[
     | GradientMaskingSpec
     | ModelSanitySpec
     | CorruptionSpec
-    | AttributionSpec,
+    | AttributionSpec
+    | CertifiedSpec,
     Field(discriminator="kind"),
 ]
 

@@ -53,6 +53,7 @@ ALL_CHECK_KINDS = frozenset(
         "model_sanity",
         "corruption",
         "attribution",
+        "certified",
     }
 )
 

@@ -24,7 +24,15 @@ from gate.policy.specs import (
 
 from .helpers import WritePolicy
 
-PROPORTION_METRICS = {"accuracy", "agreement", "robust_accuracy", "corrupted_accuracy", "pointing_game"}
+PROPORTION_METRICS = {
+    "accuracy",
+    "agreement",
+    "robust_accuracy",
+    "corrupted_accuracy",
+    "pointing_game",
+    "certified_accuracy",
+    "verified_accuracy",
+}
 
 
 def _one_of_each() -> list[CheckSpec]:
@@ -35,6 +43,10 @@ def _one_of_each() -> list[CheckSpec]:
             specs += [
                 AttributionSpec(id="a", kind="attribution", metric=m, min=0) for m in ATTRIBUTION_METRICS
             ]
+            continue
+        if kind == "certified":
+            specs.append(spec_type(id="a", kind=kind, min=0, sigma=0.25, radius=0.5))
+            specs.append(spec_type(id="a", kind=kind, min=0, method="interval_bounds", radius=0.1))
             continue
         extra = {"epsilon": 0.1} if kind in ("adversarial", "gradient_masking") else {}
         extra |= {"corruption": "jpeg"} if kind == "corruption" else {}
