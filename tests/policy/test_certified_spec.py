@@ -7,6 +7,7 @@ import pytest
 from gate.policy import load_policy
 from gate.policy.diff import diff_policies
 from gate.policy.plain_language import explain_policy
+
 from .helpers import WritePolicy, only_problem
 
 POLICY = """\
@@ -29,11 +30,18 @@ def test_smoothing_defaults_follow_the_paper_and_the_metric_is_certified_accurac
     policy = load_policy(policy_with(write_policy, "sigma: 0.25\nradius: 0.5")).policy
     (spec,) = policy.checks
     assert (spec.method, spec.norm, spec.metric_name) == ("randomized_smoothing", "l2", "certified_accuracy")
-    assert [spec.smoothing_option(name) for name in ("n0", "n", "alpha", "batch")] == [100, 10_000, 0.001, 1000]
+    assert [spec.smoothing_option(name) for name in ("n0", "n", "alpha", "batch")] == [
+        100,
+        10_000,
+        0.001,
+        1000,
+    ]
 
 
 def test_interval_bounds_report_verified_accuracy(write_policy) -> None:
-    policy = load_policy(policy_with(write_policy, "method: interval_bounds\nnorm: linf\nradius: 1/255")).policy
+    policy = load_policy(
+        policy_with(write_policy, "method: interval_bounds\nnorm: linf\nradius: 1/255")
+    ).policy
     assert policy.checks[0].metric_name == "verified_accuracy"
     assert policy.checks[0].radius == pytest.approx(1 / 255)
 
@@ -47,7 +55,9 @@ def test_interval_bounds_report_verified_accuracy(write_policy) -> None:
         ("sigma: 0.25\nradius: 0.5\nalpha: 0.7", "alpha", "less than 0.5", 8),
     ],
 )
-def test_what_a_method_cannot_honour_is_refused_at_its_line(write_policy, fields, field, needle, line) -> None:
+def test_what_a_method_cannot_honour_is_refused_at_its_line(
+    write_policy, fields, field, needle, line
+) -> None:
     problem = only_problem(policy_with(write_policy, fields))
     assert needle in problem.message and problem.field.endswith(field)
     assert problem.position is not None and problem.position.line == line
