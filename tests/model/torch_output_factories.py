@@ -93,6 +93,9 @@ def dataclass_output() -> nn.Module:
 
 def tiny_vit() -> nn.Module:
     """A randomly initialised Hugging Face ViT for 1x16x16 inputs and 3 classes (needs transformers)."""
+    from torchvision_shim import import_torchvision_if_installed
+
+    import_torchvision_if_installed()  # transformers imports an installed torchvision
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(0)
