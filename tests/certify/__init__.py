@@ -1,0 +1,1 @@
+"""Tests of gate/certify: randomized smoothing and the certified-accuracy curve."""
