@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -176,12 +178,27 @@ def _infer_and_save(path: Path, inline: bool) -> None:
         onnx.save(inferred, str(path))
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr: the TorchScript exporter writes its IR graph (pages of it) to stdout
+    from C++ when it fails, which would corrupt ``gate check --json``'s output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _export_with(
     module: Any, example: torch.Tensor, path: Path, exporter: ExporterName, opset: int | None, inline: bool
 ) -> str | None:
     """Run one exporter; the root cause of its failure, or None when it wrote ``path``."""
     try:
-        with _quiet_exporter(), torch.no_grad():
+        with _quiet_exporter(), _stdout_to_stderr(), torch.no_grad():
             _run_exporter(module, example, path, exporter, opset, inline)
     except ModelError:
         raise

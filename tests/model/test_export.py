@@ -91,3 +91,18 @@ def test_a_model_both_exporters_refuse_names_both_causes(tmp_path):
     with pytest.raises(ModelError, match="neither exporter could export the model") as caught:
         export_to_onnx(Unexportable(), torch.rand(2, 4), tmp_path / "u.onnx")
     assert "dynamo:" in str(caught.value) and "torchscript (opset 17):" in str(caught.value)
+
+
+def test_a_failing_torchscript_export_writes_nothing_to_stdout(tmp_path, capfd):
+    """The TorchScript exporter dumps its IR graph to stdout from C++ on failure; ``--json`` must stay clean."""
+
+    class Attention(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q = x.flatten(2)
+            return nn.functional.scaled_dot_product_attention(q, q, q).flatten(1)
+
+    with pytest.raises(ModelError, match="torchscript exporter could not export"):
+        export_to_onnx(
+            Attention(), torch.rand(2, 1, 8, 8), tmp_path / "a.onnx", exporter="torchscript", opset=11
+        )
+    assert capfd.readouterr().out == ""
