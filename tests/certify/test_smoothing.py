@@ -431,3 +431,20 @@ def test_no_attack_inside_the_certified_radius_changes_the_smoothed_prediction(
     predicted_far, count_far = estimate(x_far)
     assert ((predicted_far >= 0) & (predicted_far != label)).float().mean() >= 0.5
     assert lipschitz_violations(x_far, count_far) <= allowed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_certificates_on_cuda_match_the_cpu() -> None:
+    """The streams give the same noise on CPU and CUDA, so the counts agree; a copy could only flip where
+    float rounding puts it on a decision boundary (allowed: 2 copies in all)."""
+    model = Linear10()
+    x = torch.rand(9, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    options = {"sigma": 0.5, "n0": 45, "n": 300, "alpha": ALPHA, "seed": 11, "batch": 64}
+    on_cpu = certify(model, x, torch.arange(9), **options)
+    cuda_model = Linear10()
+    cuda_model.weight = cuda_model.weight.cuda()
+    on_cuda = certify(cuda_model, x.cuda(), torch.arange(9).cuda(), **options)
+    assert on_cuda.counts.device.type == "cpu"
+    assert int((on_cuda.counts - on_cpu.counts).abs().sum()) <= 2 * 2
+    assert torch.equal(on_cuda.selected, on_cpu.selected)
