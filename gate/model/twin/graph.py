@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -57,6 +57,40 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 1)
 
 
+class ParsedNode(NamedTuple):
+    """One node with its op function (``None`` where the twin has none) and decoded attributes."""
+
+    function: OpFunction | None
+    call: OpCall
+    inputs: list[str]
+    outputs: list[str]
+
+
+def parse_nodes(model: onnx.ModelProto) -> list[ParsedNode]:
+    """The graph's nodes in order, as the twin and the bound propagation (gate/certify) walk them."""
+    opset = _opset(model)
+    return [
+        ParsedNode(
+            _op_function(node),
+            OpCall(
+                op_type=node.op_type,
+                name=node.name or f"{node.op_type}_{index}",
+                opset=opset,
+                attrs={attribute.name: _attribute(attribute) for attribute in node.attribute},
+                num_outputs=sum(1 for name in node.output if name),
+            ),
+            list(node.input),
+            list(node.output),
+        )
+        for index, node in enumerate(model.graph.node)
+    ]
+
+
+def initializer_tensors(model: onnx.ModelProto) -> dict[str, torch.Tensor]:
+    """The graph's initializers by name, as torch tensors."""
+    return {initializer.name: _tensor(initializer) for initializer in model.graph.initializer}
+
+
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     """Operator types in the graph the twin cannot run (custom domains count as unsupported)."""
     missing = {
@@ -89,12 +123,11 @@ class OnnxTwin(nn.Module):
                 f"the ONNX graph uses operator(s) the twin does not implement: {', '.join(missing)}"
             )
         graph = model.graph
-        opset = _opset(model)
         self._buffer_names: dict[str, str] = {}
-        for index, initializer in enumerate(graph.initializer):
+        for index, (name, tensor) in enumerate(initializer_tensors(model).items()):
             attribute_name = f"initializer_{index}"
-            self.register_buffer(attribute_name, _tensor(initializer), persistent=False)
-            self._buffer_names[initializer.name] = attribute_name
+            self.register_buffer(attribute_name, tensor, persistent=False)
+            self._buffer_names[name] = attribute_name
         inputs = [value.name for value in graph.input if value.name not in self._buffer_names]
         if len(inputs) != 1 or len(graph.output) != 1:
             raise ModelError(
@@ -105,21 +138,7 @@ class OnnxTwin(nn.Module):
         declared = next(value for value in graph.input if value.name == self.input_name)
         self.input_dtype = _TORCH_DTYPES.get(declared.type.tensor_type.elem_type, torch.float32)
         """What the graph's input is (float16 for a half-precision model): gate's float32 is cast to it."""
-        self._nodes = [
-            (
-                _op_function(node),
-                OpCall(
-                    op_type=node.op_type,
-                    name=node.name or f"{node.op_type}_{index}",
-                    opset=opset,
-                    attrs={attribute.name: _attribute(attribute) for attribute in node.attribute},
-                    num_outputs=sum(1 for name in node.output if name),
-                ),
-                list(node.input),
-                list(node.output),
-            )
-            for index, node in enumerate(graph.node)
-        ]
+        self._nodes = parse_nodes(model)
 
     def forward(self, x: torch.Tensor, output: str | None = None) -> torch.Tensor:
         """The graph's output for ``x``, or the inner value named ``output`` (e.g. logits before a sigmoid)."""
