@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -563,7 +564,20 @@ class CertifiedSpec(CheckSpec):
             raise field_problem(
                 given[0], f"{given[0]} is an option of randomized_smoothing, not of {self.method}"
             )
+        if self.method == "randomized_smoothing" and self.radius > self.largest_certifiable_radius():
+            n, alpha = int(self.smoothing_option("n")), self.smoothing_option("alpha")
+            raise field_problem(
+                "radius",
+                f"no sample can be certified at radius {self.radius:g}: with sigma {self.sigma:g}, n = {n} and "
+                f"alpha = {alpha:g}, even n correct draws of n certify at most sigma·Φ⁻¹(alpha^(1/n)) = "
+                f"{self.largest_certifiable_radius():.4g}; raise n or sigma, or lower radius",
+            )
         return self
+
+    def largest_certifiable_radius(self) -> float:
+        """What CERTIFY gives when all ``n`` draws vote for the class: ``sigma · Φ⁻¹(alpha^(1/n))``."""
+        n, alpha = int(self.smoothing_option("n")), float(self.smoothing_option("alpha"))
+        return float(self.sigma or 0.0) * NormalDist().inv_cdf(alpha ** (1.0 / n))
 
     def smoothing_option(self, name: str) -> float:
         """``n0``, ``n``, ``alpha`` or ``batch`` as given, else its documented default."""

@@ -53,6 +53,7 @@ def test_interval_bounds_report_verified_accuracy(write_policy) -> None:
         ("sigma: 0.25\nnorm: linf\nradius: 0.5", "norm", "certifies l2 balls, not linf", 7),
         ("method: interval_bounds\nradius: 0.1\nn: 500", "n", "an option of randomized_smoothing", 8),
         ("sigma: 0.25\nradius: 0.5\nalpha: 0.7", "alpha", "less than 0.5", 8),
+        ("sigma: 0.25\nradius: 0.7\nn: 1000", "radius", "certify at most sigma·Φ⁻¹(alpha^(1/n)) = 0.6158", 7),
     ],
 )
 def test_what_a_method_cannot_honour_is_refused_at_its_line(
