@@ -339,13 +339,16 @@ def test_each_rule_contains_the_session_outputs_of_points_in_the_box(case: str) 
 
 
 # ----------------------------------------------------------------------- (2) no attack breaks them
-@pytest.mark.parametrize("eps", [0.02, 0.05])
-def test_no_verified_sample_is_broken_by_gates_attacks(ibp_cnn_graph, digits_split, eps) -> None:
+@pytest.mark.parametrize(
+    ("model", "eps"), [("ibp_cnn_graph", 0.02), ("ibp_cnn_graph", 0.05), ("mlp_graph", 0.02)]
+)
+def test_no_verified_sample_is_broken_by_gates_attacks(request, digits_split, model: str, eps: float) -> None:
+    graph = request.getfixturevalue(model)
     x, y = held_out(digits_split, 120)
     lower, upper = box(x, eps)
-    certified = verify(ibp_cnn_graph, lower, upper, y)
+    certified = verify(graph, lower, upper, y)
     assert 10 < int(certified.sum()) < len(x), "the fixture should verify some but not all samples"
-    twin = build_twin(ibp_cnn_graph)
+    twin = build_twin(graph)
     attacks = [
         make_attack("pgd", norm="linf", eps=eps, steps=30, restarts=3, seed=1),
         make_attack("apgd-ce", norm="linf", eps=eps, steps=40, seed=2),
@@ -355,7 +358,7 @@ def test_no_verified_sample_is_broken_by_gates_attacks(ibp_cnn_graph, digits_spl
         outcome = attack.perturb(twin, x, y)
         assert bool(outcome.robust[certified].all()), f"{attack!r} broke a verified sample"
         # The session (the shipped artifact) agrees on the adversarial points of the verified samples.
-        predicted = session_outputs(ibp_cnn_graph, outcome.x_adv[certified]).argmax(1)
+        predicted = session_outputs(graph, outcome.x_adv[certified]).argmax(1)
         assert bool((predicted == y[certified]).all())
 
 
