@@ -21,16 +21,28 @@ from gate.cli import main, print_summary
     is_flag=True,
     help="Gate a random forest and an MLP on breast-cancer data with builtin:demo-tabular instead.",
 )
-def demo(report_dir: Path, device: str, tabular: bool) -> None:
+@click.option(
+    "--certified",
+    is_flag=True,
+    help="Gate a standard and a noise-trained digit classifier with builtin:demo-certified instead.",
+)
+def demo(report_dir: Path, device: str, tabular: bool, certified: bool) -> None:
     """Train a standard and a PGD-trained digit classifier and gate both with builtin:demo-digits.
 
     The standard model should fail the robustness checks and the robust one pass; exit 0 when that is
     what happened, 1 otherwise. With --tabular: a random forest (skl2onnx, attacked by the black-box
     constrained search) and an MLP (constrained PGD, then the search) on breast-cancer measurements,
-    under a feature schema with constraints; exit 0 when every check of both ran (no error).
+    under a feature schema with constraints; exit 0 when every check of both ran (no error). With
+    --certified: randomized smoothing certifies the noise-trained model and not the standard one; exit 0
+    when that is what happened.
     """
+    if tabular and certified:
+        raise click.UsageError("--tabular and --certified are two different demos: choose one")
     if tabular:
         _tabular_demo(report_dir, device)
+        return
+    if certified:
+        _certified_demo(report_dir, device)
         return
     from gate.demo import run_demo
 
@@ -67,4 +79,25 @@ def _tabular_demo(report_dir: Path, device: str) -> None:
     )
     if any(errors.values()):
         console.error(f"the tabular demo expected every check to run; these ended as errors: {errors}")
+        sys.exit(1)
+
+
+def _certified_demo(report_dir: Path, device: str) -> None:
+    from gate.demo import run_certified_demo
+
+    console.info("gate demo --certified: training a standard and a noise-trained digit classifier ...")
+    results = run_certified_demo(report_dir, device=device, progress=console.Progress())
+    for result in results:
+        console.out(f"\n== {result.name} model")
+        print_summary(result.report, result.report_dir)
+    status = {
+        result.name: next(c.status for c in result.report.checks if c.id == "certified-l2")
+        for result in results
+    }
+    console.out(
+        "\nRandomized smoothing certifies the model trained with Gaussian noise and not the standard one. "
+        f"Open {report_dir / 'noise-trained' / 'report.html'} for the certified-accuracy curve."
+    )
+    if status != {"standard": "fail", "noise-trained": "pass"}:
+        console.error(f"the demo expected certified-l2 standard: fail, noise-trained: pass and got {status}")
         sys.exit(1)

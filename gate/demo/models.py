@@ -75,9 +75,12 @@ def train(
     *,
     epochs: int = 15,
     adversarial_eps: float = 0.0,
+    noise_sigma: float = 0.0,
     seed: int = 0,
 ) -> nn.Module:
-    """Train ``make_model()`` with Adam; with ``adversarial_eps`` > 0 on PGD-7 examples (adversarial training)."""
+    """Train ``make_model()`` with Adam; with ``adversarial_eps`` > 0 on PGD-7 examples (adversarial
+    training); with ``noise_sigma`` > 0 on inputs with Gaussian noise of that size, unclipped (Cohen et
+    al. 2019's training for randomized smoothing)."""
     torch.manual_seed(seed)
     model: nn.Module = make_model()  # type: ignore[operator]
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -91,6 +94,8 @@ def train(
             if adversarial_eps > 0:
                 model.eval()
                 xb = pgd_examples(model, xb, yb, adversarial_eps, steps=7)
+            if noise_sigma > 0:
+                xb = xb + noise_sigma * torch.randn(xb.shape, generator=generator)
             model.train()
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(xb), yb).backward()

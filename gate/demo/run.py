@@ -72,6 +72,29 @@ def run_demo(report_dir: Path, *, device: str = "auto", progress: Progress | Non
     return gate_each(DEMO_POLICY, specs, data_path, report_dir, progress)
 
 
+CERTIFIED_POLICY = "builtin:demo-certified"
+TRAINING_SIGMA = 0.5
+
+
+def run_certified_demo(
+    report_dir: Path, *, device: str = "auto", progress: Progress | None = None
+) -> list[DemoResult]:
+    """Gate a standard digits CNN and one trained with Gaussian noise (σ = 0.5) under
+    ``builtin:demo-certified``: randomized smoothing certifies the second and not the first."""
+    directory = report_dir / "inputs"
+    directory.mkdir(parents=True, exist_ok=True)
+    data = split(*load_digits_arrays())
+    data_path = directory / "digits-test.npz"
+    np.savez(data_path, x=data["x_test"], y=data["y_test"])
+    specs = {}
+    for name, sigma in (("standard", 0.0), ("noise-trained", TRAINING_SIGMA)):
+        model = train(DigitsCNN, data["x_train"], data["y_train"], noise_sigma=sigma)
+        weights = directory / f"{name}.safetensors"
+        save_file(model.state_dict(), str(weights))
+        specs[name] = ModelSpec(source=FACTORY, weights=weights, input_shape=(1, 8, 8), device=device)  # type: ignore[arg-type]
+    return gate_each(CERTIFIED_POLICY, specs, data_path, report_dir, progress)
+
+
 TABULAR_POLICY = "builtin:demo-tabular"
 MLP_FACTORY = "gate.demo.tabular:breast_cancer_mlp"
 
