@@ -23,7 +23,7 @@ from gate.attacks.threat import Norm, per_sample, perturbation_norm
 from gate.randomness.streams import SampleRandom
 from gate.tasks.classification import is_correct
 
-_COMPACT_EVERY = 10  # steps between dropping points already broken within eps (a host sync)
+_COMPACT_EVERY = 5  # steps between dropping points already broken within eps (a host sync)
 
 
 def _flat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from gate.attacks.autoattack import NOT_BROKEN, AutoAttack
 from gate.attacks.pgd import PGD
 
 from .helpers import (
+    BatchRecorder,
     assert_at_least_as_strong,
     assert_feasible,
     broken_over_seeds,
@@ -31,6 +32,57 @@ def test_autoattack_reports_worst_case_and_culprit(digits_split, robust_digits_c
     assert "apgd-ce" in names
     pgd = PGD(norm=norm, eps=eps, steps=10).perturb(robust_digits_cnn, x, y)
     assert outcome.robust.sum() <= pgd.robust.sum() + 1
+
+
+def _hadamard_classifier(classes: int = 10, shape: tuple[int, int, int] = (4, 8, 8)) -> torch.nn.Module:
+    """A linear classifier with orthogonal +-1 class vectors (rows of a Hadamard matrix), centred at 0.5:
+    a point ``0.5 + a * w_y`` has margin ``a * d`` to every other class, and an L-inf step of ``eps``
+    lowers it by at most ``eps * d``, so whether a point can be broken is known exactly."""
+    size = shape[0] * shape[1] * shape[2]
+    hadamard = torch.ones(1, 1)
+    while hadamard.shape[0] < size:
+        hadamard = torch.cat([torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)], 0)
+    layer = torch.nn.Linear(size, classes)
+    with torch.no_grad():
+        layer.weight.copy_(hadamard[1 : classes + 1])
+        layer.bias.copy_(-0.5 * layer.weight.sum(dim=1))
+    return torch.nn.Sequential(torch.nn.Flatten(), layer).eval()
+
+
+def test_later_stages_cost_in_proportion_to_the_points_still_robust():
+    # 37 points that any first step breaks (margin 0.02 * 256 = 5 against an eps * 256 = 13 reach) and 3
+    # that nothing can (margin 102): APGD-CE must drop the 37 within a few steps, not at its first
+    # checkpoint, and every later stage must work on the 3 alone, at most its budget per point.
+    model = _hadamard_classifier()
+    weights = model[1].weight.detach()
+    n, survivors, steps, targets, queries = 40, 3, 50, 3, 300
+    y = torch.arange(n) % 10
+    scale = torch.where(torch.arange(n) < survivors, 0.4, 0.02)
+    x = (0.5 + scale[:, None] * weights[y]).reshape(n, 4, 8, 8)
+    attack = AutoAttack(norm="linf", eps=0.05, steps=steps, n_target_classes=targets, square_queries=queries)
+    recorder = BatchRecorder(model)
+    rows, points = [], []
+    for stage in attack.stages:
+
+        def counted(m, xs, ys, *, index=None, _perturb=stage.perturb):
+            before = sum(recorder.batch_sizes)
+            outcome = _perturb(m, xs, ys, index=index)
+            rows.append(sum(recorder.batch_sizes) - before)
+            points.append(len(xs))
+            return outcome
+
+        stage.perturb = counted
+    outcome = attack.perturb(recorder, x, y)
+    assert outcome.robust.tolist() == [True] * survivors + [False] * (n - survivors)
+    assert outcome.broken_by_names()[survivors:] == ["apgd-ce"] * (n - survivors)
+    assert points == [n, survivors, survivors, survivors]
+    # Per broken point: clean pass, start, <= 5 steps, verification; the survivors take the whole run.
+    assert rows[0] <= (n - survivors) * (1 + 1 + 5 + 1) + survivors * (steps + 3)
+    # Each: a clean pass, then per target a start, the steps and a verification (FAB: no start, and a
+    # forward+backward and a forward to judge each step); Square: its queries and a verification.
+    apgd_t = survivors * (1 + targets * (1 + steps + 1))
+    fab_t = survivors * (1 + targets * (2 * steps + 1))
+    assert rows[1:] == [apgd_t, fab_t, survivors * (1 + queries + 1)]
 
 
 @pytest.mark.slow

@@ -155,11 +155,12 @@ def test_host_waits_once_per_run_and_compaction_not_per_step(digits_split, digit
     assert host_syncs(attack, digits_cnn, x, y) <= runs_and_compactions
 
 
-def test_apgd_waits_only_at_its_checkpoints(digits_split, digits_cnn):
+def test_apgd_waits_only_when_it_drops_points(digits_split, digits_cnn):
+    # At its checkpoints and every few steps between them (so a broken point leaves within a few
+    # steps), never per step.
     x, y = digits_subset(digits_split, 100)
     attack = make_attack("apgd-ce", norm="linf", eps=0.15, steps=40)
-    checkpoints_before_the_end = sum(1 for mark in attack.checkpoints if mark < attack.steps)
-    assert host_syncs(attack, digits_cnn, x, y) <= 1 + checkpoints_before_the_end < 40 // 3
+    assert host_syncs(attack, digits_cnn, x, y) <= 1 + len(attack.compactions) < 40 // 2
 
 
 @pytest.mark.gpu
