@@ -29,17 +29,29 @@ class DemoResult:
     report_dir: Path
 
 
-def prepare_inputs(directory: Path) -> tuple[Path, dict[str, Path]]:
-    """Train both models (seeded; seconds on a CPU) and write the held-out data and the weights."""
+def _digits_inputs(directory: Path) -> tuple[dict[str, np.ndarray], Path]:
+    """The digits split, with its held-out part written where the demo's gate runs read it."""
     directory.mkdir(parents=True, exist_ok=True)
     data = split(*load_digits_arrays())
     data_path = directory / "digits-test.npz"
     np.savez(data_path, x=data["x_test"], y=data["y_test"])
-    weights = {}
-    for name, eps in (("standard", 0.0), ("robust", ADVERSARIAL_EPS)):
-        model = train(DigitsCNN, data["x_train"], data["y_train"], adversarial_eps=eps)
-        weights[name] = directory / f"{name}.safetensors"
-        save_file(model.state_dict(), str(weights[name]))
+    return data, data_path
+
+
+def _trained_weights(directory: Path, name: str, data: dict[str, np.ndarray], **training: float) -> Path:
+    model = train(DigitsCNN, data["x_train"], data["y_train"], **training)  # type: ignore[arg-type]
+    path = directory / f"{name}.safetensors"
+    save_file(model.state_dict(), str(path))
+    return path
+
+
+def prepare_inputs(directory: Path) -> tuple[Path, dict[str, Path]]:
+    """Train both models (seeded; seconds on a CPU) and write the held-out data and the weights."""
+    data, data_path = _digits_inputs(directory)
+    weights = {
+        name: _trained_weights(directory, name, data, adversarial_eps=eps)
+        for name, eps in (("standard", 0.0), ("robust", ADVERSARIAL_EPS))
+    }
     return data_path, weights
 
 
@@ -82,16 +94,16 @@ def run_certified_demo(
     """Gate a standard digits CNN and one trained with Gaussian noise (σ = 0.5) under
     ``builtin:demo-certified``: randomized smoothing certifies the second and not the first."""
     directory = report_dir / "inputs"
-    directory.mkdir(parents=True, exist_ok=True)
-    data = split(*load_digits_arrays())
-    data_path = directory / "digits-test.npz"
-    np.savez(data_path, x=data["x_test"], y=data["y_test"])
-    specs = {}
-    for name, sigma in (("standard", 0.0), ("noise-trained", TRAINING_SIGMA)):
-        model = train(DigitsCNN, data["x_train"], data["y_train"], noise_sigma=sigma)
-        weights = directory / f"{name}.safetensors"
-        save_file(model.state_dict(), str(weights))
-        specs[name] = ModelSpec(source=FACTORY, weights=weights, input_shape=(1, 8, 8), device=device)  # type: ignore[arg-type]
+    data, data_path = _digits_inputs(directory)
+    specs = {
+        name: ModelSpec(
+            source=FACTORY,
+            weights=_trained_weights(directory, name, data, noise_sigma=sigma),
+            input_shape=(1, 8, 8),
+            device=device,  # type: ignore[arg-type]
+        )
+        for name, sigma in (("standard", 0.0), ("noise-trained", TRAINING_SIGMA))
+    }
     return gate_each(CERTIFIED_POLICY, specs, data_path, report_dir, progress)
 
 
