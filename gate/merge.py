@@ -36,11 +36,12 @@ from gate.policy.specs import CheckSpec
 from gate.report.assemble import summarise, verdict_message, waivers_in_state
 from gate.report.model import CheckResult, DataInfo, Report, SampleRecord
 from gate.resume import FINGERPRINT_FILE, RunFingerprint, document_sha256
+from gate.stats import Interval
 from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
 logger = logging.getLogger(__name__)
 
-DEFERRED_KINDS = frozenset({"gradient_masking", "model_sanity"})
+DEFERRED_KINDS = frozenset({"gradient_masking", "model_sanity", "calibration", "subgroup"})
 """Kinds that run once, in shard 1, on the whole selection; no other kind may defer to shard 1."""
 EVIDENCE_FOLDERS = ("artifacts", "model")
 _SHARD = re.compile(r"([1-9][0-9]{0,5})/([1-9][0-9]{0,5})")
@@ -376,9 +377,14 @@ def _judged_in_shard_one(
     if base.value is None or base.details.get("deferred_to_shard") is not None:
         message = "cannot merge: shard 1 carries no value for this whole-set diagnostic"
         return _located(error_result(spec, message, waiver, settings), base)
+    if base.interval is not None and not all(map(math.isfinite, (base.interval.lower, base.interval.upper))):
+        message = "cannot merge: shard 1's interval for this whole-set diagnostic is not finite"
+        return _located(error_result(spec, message, waiver, settings), base)
     measurement = Measurement(
         value=base.value, n=base.n, details=dict(base.details), findings=list(base.findings),
         incomplete=list(base.details.get("incomplete", [])),
+        # a whole-set interval (subgroup's corrected one) cannot be rebuilt from the shards: shard 1's is kept
+        interval=None if base.interval is None else Interval(**base.interval.model_dump()),
     )  # fmt: skip
     result = judge(spec, measurement, settings, waiver=waiver, baseline=baseline)
     return _located(result, base).model_copy(

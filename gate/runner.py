@@ -30,6 +30,7 @@ from gate.model.batch_size import choose_batch_size
 from gate.model.spec import own_weights_note, source_kind
 from gate.policy import CheckSpec, PolicyValidationError, ResolvedPolicy, load_policy
 from gate.policy.feature_support import feature_problems
+from gate.policy.specs import SubgroupSpec
 from gate.policy.task_support import task_problems
 from gate.report import load_baseline
 from gate.report.assemble import assemble_report
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from gate.attacks.feature_space import FeatureSpace
     from gate.data import EvalData
     from gate.model import ModelSpec, ModelUnderTest
+    from gate.policy.model import Policy
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     if first is None:
         raise DataError("the evaluation data selected no samples", path=options.data)
     task = task_for(resolved, data.sample_shape, options.data)
+    _check_data_carries_what_checks_need(policy, data)
     space = feature_space_for(resolved, task, data, options.data)
     tick = time.monotonic()
     with _loading(run_deadline, ModelError, "the model's code", options.model.source):
@@ -193,6 +196,15 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
     for result in results:
         timings[f"check:{result.id}"] = result.duration_s
     return assemble_report(options, resolved, model, data, context, results, timings, started_at, start)
+
+
+def _check_data_carries_what_checks_need(policy: Policy, data: EvalData) -> None:
+    """Refuse, before the model loads, a check whose data requirement the data does not meet."""
+    from gate.checks.subgroup import require_groups
+
+    for spec in policy.checks:
+        if isinstance(spec, SubgroupSpec):
+            require_groups(spec, data)
 
 
 def _loading_label(spec: ModelSpec) -> str:

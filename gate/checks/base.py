@@ -71,7 +71,10 @@ def decode_columns(payload: dict[str, Any]) -> Columns:
 
 def _rows_of(batch: Batch, keep: torch.Tensor) -> Batch:
     mask = None if batch.mask is None else batch.mask[keep]
-    return dataclasses.replace(batch, index=batch.index[keep], x=batch.x[keep], y=batch.y[keep], mask=mask)
+    group = None if batch.group is None else batch.group[keep]
+    return dataclasses.replace(
+        batch, index=batch.index[keep], x=batch.x[keep], y=batch.y[keep], mask=mask, group=group
+    )
 
 
 class CheckTimeout(CheckError):

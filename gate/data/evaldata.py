@@ -42,6 +42,8 @@ class Batch:
     x: torch.Tensor
     y: torch.Tensor
     mask: torch.Tensor | None
+    group: torch.Tensor | None = None
+    """Subgroup ids (``EvalData.group_names`` names them), where the data has a ``group``."""
 
     def __len__(self) -> int:
         return len(self.index)
@@ -61,10 +63,15 @@ class EvalData:
     notes: tuple[str, ...]
     feature_names: tuple[str, ...] | None  # features [N, F]: a table's columns, else f0..f{F-1}; images: None
     feature_stats: FeatureStats | None = field(repr=False)  # features [N, F], over all rows; images: None
+    group_names: tuple[str, ...] | None  # names[g] names subgroup g; None: the data has no groups
     _reader: Source = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.selected)
+
+    @property
+    def has_group(self) -> bool:
+        return self.group_names is not None
 
     def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[Batch]:
         """Yield the selected samples in ascending index order, ``batch_size`` at a time, read lazily."""
@@ -77,6 +84,20 @@ class EvalData:
     def labels(self) -> np.ndarray:
         """The labels of the selected samples, in selection order (no images are decoded)."""
         return self._reader.labels(self.selected)
+
+    def groups(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """The subgroup ids of ``indices`` (data set positions; default the selected samples), no image decoded.
+
+        Raises:
+            DataError: the data has no groups.
+        """
+        if self.group_names is None:
+            raise DataError(
+                "the data has no subgroups: give a 'group' array (ids [N], optionally 'group_names') or an "
+                "image folder with sub-folders per class (class/subgroup/*.png)",
+                path=self.source,
+            )
+        return self._reader.groups(self.selected if indices is None else np.asarray(indices, dtype=np.int64))
 
     def with_selection(self, indices: np.ndarray | list[int] | torch.Tensor) -> EvalData:
         """The same data restricted to ``indices`` (data set positions; sorted, duplicates refused)."""
@@ -100,6 +121,7 @@ def _to_batch(indices: np.ndarray, rows: Rows, device: torch.device) -> Batch:
         x=_to_device(rows.x, device),
         y=_to_device(rows.y, device),
         mask=mask,
+        group=None if rows.group is None else _to_device(rows.group, device),
     )
 
 
@@ -164,6 +186,8 @@ def from_arrays(
     y: np.ndarray | torch.Tensor,
     mask: np.ndarray | torch.Tensor | None = None,
     *,
+    group: np.ndarray | torch.Tensor | None = None,
+    group_names: Sequence[str] | None = None,
     source: str = "<arrays>",
     input_range: tuple[float, float] | None = (0.0, 1.0),
     samples: int | None = None,
@@ -173,16 +197,27 @@ def from_arrays(
     feature_names: Sequence[str] | None = None,
 ) -> EvalData:
     """``load_data`` for arrays already in memory (library callers and tests); same checks, digest of the
-    arrays. ``feature_names`` names the features of x ``[N, F]`` (default ``f0`` .. ``f{F-1}``)."""
+    arrays. ``feature_names`` names the features of x ``[N, F]`` (default ``f0`` .. ``f{F-1}``); ``group``
+    gives each sample a subgroup id, named by ``group_names`` (default ``str(id)``)."""
     checked_range = _checked_range(input_range)
     names = None if feature_names is None else tuple(feature_names)
     arrays = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in (x, y)]
-    mask_array = None
-    if mask is not None:
-        mask_array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    mask_array, group_array = (
+        None if v is None else v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        for v in (mask, group)
+    )
+    reader = ArraySource(
+        source,
+        arrays[0],
+        arrays[1],
+        mask_array,
+        feature_names=names,
+        group=group_array,
+        group_names=group_names,
+    )
     return _evaluation_data(
         source,
-        ArraySource(source, arrays[0], arrays[1], mask_array, feature_names=names),
+        reader,
         "",
         input_range=checked_range,
         samples=samples,
@@ -232,6 +267,7 @@ def _evaluation_data(
         notes=tuple(notes),
         feature_names=names,
         feature_stats=stats,
+        group_names=reader.group_names,
         _reader=reader,
     )
 
@@ -297,8 +333,8 @@ def _open_npz(path: Path) -> ArraySource:
     missing = [name for name in ("x", "y") if name not in archive.headers]
     if missing:
         raise DataError(
-            f"expected arrays 'x' and 'y' (and optionally 'mask'); missing {missing}, found members "
-            f"{archive.members}",
+            f"expected arrays 'x' and 'y' (and optionally 'mask', 'group', 'group_names'); missing {missing}, "
+            f"found members {archive.members}",
             path=path,
         )
     for name in USED_MEMBERS:
@@ -318,13 +354,16 @@ def _open_npz(path: Path) -> ArraySource:
             [f"... {len(archive.ignored) - 10} more"] if len(archive.ignored) > 10 else []
         )
         notes.append(
-            f"members {shown} are ignored: gate reads only x, y and mask, and never decompresses, parses or "
-            "unpickles any other member"
+            f"members {shown} are ignored: gate reads only x, y, mask, group and group_names, and never "
+            "decompresses, parses or unpickles any other member"
         )
-    mask = archive.array("mask") if "mask" in archive.headers else None
-    return ArraySource(
-        str(path), archive.array("x"), archive.array("y"), mask, notes=notes, keepalive=archive
+    mask, group, group_names = (
+        archive.array(name) if name in archive.headers else None for name in USED_MEMBERS[2:]
     )
+    return ArraySource(
+        str(path), archive.array("x"), archive.array("y"), mask, notes=notes, keepalive=archive, group=group,
+        group_names=group_names,
+    )  # fmt: skip
 
 
 def _file_sha256(path: Path) -> str:
@@ -339,6 +378,8 @@ def _scan(reader: Source, input_range: tuple[float, float] | None) -> str:
     """One chunked pass: labels always, pixels (finite, in range) where needed; returns the array digest."""
     chunk = _scan_chunk_rows(reader)
     digest = hashlib.sha256(repr((reader.sample_shape, reader.has_mask)).encode())
+    if reader.group_names is not None:  # only then: the digest of data without groups stays as it was
+        digest.update(repr(reader.group_names).encode())
     extremes = _Extremes()
     for start in range(0, reader.n, chunk):
         indices = np.arange(start, min(start + chunk, reader.n), dtype=np.int64)
@@ -351,7 +392,7 @@ def _scan(reader: Source, input_range: tuple[float, float] | None) -> str:
         extremes.update(indices, rows.x)
         if rows.mask is not None:
             _check_mask_values(reader.origin, indices, rows.mask)
-        for part in (rows.x, rows.y, rows.mask):
+        for part in (rows.x, rows.y, rows.mask, rows.group):
             if part is not None:
                 digest.update(memoryview(np.ascontiguousarray(part)))  # no copy
     if input_range is not None:

@@ -1,5 +1,9 @@
 """An image folder as a data source: one sub-folder per class, images decoded only when a batch needs them.
 
+Folders inside a class folder are its subgroups, as BREEDS splits a class into subpopulations: an image
+under ``root/<class>/<subgroup>/`` (at any depth below it) belongs to group ``"<class>/<subgroup>"``, one
+directly in ``root/<class>/`` to group ``"<class>"``. A folder without any sub-folder of a class has no groups.
+
 Every file is checked before it is read (regular files only, size and pixel caps from the header), and every
 decode is complete and strict (``images.py``); ``verify`` decodes the images a run will draw once at load, so
 a broken one is refused before any check runs.
@@ -40,6 +44,8 @@ class FolderSource:
     has_mask: bool = False
     scan_pixels: bool = False  # 8-bit pixels scaled into input_range cannot be out of range or NaN
     feature_names: None = None
+    group_of_file: np.ndarray | None = None
+    group_names: tuple[str, ...] | None = None
 
     @property
     def n(self) -> int:
@@ -47,10 +53,16 @@ class FolderSource:
 
     def read(self, indices: np.ndarray) -> Rows:
         x = np.stack([self._decode(self.files[i]) for i in indices.tolist()])
-        return Rows(x=x, y=self.label_of_file[indices], mask=None)
+        group = None if self.group_of_file is None else self.group_of_file[indices]
+        return Rows(x=x, y=self.label_of_file[indices], mask=None, group=group)
 
     def labels(self, indices: np.ndarray) -> np.ndarray:
         return self.label_of_file[indices]
+
+    def groups(self, indices: np.ndarray) -> np.ndarray:
+        if self.group_of_file is None:
+            raise DataError("the image folder has no sub-folders inside its class folders", path=self.origin)
+        return self.group_of_file[indices]
 
     def verify(self, indices: np.ndarray) -> None:
         """Decode these images once, as batches will (a truncated or corrupt one is refused now)."""
@@ -86,6 +98,7 @@ def open_folder(
     sha256, headers = _digest_and_headers(root, image_files)
     shape = _sample_shape(root, image_files, headers, input_shape, notes)
     notes.extend(_conversion_notes(root, image_files, headers, shape[0]))
+    group_of_file, group_names = _subgroups(root, image_files, [classes[label] for label in labels])
     return FolderSource(
         origin=str(root),
         files=image_files,
@@ -95,7 +108,28 @@ def open_folder(
         input_range=input_range,
         sha256=sha256,
         notes=notes,
+        group_of_file=group_of_file,
+        group_names=group_names,
     )
+
+
+def _subgroups(
+    root: Path, image_files: list[Path], class_of_file: list[str]
+) -> tuple[np.ndarray | None, tuple[str, ...] | None]:
+    """Group ids and names from the first folder below each class folder; (None, None) if there is none.
+
+    Names sort as the class folders do, then by subgroup, so ids follow the folder listing.
+    """
+    names_of_file = []
+    for path, name in zip(image_files, class_of_file, strict=True):
+        below = path.relative_to(root / name).parts
+        names_of_file.append(f"{name}/{below[0]}" if len(below) > 1 else name)
+    if all(name == class_name for name, class_name in zip(names_of_file, class_of_file, strict=True)):
+        return None, None
+    order = sorted(set(zip(class_of_file, names_of_file, strict=True)))
+    names = tuple(name for _, name in order)
+    id_of = {name: g for g, name in enumerate(names)}
+    return np.asarray([id_of[name] for name in names_of_file], dtype=np.int64), names
 
 
 def _list_images(root: Path, classes: list[str]) -> tuple[list[Path], list[int], int]:

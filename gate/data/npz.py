@@ -8,7 +8,7 @@ access, so gate maps the members itself:
 * a compressed member (``np.savez_compressed``) cannot be mapped: it is decompressed once, in 256 KiB
   chunks, to a temporary file that is then memory-mapped (disk, not memory, grows with the data).
 
-Only the members a run uses (``x``, ``y``, ``mask``) are touched; any other member is named in a note and
+Only the members a run uses (``x``, ``y``, ``mask``, ``group``, ``group_names``) are touched; any other member is named in a note and
 never decompressed, parsed or unpickled. A used member must be stored or deflated (what numpy writes), appear
 once, match its CRC-32 (a stored member is read once to check it: mapping it skips zipfile's own check),
 decompress to at most ``gate.data.files.MAX_NPZ_EXTRACTED_BYTES`` (as the zip directory declares it and as
@@ -35,7 +35,7 @@ from gate.data import files
 from gate.errors import DataError
 from gate.sizes import human_size
 
-USED_MEMBERS = ("x", "y", "mask")
+USED_MEMBERS = ("x", "y", "mask", "group", "group_names")
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then file name and extra field lengths
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 _COPY_CHUNK = 1 << 18  # zipfile holds a few times this while decompressing
@@ -64,7 +64,7 @@ class NpzArchive:
         self.path = path
         self.headers: dict[str, NpyHeader] = {}
         self.extracted: list[str] = []
-        self.ignored: list[str] = []  # member file names that are not x, y or mask
+        self.ignored: list[str] = []  # member file names that are not used members
         self.members: list[str] = []  # every member file name, for messages
         self._files: dict[str, Path] = {}
         self._tmpdir: Path | None = None
@@ -103,7 +103,7 @@ class NpzArchive:
                 ) from exc
 
     def _used_members(self, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-        """x, y and mask, each once, in a form numpy writes; every other member is only listed."""
+        """The used members, each once, in a form numpy writes; every other member is only listed."""
         found: dict[str, list[zipfile.ZipInfo]] = {}
         for info in archive.infolist():
             self.members.append(info.filename)

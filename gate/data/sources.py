@@ -1,7 +1,7 @@
 """Random access to the samples of one data source, row by row, never the whole set at once.
 
-Every source answers ``read(indices)`` with float32 ``x``, int64 ``y`` and an optional float32 ``mask`` for
-just those rows; ``EvalData`` (in ``evaldata.py``) builds batches and the streamed checks on top of it.
+Every source answers ``read(indices)`` with float32 ``x``, int64 ``y``, an optional float32 ``mask`` and an
+optional int64 ``group`` (a subgroup id per sample, named by ``group_names``) for just those rows; ``EvalData`` (in ``evaldata.py``) builds batches and the streamed checks on top of it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Rows:
     x: np.ndarray
     y: np.ndarray
     mask: np.ndarray | None
+    group: np.ndarray | None = None
 
 
 class Source(Protocol):
@@ -36,10 +37,14 @@ class Source(Protocol):
     notes: list[str]
     scan_pixels: bool  # False where pixel values are valid by construction (decoded images)
     feature_names: tuple[str, ...] | None  # the columns of a table; None where the data has no names
+    group_names: tuple[str, ...] | None  # names[g] names subgroup g; None where the data has no groups
 
     def read(self, indices: np.ndarray) -> Rows: ...
 
     def labels(self, indices: np.ndarray) -> np.ndarray: ...
+
+    def groups(self, indices: np.ndarray) -> np.ndarray:
+        """The subgroup ids of these rows (only called where ``group_names`` is not None)."""
 
     def verify(self, indices: np.ndarray) -> None:
         """Prove at load that these rows can be read as batches will read them (what the scan skipped)."""
@@ -98,6 +103,56 @@ def _check_mask_layout(origin: str, x: Any, mask: Any) -> None:
         raise DataError(f"x and mask must have the same length; found {len(x)} and {len(mask)}", path=origin)
 
 
+def checked_groups(origin: str, n: int, group: Any | None, group_names: Any | None) -> tuple[str, ...] | None:
+    """Check a ``group`` array (ids ``[N]`` >= 0) and its optional ``group_names``; return a name per id.
+
+    Without ``group_names`` group ``g`` is named ``str(g)``. Reads ``group`` whole: one integer a sample.
+    """
+    if group is None:
+        if group_names is not None:
+            raise DataError(
+                "group_names names the groups of a 'group' array, and the data has none", path=origin
+            )
+        return None
+    _refuse_objects(origin, "group", group.dtype)
+    if group.dtype.kind not in "iu":
+        raise DataError(f"group must hold integer group ids; found dtype {group.dtype}", path=origin)
+    if group.ndim != 1 or len(group) != n:
+        raise DataError(
+            f"group must be one id per sample, shape [{n}]; found shape {tuple(group.shape)}", path=origin
+        )
+    ids = np.asarray(group)
+    if ids.min() < 0:
+        first = int(np.argmax(ids < 0))
+        raise DataError(f"group ids must be >= 0; sample {first} has group {int(ids[first])}", path=origin)
+    count = int(ids.max()) + 1
+    if group_names is None:
+        return tuple(str(g) for g in range(count))
+    return _checked_group_names(origin, group_names, count)
+
+
+def _checked_group_names(origin: str, group_names: Any, count: int) -> tuple[str, ...]:
+    _refuse_objects(origin, "group_names", group_names.dtype)
+    if group_names.dtype.kind not in "US" or group_names.ndim != 1:
+        raise DataError(
+            f"group_names must be a 1-D string array (names[g] names group g); found dtype "
+            f"{group_names.dtype}, shape {tuple(group_names.shape)}",
+            path=origin,
+        )
+    try:
+        names = tuple(
+            v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(group_names).tolist()
+        )
+    except UnicodeDecodeError as exc:
+        raise DataError(f"group_names must be UTF-8 text ({exc})", path=origin) from None
+    if len(names) < count:
+        raise DataError(f"group_names has {len(names)} names but group ids go up to {count - 1}", path=origin)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"group_names must be distinct; repeated: {repeated[:10]}", path=origin)
+    return names
+
+
 def _refuse_objects(origin: str, name: str, dtype: np.dtype) -> None:
     if dtype.hasobject:
         raise DataError(
@@ -118,9 +173,12 @@ class ArraySource:
     scan_pixels: bool = True
     keepalive: object = None  # e.g. the NpzArchive whose temporary files back the memory maps
     feature_names: tuple[str, ...] | None = None
+    group: np.ndarray | None = None
+    group_names: tuple[str, ...] | np.ndarray | None = None  # checked into a tuple of names
 
     def __post_init__(self) -> None:
         self.notes = [*self.notes, *check_layout(self.origin, self.x, self.y, self.mask)]
+        self.group_names = checked_groups(self.origin, len(self.x), self.group, _as_array(self.group_names))
         if self.feature_names is not None:
             if self.x.ndim != 2:
                 raise DataError(
@@ -145,10 +203,21 @@ class ArraySource:
         with np.errstate(over="ignore"):
             mask = None if self.mask is None else np.asarray(self.mask[indices], dtype=np.float32)
             x = np.asarray(self.x[indices], dtype=np.float32)
-        return Rows(x=x, y=np.asarray(self.y[indices], dtype=np.int64), mask=mask)
+        return Rows(
+            x=x, y=np.asarray(self.y[indices], dtype=np.int64), mask=mask, group=self._group_rows(indices)
+        )
 
     def labels(self, indices: np.ndarray) -> np.ndarray:
         return np.asarray(self.y[indices], dtype=np.int64)
+
+    def groups(self, indices: np.ndarray) -> np.ndarray:
+        group = self._group_rows(indices)
+        if group is None:
+            raise DataError("the data has no 'group' array", path=self.origin)
+        return group
+
+    def _group_rows(self, indices: np.ndarray) -> np.ndarray | None:
+        return None if self.group is None else np.asarray(self.group[indices], dtype=np.int64)
 
     def verify(self, indices: np.ndarray) -> None:
         """Nothing left to prove: the scan read every value."""
@@ -159,6 +228,7 @@ class DatasetSource:
 
     scan_pixels = True
     feature_names = None
+    group_names = None  # items are (x, y) or (x, y, mask): a Dataset carries no groups
 
     def __init__(self, origin: str, dataset: Any) -> None:
         self.origin = origin
@@ -235,8 +305,16 @@ class DatasetSource:
         """A Dataset has no separate access to labels: this reads the items."""
         return self.read(indices).y
 
+    def groups(self, indices: np.ndarray) -> np.ndarray:
+        raise DataError("a Dataset's items carry no group", path=self.origin)
+
     def verify(self, indices: np.ndarray) -> None:
         """Nothing left to prove: the scan read every item."""
+
+
+def _as_array(value: Any | None) -> np.ndarray | None:
+    """Names given as a list or tuple (library callers) or as an array (an .npz member)."""
+    return None if value is None else np.asarray(value)
 
 
 def _to_numpy(value: Any) -> Any:

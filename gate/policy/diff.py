@@ -31,6 +31,15 @@ KIND_RULES: dict[tuple[str, str], tuple[Direction, str]] = {
         ("attribution", field): ("neutral", "a different measurement; review the threshold with it")
         for field in ("method", "metric", "target")
     },
+    ("background", "fill"): ("neutral", "a different fill for removed regions; review the threshold with it"),
+    ("background", "metric"): ("neutral", "a different measurement; review the threshold with it"),
+    ("subgroup", "metric"): ("neutral", "a different measurement; review the threshold with it"),
+    ("subgroup", "by"): ("neutral", "other groups; review the threshold with them"),
+    ("calibration", "metric"): ("neutral", "a different measurement; review the threshold with it"),
+    ("calibration", "bins"): (
+        "neutral",
+        "other bins change the estimate, not the standard; review the threshold",
+    ),
     ("certified", "method"): (
         "neutral",
         "a different certificate (and metric); review the threshold with it",
@@ -218,6 +227,12 @@ def _samples(old: int | None, new: int | None) -> tuple[Direction, str]:
     return ("stricter", "more samples") if new > old else ("looser", "fewer samples")
 
 
+def _correction(old: str, new: str) -> tuple[Direction, str]:
+    if new == "none":
+        return "looser", "the worst group's interval is no longer widened for choosing it on the data"
+    return "stricter", "the worst group's interval is widened for choosing it on the data (Bonferroni)"
+
+
 CHECK_RULES: dict[str, Rule] = {
     "severity": _severity,
     "min": higher_is_stricter("minimum"),
@@ -242,6 +257,10 @@ CHECK_RULES: dict[str, Rule] = {
     "norm": neutral("budgets in different norms are not comparable; review ε"),
     "corruption": neutral("a different corruption"),
     "sweep": neutral("the ε sweep of the diagnostics"),
+    "correction": _correction,
+    "min_group_size": neutral(
+        "other groups are judged (and the correction covers another number); review the threshold"
+    ),
 }
 
 

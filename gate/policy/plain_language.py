@@ -13,11 +13,14 @@ from gate.policy.specs import (
     AccuracySpec,
     AdversarialSpec,
     AttributionSpec,
+    BackgroundSpec,
+    CalibrationSpec,
     CertifiedSpec,
     CheckSpec,
     CorruptionSpec,
     ExportParitySpec,
     GradientMaskingSpec,
+    SubgroupSpec,
 )
 from gate.tasks import TASKS
 
@@ -244,6 +247,49 @@ def _method(spec: CheckSpec, policy: Policy) -> list[str]:
             f"{spec.restarts} restart{'s' * (spec.restarts != 1)}, {spec.queries} black-box queries"
             f" on the first {spec.diagnostic_samples} samples; a diagnostic may be {spec.tolerance:g} worse before it counts.",
             "Metric: the number of diagnostics that found a problem.",
+        ]
+    if isinstance(spec, BackgroundSpec):
+        what = {
+            "bg_gap": "bg_gap, accuracy with the object on a background of its own class minus on a background "
+            "of a random other class (0 when the background does not matter; lower is better)",
+            "only_bg_accuracy": "accuracy with the object removed, the background alone (chance is 1/C; lower "
+            "is better)",
+            "mixed_rand_accuracy": "accuracy with the object on the background of a random other class (higher "
+            "is better)",
+        }[spec.metric]
+        return [
+            "Method: the Backgrounds Challenge (Xiao et al. 2020): each image is scored with its object on other "
+            f"images' backgrounds and with object or background removed ({spec.fill} fill), using the data's "
+            "object mask.",
+            f"Metric: {what}.",
+        ]
+    if isinstance(spec, SubgroupSpec):
+        groups = "the data's groups" if spec.by == "group" else "the classes"
+        what = (
+            "the accuracy of the worst group"
+            if spec.metric == "worst_group_accuracy"
+            else "the gap between the best and the worst group's accuracy (lower is better)"
+        )
+        correction = (
+            "its interval widened for choosing the worst group on the data (Bonferroni over the groups)"
+            if spec.correction == "bonferroni"
+            else "without a correction for choosing the worst group on the data"
+        )
+        return [
+            f"Method: accuracy per group over {groups} (groups of at least {spec.min_group_size} samples), so a "
+            "weak subpopulation cannot hide in the mean (Santurkar et al. 2020).",
+            f"Metric: {what}, {correction}.",
+        ]
+    if isinstance(spec, CalibrationSpec):
+        what = {
+            "ece": f"expected calibration error over {spec.bins} equal-mass bins of the top-class confidence",
+            "max_overconfidence": "confidence minus accuracy in the most confident bin",
+            "brier": "the Brier score of the predicted probabilities",
+        }[spec.metric]
+        return [
+            "Method: whether the model's confidence means what it says (Guo et al. 2017), from the session's "
+            "scores (softmax of logits; probabilities taken as they are).",
+            f"Metric: {what} (lower is better).",
         ]
     if isinstance(spec, CertifiedSpec):
         norm = {"linf": "L∞", "l2": "L2"}[spec.norm]

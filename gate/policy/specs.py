@@ -589,6 +589,114 @@ class CertifiedSpec(CheckSpec):
         return CERTIFICATION_METHODS[self.method][0]
 
 
+@dataclass(frozen=True)
+class HumanAlignedMetric:
+    """A metric of the human-aligned checks: its direction and the values it takes."""
+
+    higher_is_better: bool
+    scale: MetricScale
+
+
+DIFFERENCE = MetricScale(-1.0, 1.0, "a difference of two accuracies")
+
+# Xiao, Engstrom, Ilyas & Madry 2020 (the Backgrounds Challenge): gate/checks/background.py.
+BACKGROUND_METRICS: dict[str, HumanAlignedMetric] = {
+    "bg_gap": HumanAlignedMetric(False, DIFFERENCE),
+    "only_bg_accuracy": HumanAlignedMetric(False, PROPORTION),
+    "mixed_rand_accuracy": HumanAlignedMetric(True, PROPORTION),
+}
+# Santurkar, Tsipras & Madry 2020 (BREEDS): gate/checks/subgroup.py.
+SUBGROUP_METRICS: dict[str, HumanAlignedMetric] = {
+    "worst_group_accuracy": HumanAlignedMetric(True, MetricScale(0.0, 1.0, "an accuracy")),
+    "group_gap": HumanAlignedMetric(False, MetricScale(0.0, 1.0, "a difference of two accuracies")),
+}
+# Guo et al. 2017 (ECE), Brier 1950: gate/checks/calibration.py.
+CALIBRATION_METRICS: dict[str, HumanAlignedMetric] = {
+    "ece": HumanAlignedMetric(False, MetricScale(0.0, 1.0, "a calibration error")),
+    "max_overconfidence": HumanAlignedMetric(False, MetricScale(0.0, 1.0, "a calibration error")),
+    "brier": HumanAlignedMetric(False, MetricScale(0.0, 2.0, "a Brier score")),
+}
+
+
+class _HumanAlignedSpec(CheckSpec):
+    """The shared shape of the checks whose ``metric`` field picks one of the kind's metrics."""
+
+    metrics: ClassVar[dict[str, HumanAlignedMetric]] = {}
+    metric: str
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric
+
+    @property
+    def better_when_higher(self) -> bool:
+        return self.metrics[self.metric].higher_is_better
+
+    @property
+    def metric_scale(self) -> MetricScale:
+        return self.metrics[self.metric].scale
+
+
+class BackgroundSpec(_HumanAlignedSpec):
+    """Background reliance: accuracy when the object's background is removed, swapped or kept alone.
+
+    Needs ``mask`` in the data (1 on the object). Variants after Xiao et al. 2020: only_fg, only_bg,
+    mixed_same, mixed_rand, mixed_next; see docs/checks.md.
+    """
+
+    kind: Literal["background"]
+    metrics: ClassVar[dict[str, HumanAlignedMetric]] = BACKGROUND_METRICS
+    metric: Literal[tuple(BACKGROUND_METRICS)] = Field(  # type: ignore[valid-type]
+        default="bg_gap",
+        description="bg_gap = accuracy(mixed_same) - accuracy(mixed_rand) (lower is better), "
+        "only_bg_accuracy (lower is better) or mixed_rand_accuracy (higher is better).",
+    )
+    fill: Literal["black", "blur"] = Field(
+        default="black", description="What replaces a removed background or object."
+    )
+    examples: Annotated[int, Field(ge=0, le=32)] = 4
+
+
+class SubgroupSpec(_HumanAlignedSpec):
+    """The worst subgroup's accuracy: a weak group hides in the mean (Santurkar et al. 2020, BREEDS).
+
+    Groups come from the data's ``group`` array (``by: group``) or are the classes (``by: class``).
+    """
+
+    kind: Literal["subgroup"]
+    metrics: ClassVar[dict[str, HumanAlignedMetric]] = SUBGROUP_METRICS
+    metric: Literal[tuple(SUBGROUP_METRICS)] = Field(  # type: ignore[valid-type]
+        default="worst_group_accuracy",
+        description="worst_group_accuracy (higher is better) or group_gap = best - worst (lower is better).",
+    )
+    by: Literal["group", "class"] = Field(
+        default="group", description="group: the data's group array; class: one group per class."
+    )
+    correction: Literal["bonferroni", "none"] = Field(
+        default="bonferroni",
+        description="The worst group is chosen on the data: its interval is widened for the choice "
+        "(Bonferroni over the groups) unless none.",
+    )
+    min_group_size: PositiveInt = Field(
+        default=1, description="Groups with fewer evaluation samples are reported but not judged."
+    )
+
+
+class CalibrationSpec(_HumanAlignedSpec):
+    """Whether the model's confidence means what it says (Guo et al. 2017)."""
+
+    kind: Literal["calibration"]
+    metrics: ClassVar[dict[str, HumanAlignedMetric]] = CALIBRATION_METRICS
+    metric: Literal[tuple(CALIBRATION_METRICS)] = Field(  # type: ignore[valid-type]
+        default="ece",
+        description="ece (expected calibration error, equal-mass bins), max_overconfidence (confidence "
+        "minus accuracy in the most confident bin) or brier; all lower is better.",
+    )
+    bins: Annotated[int, Field(ge=2, le=100)] = Field(
+        default=15, description="Equal-mass bins of the confidence for ece and the reliability diagram."
+    )
+
+
 ALL_CHECK_SPECS: tuple[type[CheckSpec], ...] = (
     AccuracySpec,
     ExportParitySpec,
@@ -598,6 +706,9 @@ ALL_CHECK_SPECS: tuple[type[CheckSpec], ...] = (
     CorruptionSpec,
     AttributionSpec,
     CertifiedSpec,
+    BackgroundSpec,
+    SubgroupSpec,
+    CalibrationSpec,
 )
 
 AnyCheckSpec = Annotated[
@@ -608,7 +719,10 @@ AnyCheckSpec = Annotated[
     | ModelSanitySpec
     | CorruptionSpec
     | AttributionSpec
-    | CertifiedSpec,
+    | CertifiedSpec
+    | BackgroundSpec
+    | SubgroupSpec
+    | CalibrationSpec,
     Field(discriminator="kind"),
 ]
 

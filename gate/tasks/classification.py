@@ -54,6 +54,9 @@ ALL_CHECK_KINDS = frozenset(
         "corruption",
         "attribution",
         "certified",
+        "subgroup",
+        "calibration",
+        "background",
     }
 )
 
@@ -71,5 +74,11 @@ TABULAR_CLASSIFICATION = ClassificationTask(
     input_kind="features",
     # Attributions are per feature; the image-only methods, metrics and settings (RISE, the mask metrics,
     # occlusion windows) are refused by the table in gate/policy/specs.py, not here.
-    check_kinds=ALL_CHECK_KINDS,
+    check_kinds=ALL_CHECK_KINDS - {"background"},
+    why_not=(
+        (
+            "background",
+            "it pastes an image's object on other images' backgrounds, which feature vectors do not have",
+        ),
+    ),
 )

@@ -1,0 +1,1 @@
+"""Pure metric functions: arrays in, numbers out, no I/O (calibration, ...)."""
