@@ -58,11 +58,17 @@ class SubgroupCheck(CheckKind[SubgroupSpec]):
             value, interval = result.worst.accuracy, result.worst_interval
         else:
             value, interval = result.gap, result.gap_interval
+        from gate.report.group_chart import write_group_accuracy_png
+
+        chart = write_group_accuracy_png(
+            context.artifact_path(spec.id, "group_accuracy.png"), result.groups, result.worst.name
+        )
         return Measurement(
             value=value,
             n=len(correct),
             interval=interval,
             details=_details(spec, result),
+            artifacts=[chart],
             message=_message(spec, result),
         )
 

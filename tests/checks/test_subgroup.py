@@ -83,6 +83,9 @@ def test_a_weak_subgroup_fails_with_its_name_and_the_data_without_it_passes(
     lower, upper = weak["interval"]["lower"], weak["interval"]["upper"]
     assert lower <= inverted["interval"][0] and upper > inverted["interval"][1]  # wider than the naive one
     assert weak["n"] == 297
+    assert weak["artifacts"] == ["artifacts/worst-group/group_accuracy.png"]
+    html = (tmp_path / "weak" / "report" / "report.html").read_text()
+    assert "group_accuracy.png" in html and "data:image/png;base64," in html
 
     code, _, sound = run_check(tmp_path / "sound", digits_cnn_onnx, sound_npz)
     assert code == 0 and sound["status"] == "pass", sound["message"]
