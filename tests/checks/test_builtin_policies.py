@@ -44,3 +44,20 @@ def test_strict_runs_autoattack_and_blocks_a_standard_model(factory_run, standar
     autoattack = next(check for check in report.checks if check.id == "autoattack-linf")
     assert autoattack.status == "fail" and autoattack.value < 0.1, autoattack.message
     assert report.verdict in ("fail", "error")
+
+
+def test_human_aligned_runs_every_check_on_a_digits_model_that_reads_the_ink(
+    factory_run, standard_weights, ink_masked_npz
+):
+    """The digits' object is the ink and their background is black everywhere: moving the ink onto other
+    digits' backgrounds changes nothing (bg_gap 0), and the background alone predicts nothing."""
+    report = factory_run("version: 1\nextends: [builtin:human-aligned]\n", "gate.demo.models:digits_cnn",
+                         standard_weights, ink_masked_npz)  # fmt: skip
+    checks = {check.id: check for check in report.checks}
+    assert {"bg-gap", "only-background", "worst-class", "calibration"} <= set(checks)
+    assert not [check.message for check in checks.values() if check.status == "error"]
+    assert checks["bg-gap"].status == "pass" and checks["bg-gap"].value <= 0.05
+    assert checks["only-background"].status == "pass" and checks["only-background"].value < 0.3
+    assert checks["calibration"].value < 0.05 and checks["calibration"].artifacts
+    worst = checks["worst-class"]
+    assert worst.details["judged_groups"] == 10 and worst.value >= 0.5 and worst.artifacts
