@@ -48,7 +48,8 @@ POLICY = """
     """
 
 # What legitimately differs between two runs: clocks and where the run wrote its files.
-VOLATILE = {"started_at", "duration_s", "timings"}
+VOLATILE = {"started_at", "duration_s", "timings", "cached"}
+"""Wall-clock facts, and whether the export was reused (a second run into the same folder reuses it)."""
 
 
 def without_volatile(node: Any) -> Any:
@@ -101,10 +102,12 @@ def test_same_inputs_and_seed_give_the_same_report(tmp_path, factory_model, digi
         c["status"] != "error" for c in first["checks"]
     )
     assert without_volatile(first) == without_volatile(second)
-    assert first["model"]["sha256"] == second["model"]["sha256"]  # the export itself is deterministic
+    assert second["model"]["export"]["cached"] == "the report folder"
     assert artifact_digests(report_dir) == first_artifacts
     assert first_artifacts, "the fgsm check keeps example images"
 
     other = run_once(policy, factory_model, digits_npz, tmp_path / "other", seed=4)
     assert other["seed"] == 4
+    assert other["model"]["export"]["cached"] is None  # exported again, in another folder:
+    assert other["model"]["sha256"] == first["model"]["sha256"]  # the export itself is deterministic
     assert [c["value"] for c in other["checks"]] != [c["value"] for c in first["checks"]]

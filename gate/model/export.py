@@ -110,11 +110,17 @@ _ADVICE: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-def export_advice(cause: str, exporter: ExporterName) -> str:
-    """What to try after ``exporter`` failed with ``cause`` (a root-cause line)."""
+def export_advice(cause: str, exporter: ExporterName, *, tried_both: bool = False) -> str:
+    """What to try after ``exporter`` failed with ``cause`` (a root-cause line); ``tried_both`` when the
+    TorchScript fallback failed too, so suggesting it again would send the user in a circle."""
     for pattern, advice in _ADVICE:
         if pattern.search(cause):
             return advice
+    if tried_both:
+        return (
+            "check that the model's forward runs on an input of the given shape in Python, then try a "
+            "different --opset"
+        )
     other = "torchscript" if exporter == "dynamo" else "dynamo"
     return f"try --exporter {other}, or a different --opset"
 
@@ -247,10 +253,10 @@ def export_to_onnx(
             logger.warning("%s", note)
         else:
             raise ModelError(
-                f"neither exporter could export the model: dynamo: {cause}; torchscript (opset "
-                f"{fallback_opset}): {second}",
+                f"the dynamo and TorchScript exporters could not export the model: dynamo: {cause}; "
+                f"torchscript (opset {fallback_opset}): {second}",
                 path=path,
-                hint=export_advice(cause, "dynamo"),
+                hint=export_advice(cause, "dynamo", tried_both=True),
             )
     elif cause is not None:
         raise ModelError(

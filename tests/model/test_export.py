@@ -88,9 +88,10 @@ def test_a_model_both_exporters_refuse_names_both_causes(tmp_path):
                 raise RuntimeError("this model refuses to be traced")
             return x
 
-    with pytest.raises(ModelError, match="neither exporter could export the model") as caught:
+    with pytest.raises(ModelError, match="dynamo and TorchScript exporters could not export") as caught:
         export_to_onnx(Unexportable(), torch.rand(2, 4), tmp_path / "u.onnx")
     assert "dynamo:" in str(caught.value) and "torchscript (opset 17):" in str(caught.value)
+    assert "--exporter torchscript" not in str(caught.value)  # it was tried: not advised again
 
 
 def test_a_failing_torchscript_export_writes_nothing_to_stdout(tmp_path, capfd):
