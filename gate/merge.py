@@ -363,6 +363,8 @@ def _merge_check(
         measurement = Measurement.mean_of(values)
     measurement.details = {**base.details, "merged_shards": len(shard_results)}
     measurement.findings = [finding for r in shard_results for finding in r.findings]
+    # A secondary threshold one shard found broken (export parity's max_abs_diff) fails the merged check too.
+    measurement.violations = list(dict.fromkeys(v for r in shard_results for v in r.violations))
     result = judge(spec, measurement, settings, waiver=waiver, baseline=baseline)
     return _located(result, base).model_copy(
         update={"artifacts": base.artifacts, "duration_s": sum(r.duration_s for r in shard_results)}
@@ -382,7 +384,7 @@ def _judged_in_shard_one(
         return _located(error_result(spec, message, waiver, settings), base)
     measurement = Measurement(
         value=base.value, n=base.n, details=dict(base.details), findings=list(base.findings),
-        incomplete=list(base.details.get("incomplete", [])),
+        incomplete=list(base.details.get("incomplete", [])), violations=list(base.violations),
         # a whole-set interval (subgroup's corrected one) cannot be rebuilt from the shards: shard 1's is kept
         interval=None if base.interval is None else Interval(**base.interval.model_dump()),
     )  # fmt: skip

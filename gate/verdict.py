@@ -111,6 +111,7 @@ def judge(
         samples_to_decide=to_decide,
         regression=regression,
         findings=measurement.findings,
+        violations=list(measurement.violations),
         details=measurement.details,
     )
     if unjudged:

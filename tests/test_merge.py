@@ -315,3 +315,28 @@ def test_the_merged_report_keeps_the_shards_data_notes(tmp_path, digits_cnn_onnx
     assert code in (0, 1), output
     notes = json.loads((tmp_path / "merged" / "report.json").read_text())["data"]["notes"]
     assert len(notes) == 1 and "class_names" in notes[0]  # the same note from both shards, once
+
+
+def test_a_secondary_threshold_broken_in_a_shard_fails_the_merged_check(
+    tmp_path, digits_cnn_onnx, digits_npz
+):
+    """Export parity's max_abs_diff is judged by the check itself: a merge that rebuilt only the agreement
+    would pass what every shard failed."""
+    policy = write_policy(
+        tmp_path / "policy.yaml",
+        """
+        version: 1
+        name: strict-parity
+        samples: 40
+        checks:
+          - {id: parity, kind: export_parity, min: 0.5, max_abs_diff: 1e-12}
+        """,
+    )
+    common = ("check", "--policy", policy, "--model", digits_cnn_onnx, "--data", digits_npz)
+    assert invoke(*common, "--report-dir", tmp_path / "full") == 1
+    for k in (1, 2):
+        assert invoke(*common, "--report-dir", tmp_path / f"s{k}", "--shard", f"{k}/2") == 1
+    assert invoke("merge", tmp_path / "s1", tmp_path / "s2", "--report-dir", tmp_path / "merged") == 1
+    (merged,) = json.loads((tmp_path / "merged" / "report.json").read_text())["checks"]
+    assert merged["status"] == "fail" and "above max_abs_diff" in merged["message"]
+    assert merged["violations"] and all("max_abs_diff" in v for v in merged["violations"])

@@ -116,6 +116,11 @@ class CheckResult(ReportModel):
     )
     regression: Regression | None = None
     findings: list[Finding] = Field(default_factory=list)
+    violations: list[str] = Field(
+        default_factory=list,
+        description="Secondary thresholds the check judged itself and found broken (e.g. max_abs_diff); each "
+        "fails the check, and gate merge carries every shard's into the merged result.",
+    )
     details: PlainData = Field(default_factory=dict)
     artifacts: list[str] = Field(
         default_factory=list, description="Files written for this check, relative to the report folder."
