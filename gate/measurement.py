@@ -46,10 +46,10 @@ class Measurement:
     findings: list[Finding] = field(default_factory=list)
     message: str = ""
     violations: list[str] = field(default_factory=list)
+    """Secondary thresholds the check judged itself (e.g. ``max_abs_diff``); each one fails the check."""
     incomplete: list[str] = field(default_factory=list)
     """Parts of the check that could not run (a diagnostic without a gradient model): a measurement that
     meets its thresholds with parts missing is a warning, never a pass."""
-    """Secondary thresholds the check judged itself (e.g. ``max_abs_diff``); each one fails the check."""
 
     @classmethod
     def proportion(cls, hits: np.ndarray | torch.Tensor, **extra: Any) -> Measurement:

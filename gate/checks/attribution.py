@@ -40,6 +40,7 @@ from gate.explain import (
     save_heatmaps,
     top_features,
 )
+from gate.explain._utils import resolve_baseline
 from gate.explain.metrics.randomization import parameterised_layers
 from gate.explain.occlusion import occlusion_plan
 from gate.explain.registry import get_method
@@ -232,7 +233,8 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         """``value`` per sample, and ``probability_change``: how far the target probability moved (along
         the curve for deletion and insertion, else between the input and the all-baseline input)."""
         score_fn, seed, batch_size = context.model.scores, context.seed, context.batch_size
-        baseline = 0.0 if not isinstance(spec.baseline, float) else spec.baseline
+        # The policy's reference input (a number, zeros, or each image's per-channel mean) for every part.
+        reference = resolve_baseline(x, spec.baseline)
         if spec.metric == "randomization_similarity":
             value = randomization_similarity(
                 spec.method, x, target, gradient_model=gradient_model, options=options, seed=seed, index=index
@@ -252,13 +254,12 @@ class AttributionCheck(CheckKind[AttributionSpec]):
             )  # fmt: skip
             if spec.metric in CURVES:
                 fractions, curve = CURVES[spec.metric](
-                    score_fn, x, target, attribution, baseline=baseline, batch_size=batch_size
+                    score_fn, x, target, attribution, baseline=reference, batch_size=batch_size
                 )
                 return {"value": curve_area(fractions, curve), "probability_change": curve_spread(curve)}
             if mask is None:
                 raise CheckError(f"{spec.metric} needs a mask for every sample; a batch came without one")
             value = (roi_mass if spec.metric == "roi_mass" else pointing_game)(attribution, mask)
-        reference = torch.full_like(x, baseline)
         change = probability_change(score_fn, x, target, reference, batch_size=batch_size)
         return {"value": value, "probability_change": change}
 

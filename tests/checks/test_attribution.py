@@ -185,3 +185,15 @@ def test_randomisation_of_all_zero_maps_is_refused_with_its_reason():
     with pytest.raises(CheckError, match="randomization similarity is meaningless"):
         attribution.refuse_input_independent(spec, torch.zeros(4), torch.zeros(4))
     attribution.refuse_input_independent(spec, torch.zeros(4), torch.tensor([0.0, 0.0, 0.2, 0.0]))
+
+
+def test_deletion_removes_pixels_to_the_baseline_the_policy_names(gate_run, digits_cnn_onnx, digits_npz):
+    """``baseline: mean`` replaces deleted pixels by each image's per-channel mean, not by 0 (the curves
+    used 0 whatever the policy said; saliency does not read the baseline, so only the curves can differ)."""
+    values = {}
+    for baseline in ("zero", "mean"):
+        spec = POLICY.format(method="saliency", metric="deletion_auc", threshold="max: 1.0")
+        spec += f"    baseline: {baseline}\n"
+        values[baseline] = only_check(gate_run(spec, digits_cnn_onnx, digits_npz, samples=12)).value
+    assert values["mean"] is not None and 0.0 <= values["mean"] <= 1.0
+    assert values["mean"] != pytest.approx(values["zero"], abs=1e-3)
