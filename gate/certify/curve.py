@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from gate.figures import pyplot, save_png
+
 
 def certified_accuracy_curve(
     radius: torch.Tensor, correct: torch.Tensor, radii_grid: Sequence[float] | torch.Tensor
@@ -50,10 +52,7 @@ def write_curve_png(
 
     Drawn with matplotlib's Agg backend (no display needed), as the other report pictures are.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     radii = [r for r, _ in curve]
     accuracy = [a for _, a in curve]
@@ -66,12 +65,7 @@ def write_curve_png(
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="upper right")
-    figure.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, format="png")
-    plt.close(figure)
-    return target
+    return save_png(figure, path)
 
 
 __all__ = ["certified_accuracy_curve", "radii_grid", "write_curve_png"]

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from gate.figures import pyplot, save_png
+
 if TYPE_CHECKING:
     from gate.attacks.feature_space import FeatureSpace
 
@@ -58,10 +60,7 @@ def save_curve(
     path: Path, xs: Sequence[float], ys: Sequence[float], *, x_label: str, y_label: str, title: str
 ) -> Path:
     """A small line plot (e.g. robust accuracy against epsilon), drawn with matplotlib's Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(4.5, 3.2), dpi=100)
     axes.plot(list(xs), list(ys), marker="o")
@@ -70,11 +69,7 @@ def save_curve(
     axes.set_title(title)
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    plt.close(figure)
-    return path
+    return save_png(figure, path)
 
 
 def caption(label: int, class_names: Sequence[str] | None) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from gate.errors import CheckError
+from gate.figures import pyplot, save_png
 
 
 def feature_labels(count: int, names: Sequence[str] | None) -> list[str]:
@@ -47,10 +48,7 @@ def save_feature_importance(path: str | Path, ranking: Sequence[tuple[str, float
 
     Drawn with matplotlib's Agg backend (no display needed); missing folders are created.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [name for name, _ in ranking][::-1]
     values = [value for _, value in ranking][::-1]
@@ -60,9 +58,4 @@ def save_feature_importance(path: str | Path, ranking: Sequence[tuple[str, float
     axes.set_xlabel("mean |attribution|")
     axes.set_title(title, fontsize=9)
     axes.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, format="png")
-    plt.close(figure)
-    return target
+    return save_png(figure, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from gate.figures import pyplot, save_png
 from gate.metrics.subgroup import GroupAccuracy
 
 MOST_GROUPS_SHOWN = 40
@@ -17,10 +18,7 @@ def write_group_accuracy_png(
     weakest first; the worst judged group in red, groups too small to judge in grey. Above
     ``MOST_GROUPS_SHOWN`` groups only the weakest are drawn (the title says how many). matplotlib's Agg
     backend, as the other report pictures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ordered = sorted(groups, key=lambda group: (group.accuracy, group.name))
     shown = ordered[:MOST_GROUPS_SHOWN]
@@ -41,12 +39,7 @@ def write_group_accuracy_png(
     more = f", the weakest {len(shown)} of {len(groups)}" if len(groups) > len(shown) else ""
     axes.set_title(f"{title}{more}; worst judged: {worst}", fontsize=9)
     axes.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, format="png")
-    plt.close(figure)
-    return target
+    return save_png(figure, path)
 
 
 __all__ = ["write_group_accuracy_png"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from gate.figures import pyplot, save_png
 from gate.metrics.calibration import ReliabilityBin
 
 
@@ -19,10 +20,7 @@ def write_reliability_png(
     Drawn with matplotlib's Agg backend (no display needed), as the other report pictures are; missing
     folders are created.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(4.5, 4.0), dpi=100)
     axes.plot([0, 1], [0, 1], color="#555555", linestyle="--", linewidth=1, label="perfect calibration")
@@ -45,12 +43,7 @@ def write_reliability_png(
     axes.set_title(f"{title}: ECE = {ece:.4f}", fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="upper left")
-    figure.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, format="png")
-    plt.close(figure)
-    return target
+    return save_png(figure, path)
 
 
 __all__ = ["write_reliability_png"]
