@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gate import console
 from gate.cli import main, print_summary
+
+if TYPE_CHECKING:
+    from gate.demo import DemoResult
 
 
 @main.command()
@@ -48,9 +52,7 @@ def demo(report_dir: Path, device: str, tabular: bool, certified: bool) -> None:
 
     console.info("gate demo: training two digit classifiers (a standard one and a PGD-trained one) ...")
     results = run_demo(report_dir, device=device, progress=console.Progress())
-    for result in results:
-        console.out(f"\n== {result.name} model")
-        print_summary(result.report, result.report_dir)
+    _print_summaries(results)
     verdicts = {result.name: result.report.verdict for result in results}
     expected = verdicts == {"standard": "fail", "robust": "pass"}
     console.out(
@@ -67,9 +69,7 @@ def _tabular_demo(report_dir: Path, device: str) -> None:
 
     console.info("gate demo --tabular: training a random forest and an MLP on breast-cancer measurements ...")
     results = run_tabular_demo(report_dir, device=device, progress=console.Progress())
-    for result in results:
-        console.out(f"\n== {result.name} model")
-        print_summary(result.report, result.report_dir)
+    _print_summaries(results)
     errors = {r.name: [c.id for c in r.report.checks if c.status == "error"] for r in results}
     console.out(
         "\nEvery adversarial example had to satisfy the schema (worst >= mean, perimeter ~ 2π radius, …); "
@@ -87,9 +87,7 @@ def _certified_demo(report_dir: Path, device: str) -> None:
 
     console.info("gate demo --certified: training a standard and a noise-trained digit classifier ...")
     results = run_certified_demo(report_dir, device=device, progress=console.Progress())
-    for result in results:
-        console.out(f"\n== {result.name} model")
-        print_summary(result.report, result.report_dir)
+    _print_summaries(results)
     status = {
         result.name: next(c.status for c in result.report.checks if c.id == "certified-l2")
         for result in results
@@ -101,3 +99,10 @@ def _certified_demo(report_dir: Path, device: str) -> None:
     if status != {"standard": "fail", "noise-trained": "pass"}:
         console.error(f"the demo expected certified-l2 standard: fail, noise-trained: pass and got {status}")
         sys.exit(1)
+
+
+def _print_summaries(results: list[DemoResult]) -> None:
+    """Each gated model's summary table, under its name."""
+    for result in results:
+        console.out(f"\n== {result.name} model")
+        print_summary(result.report, result.report_dir)
