@@ -59,7 +59,7 @@ def loss_and_grad(
         logits = model(x_leaf)
         loss = loss_fn(logits)
         # Ones as the output gradient: the gradient of the sum, without a sum and its backward.
-        (grad,) = torch.autograd.grad(loss, x_leaf, grad_outputs=torch.ones_like(loss))
+        grad = input_gradient(loss, x_leaf, torch.ones_like(loss))
     return loss.detach(), logits.detach(), grad
 
 
@@ -75,8 +75,21 @@ def logits_and_grad(
     x_leaf = x_adv.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x_leaf)
-        (grad,) = torch.autograd.grad(total_loss_fn(logits), x_leaf)
+        grad = input_gradient(total_loss_fn(logits), x_leaf)
     return logits.detach(), grad
+
+
+def input_gradient(
+    output: torch.Tensor, x_leaf: torch.Tensor, grad_outputs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The gradient of ``output`` w.r.t. ``x_leaf``; zeros where the output does not depend on the input
+    differentiably (a ``detach()`` or an integer cast in the model). An attack then stands still, as it
+    does on any zero gradient, and the adaptive escalation (gate/checks/adaptive.py) and model_sanity's
+    ``disconnected_gradients`` take over, instead of autograd's error ending the check."""
+    if not output.requires_grad:
+        return torch.zeros_like(x_leaf)
+    (grad,) = torch.autograd.grad(output, x_leaf, grad_outputs=grad_outputs, allow_unused=True)
+    return torch.zeros_like(x_leaf) if grad is None else grad
 
 
 class FiniteWatch:

@@ -20,6 +20,7 @@ logits before it (``gate/model/squashing.py``); the session still decides.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +28,13 @@ import torch
 
 from gate.attacks.base import Attack, FiniteWatch, Model
 from gate.attacks.catalogue import attack_info
+from gate.attacks.eot import correct_in_every_draw
 from gate.attacks.feature_attack import AttackModels, FeatureAttack
 from gate.attacks.feature_space import REASON_TEXT, FeatureThreat, reason_names
 from gate.attacks.registry import build_attack
 from gate.attacks.threat import perturbation_norm
+from gate.checks.adaptive import Plan
+from gate.checks.adaptive import plan as plan_escalation
 from gate.checks.base import CheckContext, CheckKind
 from gate.checks.evidence import caption, feature_examples, save_example_pairs
 from gate.data.evaldata import Batch
@@ -123,6 +127,24 @@ class AttackRun:
         return self.columns[name]
 
     @property
+    def robust_index(self) -> torch.Tensor:
+        """Dataset indices of the samples still robust."""
+        return self.columns["index"][self.columns["robust"]]
+
+    def absorb(self, other: AttackRun, keep_examples: int = 0) -> int:
+        """Fold in a further attack on some of these samples (an escalation, on the still-robust ones): a
+        sample is robust only if every attack left it so. Returns how many it newly broke."""
+        position = {int(index): row for row, index in enumerate(self.columns["index"].tolist())}
+        rows = torch.tensor([position[int(i)] for i in other.columns["index"].tolist()], dtype=torch.int64)
+        newly = self.columns["robust"][rows] & ~other.columns["robust"]
+        broken_rows = rows[newly]
+        self.columns["robust"][broken_rows] = False
+        self.columns["distance"][broken_rows] = other.columns["distance"][newly]
+        room = max(0, keep_examples - len(self.examples))
+        self.examples.extend(other.examples[:room])
+        return int(newly.sum())
+
+    @property
     def broken_distances(self) -> torch.Tensor:
         """Perturbation sizes of the samples the attack broke, in data order."""
         broken = self.columns["clean_correct"] & ~self.columns["robust"]
@@ -212,13 +234,23 @@ def run_attack(
     label: str,
     keep_examples: int = 0,
     only: torch.Tensor | None = None,
+    model: Model | None = None,
+    draws: int = 1,
 ) -> AttackRun:
-    """Attack every selected sample (or those whose dataset index is in ``only``) batch by batch."""
+    """Attack every selected sample (or those whose dataset index is in ``only``) batch by batch.
+
+    ``model``: the differentiable model a white-box attack takes gradients from, instead of the model
+    under test's (an escalation's straight-through twin or expectation over draws). ``draws``: passes of
+    the deployed model each adversarial example is judged on; more than one for a randomised model, where
+    a sample is robust only if every pass classifies it correctly (``gate/attacks/eot.py``).
+    """
     target: Model | AttackModels
     stages: list[str] = []
     if isinstance(attack, FeatureAttack):
         target, _ = feature_attack_models(attack, context)
         stages = attack.plan(target)
+    elif model is not None and attack.needs_gradients:
+        target = model
     else:
         target = attack_model(attack, context)
     examples: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
@@ -235,6 +267,10 @@ def run_attack(
             context.model.scores(x_adv)
         )  # the deployed model decides
         deployed_correct = context.task.correct(adversarial_prediction, y)
+        if draws > 1:
+            deployed_correct = deployed_correct & correct_in_every_draw(
+                lambda: context.task.correct(context.task.predict(context.model.scores(x_adv)), y), draws - 1
+            )
         columns: dict[str, torch.Tensor] = {}
         if space is not None:
             # An example outside the feature space is no example: its sample stays robust.
@@ -316,7 +352,14 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             steps=spec.steps, restarts=spec.restarts, step_size=spec.step_size, queries=spec.queries,
             targeted=spec.targeted, num_classes=context.model.num_classes, threat=threat,
         )  # fmt: skip
-        run = run_attack(attack, context, label=f"{spec.id}: {spec.attack}", keep_examples=spec.examples)
+        adaptive = None
+        if spec.adaptive == "auto" and isinstance(attack, Attack):
+            adaptive = plan_escalation(spec, attack, context)
+        draws = adaptive.draws if adaptive is not None else 1
+        run = run_attack(
+            attack, context, label=f"{spec.id}: {spec.attack}", keep_examples=spec.examples, draws=draws
+        )
+        escalated = _escalate(spec, context, run, adaptive) if adaptive is not None else None
         robust, clean_correct, distance = (
             run.tensor("robust"),
             run.tensor("clean_correct"),
@@ -362,7 +405,7 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             artifacts.append(
                 save_example_pairs(path, originals, adversarial, captions, context.policy.input.range)
             )
-        message = f"{broken} of {attacked} correctly classified samples broken by {spec.attack} at ε={spec.epsilon:.4g} ({spec.norm})"
+        message = f"{broken} of {attacked} correctly classified samples broken by {spec.attack if not (escalated and escalated['lowered_by']) else ' and '.join([spec.attack, *escalated['lowered_by']])} at ε={spec.epsilon:.4g} ({spec.norm})"
         if info.feature_space:
             message += " in standardised feature units"
         if run.disagreement_count:
@@ -374,4 +417,65 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             )
         if run.stages and run.stages[0].startswith("cpgd skipped"):
             message += f"; {run.stages[0]}, so the black-box search ran alone"
+        if adaptive is not None and escalated is not None:
+            details["adaptive"] = escalated
+            message += _escalation_message(escalated)
         return Measurement.proportion(robust, details=details, artifacts=artifacts, message=message)
+
+
+def _escalate(spec: AdversarialSpec, context: CheckContext, run: AttackRun, adaptive: Plan) -> dict[str, Any]:
+    """Run the plan's escalations on the samples still robust, folding each into ``run``; the report's
+    ``adaptive`` record: the diagnosis, each escalation with why, what it broke and its time."""
+    attacked = int(run.tensor("clean_correct").sum())
+    plain = int(run.tensor("robust").sum())
+    steps: list[dict[str, Any]] = []
+    for escalation in adaptive.escalations:
+        survivors = run.robust_index
+        if not len(survivors):
+            break
+        start = time.perf_counter()
+        further = run_attack(
+            escalation.attack, context, label=f"{spec.id}: escalation {escalation.name}", only=survivors,
+            keep_examples=spec.examples, model=escalation.model, draws=adaptive.draws,
+        )  # fmt: skip
+        newly = run.absorb(further, keep_examples=spec.examples)
+        steps.append(
+            {
+                "escalation": escalation.name,
+                "reason": escalation.reason,
+                "attack": repr(escalation.attack),
+                "samples_attacked": len(survivors),
+                "newly_broken": newly,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+        )
+    n = len(run.tensor("robust"))
+    record: dict[str, Any] = {
+        "diagnosis": adaptive.diagnosis.describe(),
+        "judged_over_draws": adaptive.draws,
+        "plain_robust_accuracy": plain / n if n else 0.0,
+        "escalations": steps,
+        "unavailable": adaptive.unavailable,
+        "attacked_samples": attacked,
+    }
+    decisive = [step for step in steps if step["newly_broken"]]
+    record["lowered_by"] = [step["escalation"] for step in decisive]
+    return record
+
+
+def _escalation_message(record: dict[str, Any]) -> str:
+    """The escalation in the check's message: which attacks lowered the number and why, or why none ran."""
+    parts = []
+    if record["judged_over_draws"] > 1:
+        parts.append(f"randomised outputs: judged over {record['judged_over_draws']} draws")
+    for step in record["escalations"]:
+        if step["newly_broken"]:
+            parts.append(f"{step['escalation']} broke {step['newly_broken']} more ({step['reason']})")
+    ran = [step["escalation"] for step in record["escalations"] if not step["newly_broken"]]
+    if ran:
+        parts.append(f"{', '.join(ran)} broke none")
+    parts.extend(f"not run: {text}" for text in record["unavailable"])
+    if not parts:
+        return ""
+    plain = record["plain_robust_accuracy"]
+    return f"; adaptive escalation (plain attack: robust accuracy {plain:.3f}): " + "; ".join(parts)

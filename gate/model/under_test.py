@@ -414,6 +414,40 @@ class ModelUnderTest:
             )
         return model
 
+    def straight_through_model(self, probe: torch.Tensor) -> nn.Module:
+        """BPDA (Athalye et al. 2018): the twin of the deployed graph with every non-differentiable op
+        (rounding, sign, integer casts, quantisation, comparison-and-select) the identity in the backward
+        pass, returning logits the way ``gradient_model`` does (behind a final squashing, or the logarithm
+        of probabilities). Built from the exported graph, so a PyTorch source's ``detach()`` is not in it.
+
+        The forward must equal the session's scores on ``probe`` within the graph's precision tolerance.
+
+        Raises:
+            ModelError: the twin cannot run the graph, or it disagrees with the session on ``probe``.
+        """
+        graph = self.scores_graph()
+        twin = build_twin(graph, straight_through=True)
+        scores_module = with_preprocessing(twin, self._normalize, self._fixed_batch).to(self.device)
+        atol, rtol = PRECISION_TOLERANCE[self.precision]
+        reference = self.scores(probe)
+        with torch.no_grad():
+            mirrored = scores_module(probe.to(self.device, torch.float32)).float().to(reference.device)
+        difference = (mirrored - reference).abs()
+        if not bool(torch.isfinite(mirrored).all()) or bool(
+            (difference > atol + rtol * reference.abs()).any()
+        ):
+            raise ModelError(
+                "the straight-through twin disagrees with the ONNX Runtime session on the probe inputs (max "
+                f"|difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|)",
+                path=self.onnx_path,
+            )
+        found = graph_logits(graph, self._scores_value)
+        if found is not None and found.build is not None:
+            return with_preprocessing(found.build(twin), self._normalize, self._fixed_batch).to(self.device)
+        if self._log_probabilities:
+            return LogProbabilities(scores_module)
+        return scores_module
+
     def source_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the source PyTorch module (the twin for an ONNX-only model), preprocessing included."""
         self._check_input(x)

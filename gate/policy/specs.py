@@ -275,6 +275,19 @@ class AdversarialSpec(CheckSpec):
     queries: PositiveInt | None = Field(default=None, description=option_help("queries"))
     targeted: bool = Field(default=False, description=option_help("targeted"))
     examples: Annotated[int, Field(ge=0, le=32)] = 4
+    adaptive: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: diagnose the model first (randomised outputs, non-differentiable or disconnected "
+        "steps, saturated or probability outputs) and escalate to the attack the diagnosis calls for (EOT, "
+        "BPDA through the ONNX twin, DLR margin losses, Square), reporting the lower robust accuracy and the "
+        "escalation that produced it; a model no diagnosis fires for runs the policy's attack alone. off: "
+        "the policy's attack only.",
+    )
+    eot_samples: Annotated[int, Field(ge=2, le=1000)] = Field(
+        default=20,
+        description="For a randomised model (adaptive: auto): draws averaged per gradient (EOT), and passes of "
+        "the deployed model each adversarial example is judged on (robust only if correct in all).",
+    )
 
     primary_metric: ClassVar[str] = "robust_accuracy"
 
@@ -697,6 +710,63 @@ class CalibrationSpec(_HumanAlignedSpec):
     )
 
 
+SELFTEST_CLASSES = 2
+"""The self-test attacks a binary model (gate/checks/attack_selftest.py): planted example or not."""
+
+
+class AttackSelftestSpec(CheckSpec):
+    """Whether the attack finds adversarial examples planted where one is known to exist (Zimmermann et al.
+    2022, the binarization test).
+
+    Per sample, a binary readout of the model's logits is fitted so that a point inside the ε-ball is
+    adversarial; the metric is the share of those planted examples the attack finds.
+    """
+
+    kind: Literal["attack_selftest"]
+    attack: AttackName = Field(
+        default="pgd", description="The attack under test, as the adversarial check names it."
+    )
+    norm: Literal["linf", "l2"] = "linf"
+    epsilon: Budget
+    steps: PositiveInt | None = Field(default=None, description=option_help("steps"))
+    restarts: PositiveInt = Field(default=1, description=option_help("restarts"))
+    step_size: Budget | None = Field(default=None, description=option_help("step_size"))
+    queries: PositiveInt | None = Field(default=None, description=option_help("queries"))
+    targeted: bool = Field(default=False, description=option_help("targeted"))
+    samples: PositiveInt = Field(
+        default=100,
+        description="Samples tried (the first by data set position; misclassified and invalid ones are left "
+        "out of n). 100: a perfect attack passes min 0.95 at confidence 0.95, since n/n found has a "
+        "Clopper-Pearson lower bound of 0.025^(1/n), which reaches 0.95 from n = 72 valid samples.",
+    )
+    adaptive: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: test the attack as the adversarial check runs it on this model (with its "
+        "adaptive escalation); off: the plain attack on the gradient model.",
+    )
+    min: Number | None = 0.95
+
+    primary_metric: ClassVar[str] = "planted_found_rate"
+
+    @model_validator(mode="after")
+    def _attack_can_test_itself(self) -> AttackSelftestSpec:
+        info = CATALOGUE[self.attack]
+        if info.feature_space or info.min_classes > SELFTEST_CLASSES:
+            why = (
+                "searches a tabular feature space, not the ε-ball in the input range"
+                if info.feature_space
+                else f"needs at least {info.min_classes} classes, and the self-test's model has {SELFTEST_CLASSES}"
+            )
+            usable = ", ".join(
+                name
+                for name, other in CATALOGUE.items()
+                if not other.feature_space and other.min_classes <= SELFTEST_CLASSES
+            )
+            raise field_problem("attack", f"the attack {self.attack} {why}; the self-test runs {usable}")
+        attack_refused(self.attack, self.norm, {option: getattr(self, option) for option in OPTIONS})
+        return self
+
+
 ALL_CHECK_SPECS: tuple[type[CheckSpec], ...] = (
     AccuracySpec,
     ExportParitySpec,
@@ -709,6 +779,7 @@ ALL_CHECK_SPECS: tuple[type[CheckSpec], ...] = (
     BackgroundSpec,
     SubgroupSpec,
     CalibrationSpec,
+    AttackSelftestSpec,
 )
 
 AnyCheckSpec = Annotated[
@@ -722,7 +793,8 @@ AnyCheckSpec = Annotated[
     | CertifiedSpec
     | BackgroundSpec
     | SubgroupSpec
-    | CalibrationSpec,
+    | CalibrationSpec
+    | AttackSelftestSpec,
     Field(discriminator="kind"),
 ]
 
