@@ -41,7 +41,7 @@ from gate.verdict import JudgeSettings, error_result, judge, overall_verdict
 
 logger = logging.getLogger(__name__)
 
-DEFERRED_KINDS = frozenset({"gradient_masking", "model_sanity", "calibration", "subgroup"})
+DEFERRED_KINDS = frozenset({"gradient_masking", "model_sanity", "calibration", "subgroup", "attack_selftest"})
 """Kinds that run once, in shard 1, on the whole selection; no other kind may defer to shard 1."""
 EVIDENCE_FOLDERS = ("artifacts", "model")
 _SHARD = re.compile(r"([1-9][0-9]{0,5})/([1-9][0-9]{0,5})")
@@ -362,6 +362,9 @@ def _merge_check(
     else:
         measurement = Measurement.mean_of(values)
     measurement.details = {**base.details, "merged_shards": len(shard_results)}
+    adaptive = [r.details["adaptive"] for r in shard_results if isinstance(r.details.get("adaptive"), dict)]
+    if adaptive:
+        measurement.details["adaptive"] = merge_adaptive_records(adaptive)
     measurement.findings = [finding for r in shard_results for finding in r.findings]
     # A secondary threshold one shard found broken (export parity's max_abs_diff) fails the merged check too.
     measurement.violations = list(dict.fromkeys(v for r in shard_results for v in r.violations))
@@ -369,6 +372,43 @@ def _merge_check(
     return _located(result, base).model_copy(
         update={"artifacts": base.artifacts, "duration_s": sum(r.duration_s for r in shard_results)}
     )
+
+
+def merge_adaptive_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' ``adaptive`` records of an adversarial check (gate/checks/adaptive.py) as one: a
+    diagnosis any shard made counts, each escalation's samples, breaks and seconds add up, and the plain
+    robust accuracy is recomputed over all attacked samples."""
+    merged: dict[str, Any] = {**records[0], "escalations": [], "unavailable": []}
+    diagnosis: dict[str, Any] = {}
+    for record in records:
+        for key, value in record.get("diagnosis", {}).items():
+            if isinstance(value, bool):
+                diagnosis[key] = diagnosis.get(key, False) or value
+            elif isinstance(value, list):
+                diagnosis[key] = sorted({*diagnosis.get(key, []), *value})
+            elif isinstance(value, (int, float)):
+                diagnosis[key] = max(diagnosis.get(key, value), value)
+            else:
+                diagnosis.setdefault(key, value)
+    merged["diagnosis"] = diagnosis
+    steps: dict[str, dict[str, Any]] = {}
+    for record in records:
+        for step in record.get("escalations", []):
+            total = steps.setdefault(
+                step["escalation"], {**step, "samples_attacked": 0, "newly_broken": 0, "seconds": 0.0}
+            )
+            for key in ("samples_attacked", "newly_broken", "seconds"):
+                total[key] += step[key]
+        merged["unavailable"] = list(dict.fromkeys([*merged["unavailable"], *record.get("unavailable", [])]))
+    merged["escalations"] = list(steps.values())
+    merged["lowered_by"] = [name for name, step in steps.items() if step["newly_broken"]]
+    merged["judged_over_draws"] = max(record.get("judged_over_draws", 1) for record in records)
+    samples = [record.get("samples", 0) for record in records]
+    if all(samples):
+        robust = sum(record["plain_robust_accuracy"] * n for record, n in zip(records, samples, strict=True))
+        merged["samples"] = sum(samples)
+        merged["plain_robust_accuracy"] = robust / merged["samples"]
+    return merged
 
 
 def _judged_in_shard_one(

@@ -38,6 +38,7 @@ from gate.attacks.catalogue import CATALOGUE, attack_info
 from gate.attacks.eot import ExpectationOverDraws
 from gate.attacks.registry import build_attack
 from gate.checks.base import CheckContext
+from gate.checks.model_sanity import differs
 from gate.errors import GateError
 from gate.model.gradient_probe import probe_input_gradients
 from gate.policy.specs import AdversarialSpec
@@ -48,8 +49,9 @@ PROBE_SAMPLES = 32
 DEAD_GRADIENT_SHARE = 0.05
 """More than this share of probe samples with a zero or non-finite cross-entropy gradient calls for margin
 losses: a few exact zeros happen on honest models (a point deep inside a ReLU's dead zone)."""
-RANDOM_ATOL, RANDOM_RTOL = 1e-6, 1e-5
-"""Two passes over the same inputs that differ by more than float rounding come from a randomised model."""
+RANDOM_ATOL = 1e-6
+"""Two passes over the same inputs that differ by more than float rounding (this, plus model_sanity's
+relative tolerance of each sample's largest logit) come from a randomised model."""
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,7 @@ def _probe_batch(context: CheckContext) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _differs(first: torch.Tensor, second: torch.Tensor) -> bool:
-    first, second = first.float(), second.float()
-    return bool(((first - second).abs() > RANDOM_ATOL + RANDOM_RTOL * first.abs()).any())
+    return bool(differs(first, second, RANDOM_ATOL).any())
 
 
 def _non_differentiable_ops(context: CheckContext) -> list[str]:

@@ -410,6 +410,8 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             message += " in standardised feature units"
         if run.disagreement_count:
             message += f"; PyTorch and ONNX Runtime disagree on {run.disagreement_count} adversarial examples"
+            if adaptive is not None and adaptive.draws > 1:
+                message += " (expected of a randomised model: each pass draws anew)"
         if feasibility is not None and feasibility["infeasible_examples"]:
             message += (
                 f"; {feasibility['infeasible_examples']} misclassified candidate(s) broke the feature space "
@@ -457,6 +459,7 @@ def _escalate(spec: AdversarialSpec, context: CheckContext, run: AttackRun, adap
         "escalations": steps,
         "unavailable": adaptive.unavailable,
         "attacked_samples": attacked,
+        "samples": n,
     }
     decisive = [step for step in steps if step["newly_broken"]]
     record["lowered_by"] = [step["escalation"] for step in decisive]

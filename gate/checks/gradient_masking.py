@@ -9,7 +9,13 @@ check runs four diagnostics and names each that fires, with its numbers:
 - ``sweep_not_monotonic`` / ``unbounded_attack_fails``: robust accuracy must fall as ε grows and reach
   about zero when ε covers the whole input range;
 - ``attack_not_converged``: five times the steps and two more restarts keep lowering robust accuracy;
-- ``zero_or_nan_gradients``: input gradients of the loss are zero or not finite on many samples.
+- ``zero_or_nan_gradients``: input gradients of the loss are zero or not finite on many samples;
+- ``disconnected_gradients``: the loss does not depend differentiably on the input at all (a ``detach()``
+  in front of the model); no gradient attack can run, so the other diagnostics are skipped and the
+  details say so.
+
+Sweep budgets above the one that covers the whole input range (its width in L∞, width·√d in L2, the
+box's diameter) are the same attack as that one, so they are clipped to it.
 
 Metric: the number of findings (``max: 0`` by default). The costlier diagnostics use the first
 ``diagnostic_samples`` samples.
@@ -20,23 +26,46 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn import functional
 
 from gate.attacks.catalogue import CATALOGUE
 from gate.attacks.registry import build_attack
 from gate.checks.adversarial import run_attack
 from gate.checks.base import CheckContext, CheckKind, deferred_to_first_shard
 from gate.checks.evidence import save_curve
+from gate.checks.model_sanity import disconnected_finding
 from gate.measurement import Measurement
+from gate.model.gradient_probe import probe_input_gradients
 from gate.policy.specs import GradientMaskingSpec
 from gate.report.model import Finding
 
+SKIPPED_WHEN_DISCONNECTED = "white-box attack, black-box comparison, ε sweep and more-effort attack"
+
+
+def whole_range_budget(norm: str, bounds: tuple[float, float], sample_size: int) -> float:
+    """The budget that reaches every point of the input range from any other: a larger one adds nothing."""
+    width = bounds[1] - bounds[0]
+    return width if norm == "linf" else width * math.sqrt(sample_size)
+
 
 def default_sweep(spec: GradientMaskingSpec, bounds: tuple[float, float], sample_size: int) -> list[float]:
-    """0.25x to 4x the budget, then a budget that covers the whole input range (nothing can resist it)."""
-    width = bounds[1] - bounds[0]
-    unbounded = width if spec.norm == "linf" else width * math.sqrt(sample_size)
-    return [*(spec.epsilon * factor for factor in (0.25, 0.5, 1.0, 2.0, 4.0)), unbounded]
+    """0.25x to 4x the budget, then a budget that covers the whole input range (nothing can resist it);
+    clipped to the last, so an L∞ 4x of 0.3 on a range 1 wide is not quoted as ε=1.2."""
+    unbounded = whole_range_budget(spec.norm, bounds, sample_size)
+    factors = (0.25, 0.5, 1.0, 2.0, 4.0)
+    return clipped_sweep([*(spec.epsilon * factor for factor in factors), unbounded], unbounded)
+
+
+def clipped_sweep(epsilons: list[float], whole_range: float) -> list[float]:
+    """The budgets in increasing order, each at most ``whole_range``, without repeats."""
+    return sorted({min(float(eps), whole_range) for eps in epsilons})
+
+
+def describe_budget(epsilon: float, whole_range: float) -> str:
+    """``ε=0.2``, or what a budget that covers the whole input range means (its number alone, width·√d
+    in L2, tells a reader nothing)."""
+    if epsilon >= whole_range:
+        return f"ε covering the whole input range ({epsilon:.4g})"
+    return f"ε={epsilon:.4g}"
 
 
 class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
@@ -60,25 +89,34 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
             )  # fmt: skip
             return run_attack(attack, sub, label=label, only=only)
 
-        base = robust_accuracy(spec.epsilon, spec.steps, spec.restarts, f"{spec.id}: white-box")
-        robust, index = base.tensor("robust"), base.tensor("index")
-        robust_index = index[robust]
-        details["whitebox_robust_accuracy"] = float(robust.float().mean())
+        # First, and cheap: with no input gradient at all every gradient attack would raise.
+        gradient_findings = self._gradients(spec, sub, details)
+        artifacts = []
+        if details["gradients_disconnected"]:
+            details["not_run"] = f"{SKIPPED_WHEN_DISCONNECTED}: the loss has no input gradient"
+        else:
+            base = robust_accuracy(spec.epsilon, spec.steps, spec.restarts, f"{spec.id}: white-box")
+            robust, index = base.tensor("robust"), base.tensor("index")
+            robust_index = index[robust]
+            details["whitebox_robust_accuracy"] = float(robust.float().mean())
 
-        findings += self._blackbox(spec, sub, robust_index, details)
-        sweep_findings, sweep_plot = self._sweep(spec, context, robust_accuracy, details)
-        findings += sweep_findings
-        findings += self._effort(spec, robust_accuracy, robust_index, len(subset), details)
-        findings += self._gradients(spec, sub, details)
+            findings += self._blackbox(spec, sub, robust_index, details)
+            sweep_findings, sweep_plot = self._sweep(spec, context, robust_accuracy, details)
+            findings += sweep_findings
+            artifacts.append(sweep_plot)
+            findings += self._effort(spec, robust_accuracy, robust_index, len(subset), details)
+        findings += gradient_findings
         message = "; ".join(f.code for f in findings) if findings else "no sign of gradient masking"
         if "blackbox_not_run" in details:
             message += f" (black-box comparison not run: {details['blackbox_not_run']})"
+        if "not_run" in details:
+            message += f" ({details['not_run']}: not run)"
         return Measurement(
             value=float(len(findings)),
             n=len(subset),
             findings=findings,
             details=details,
-            artifacts=[sweep_plot],
+            artifacts=artifacts,
             message=message,
         )
 
@@ -116,18 +154,20 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
         ]
 
     def _sweep(self, spec, context: CheckContext, robust_accuracy, details: dict) -> list[Finding]:
+        bounds = context.policy.input.range
         sample_size = math.prod(context.data.sample_shape)
-        epsilons = sorted(spec.sweep or default_sweep(spec, context.policy.input.range, sample_size))
+        whole = whole_range_budget(spec.norm, bounds, sample_size)
+        epsilons = clipped_sweep(spec.sweep or default_sweep(spec, bounds, sample_size), whole)
         accuracies = [
             float(
-                robust_accuracy(eps, spec.steps, 1, f"{spec.id}: sweep ε={eps:.3g}")
+                robust_accuracy(eps, spec.steps, 1, f"{spec.id}: sweep {describe_budget(eps, whole)}")
                 .tensor("robust")
                 .float()
                 .mean()
             )
             for eps in epsilons
         ]
-        details["sweep"] = {"epsilon": epsilons, "robust_accuracy": accuracies}
+        details["sweep"] = {"epsilon": epsilons, "robust_accuracy": accuracies, "whole_range": whole}
         path = context.artifact_path(spec.id, "epsilon-sweep.png")
         plot = save_curve(
             path, epsilons, accuracies, x_label=f"ε ({spec.norm})", y_label="robust accuracy",
@@ -144,7 +184,8 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
             findings.append(
                 Finding(
                     code="sweep_not_monotonic",
-                    message=f"robust accuracy rose from {before:.3f} at ε={low:.4g} to {after:.3f} at ε={high:.4g}",
+                    message=f"robust accuracy rose from {before:.3f} at {describe_budget(low, whole)} to "
+                    f"{after:.3f} at {describe_budget(high, whole)}",
                     data={"rises": [list(r) for r in rises]},
                 )
             )
@@ -152,8 +193,8 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
             findings.append(
                 Finding(
                     code="unbounded_attack_fails",
-                    message=f"at ε={epsilons[-1]:.4g} robust accuracy is still {accuracies[-1]:.3f}; an attack with "
-                    "that budget should reach about zero",
+                    message=f"at {describe_budget(epsilons[-1], whole)} robust accuracy is still "
+                    f"{accuracies[-1]:.3f}; an attack with that budget should reach about zero",
                     data={"epsilon": epsilons[-1], "robust_accuracy": accuracies[-1]},
                 )
             )
@@ -183,17 +224,18 @@ class GradientMaskingCheck(CheckKind[GradientMaskingSpec]):
     def _gradients(self, spec, sub: CheckContext, details: dict) -> list[Finding]:
         module = sub.model.require_gradient_model().to(sub.device).eval()
         dead = total = 0
+        disconnected = False
         for batch in sub.data.batches(sub.batch_size, sub.device):
             sub.check_deadline()
-            x = batch.x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss = functional.cross_entropy(module(x), batch.y, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, x)
-            norms = grad.flatten(1).norm(dim=1)
-            dead += int(((norms == 0) | ~torch.isfinite(norms)).sum())
-            total += len(x)
+            probe = probe_input_gradients(module, batch.x, batch.y)
+            disconnected |= probe.disconnected
+            dead += int(probe.dead.sum())
+            total += len(batch.x)
         fraction = dead / max(total, 1)
         details["zero_or_nan_gradient_fraction"] = fraction
+        details["gradients_disconnected"] = disconnected
+        if disconnected:
+            return [disconnected_finding()]
         if fraction <= spec.tolerance:
             return []
         return [

@@ -17,7 +17,14 @@ numbers:
   statistics), so the attacked batch is not the model that ships;
 - ``zero_or_nan_gradients``: input gradients of the cross-entropy loss are zero or not finite on more
   than ``tolerance`` of the samples (e.g. rounding or ``sign`` inside the model), so gradient attacks
-  cannot move.
+  cannot move;
+- ``disconnected_gradients``: the loss does not depend differentiably on the input at all (a
+  ``detach()``, an integer cast, a preprocessing step outside torch); only an adaptive attack (BPDA) can
+  evaluate such a model.
+
+Two passes, or a sample alone and in a batch, give "the same" logits when they differ by at most
+``max_abs_diff`` plus :data:`RELATIVE_TOLERANCE` times the sample's largest logit: float32 kernels round
+differently at different batch sizes, and that rounding grows with the logits' scale.
 
 Metric: the number of findings (``max: 0`` by default), on the first ``diagnostic_samples`` samples of the
 whole selection (in a sharded run, shard 1 runs it for every shard).
@@ -29,10 +36,10 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 from gate.checks.base import CheckContext, CheckKind, deferred_to_first_shard
 from gate.measurement import Measurement
+from gate.model.gradient_probe import GradientProbe, probe_input_gradients
 from gate.model.squashing import (
     PROBABILITY_ATOL,
     UNDONE,
@@ -45,8 +52,11 @@ from gate.report.model import Finding
 
 __all__ = [
     "PROBABILITY_ATOL",
+    "RELATIVE_TOLERANCE",
     "ModelSanityCheck",
     "dead_gradients",
+    "differs",
+    "disconnected_finding",
     "looks_like_log_probabilities",
     "looks_like_probabilities",
     "per_sample_difference",
@@ -58,6 +68,13 @@ __all__ = [
 # in [0, 1] on one sample, let alone on all of them.
 PROBABILITY_SHARE = 0.5
 
+# Of a sample's largest |logit|. Measured on the digits CNN with its logits times 1e4 (about 1.5e5): a
+# sample alone and in a batch of 128 differ by up to 3.1e-7 of that in PyTorch on CPU (0.047, far above
+# an absolute 1e-3; float32 eps is 1.2e-7) and not at all in ONNX Runtime. 1e-5 leaves a factor 30 for
+# longer reductions and other kernels, while a BatchNorm on batch statistics or x + 0.1·randn moves
+# logits by percents of their scale.
+RELATIVE_TOLERANCE = 1e-5
+
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -68,14 +85,30 @@ def per_sample_difference(first: torch.Tensor, second: torch.Tensor) -> torch.Te
     return difference.amax(dim=1)
 
 
+def _row_scale(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Each sample's largest |logit| in either tensor (0 where that is not finite)."""
+    scale = torch.maximum(first.float().abs().amax(dim=1), second.float().abs().amax(dim=1))
+    return torch.where(torch.isfinite(scale), scale, torch.zeros_like(scale))
+
+
+def differs(first: torch.Tensor, second: torch.Tensor, max_abs_diff: float) -> torch.Tensor:
+    """Per sample: some logit differs by more than ``max_abs_diff`` plus :data:`RELATIVE_TOLERANCE` times
+    the sample's largest |logit| (in either tensor). NaN or infinite differences always differ."""
+    tolerance = max_abs_diff + RELATIVE_TOLERANCE * _row_scale(first, second)
+    return per_sample_difference(first, second) > tolerance
+
+
+def relative_difference(first: torch.Tensor, second: torch.Tensor) -> float:
+    """The largest logit difference relative to its sample's largest |logit| (for the report)."""
+    scale = _row_scale(first, second).clamp_min(torch.finfo(torch.float32).tiny)
+    ratio = per_sample_difference(first, second) / scale
+    return float(ratio.max()) if len(ratio) else 0.0
+
+
 def dead_gradients(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per sample: the input gradient of the cross-entropy loss is zero or not finite."""
-    x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = functional.cross_entropy(module(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    norms = grad.flatten(1).norm(dim=1)
-    return (norms == 0) | ~torch.isfinite(norms)
+    """Per sample: the input gradient of the cross-entropy loss is zero or not finite, or does not exist
+    (a graph disconnected from the input); :func:`probe_input_gradients` tells the two apart."""
+    return probe_input_gradients(module, x, y).dead
 
 
 def _batched(scorer: Scorer, batch_size: int) -> Scorer:
@@ -139,13 +172,16 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
         details: dict,
         findings: list[Finding],
     ) -> set[str]:
-        differences = {
-            name: per_sample_difference(first[name], scorer(x)) for name, scorer in scorers.items()
-        }
+        second = {name: scorer(x) for name, scorer in scorers.items()}
+        differences = {name: per_sample_difference(first[name], second[name]) for name in scorers}
         details["repeat_max_abs_diff"] = {name: float(d.max()) for name, d in differences.items()}
-        unstable = {name: d for name, d in differences.items() if bool((d > spec.max_abs_diff).any())}
+        details["repeat_max_rel_diff"] = {
+            name: relative_difference(first[name], second[name]) for name in scorers
+        }
+        counts = {name: int(differs(first[name], second[name], spec.max_abs_diff).sum()) for name in scorers}
+        unstable = {name: differences[name] for name, count in counts.items() if count}
         if unstable:
-            affected = {name: int((d > spec.max_abs_diff).sum()) for name, d in unstable.items()}
+            affected = {name: counts[name] for name in unstable}
             where = ", ".join(
                 f"the {name} on {count} of {len(x)} samples (up to {float(unstable[name].max()):.3g})"
                 for name, count in affected.items()
@@ -223,6 +259,7 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
         differences: dict[str, float] = {}
         affected: dict[str, int] = {}
         failures: dict[str, str] = {}
+        relative: dict[str, float] = {}
         for name, scorer in scorers.items():
             context.check_deadline()
             try:
@@ -230,12 +267,13 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
             except Exception as error:  # e.g. BatchNorm on batch statistics refuses a batch of one
                 failures[name] = f"{type(error).__name__}: {str(error)[:200]}"
                 continue
-            difference = per_sample_difference(batched[name], alone)
-            differences[name] = float(difference.max())
-            count = int((difference > spec.max_abs_diff).sum())
+            differences[name] = float(per_sample_difference(batched[name], alone).max())
+            relative[name] = relative_difference(batched[name], alone)
+            count = int(differs(batched[name], alone, spec.max_abs_diff).sum())
             if count:
                 affected[name] = count
         details["alone_vs_batch_max_abs_diff"] = differences
+        details["alone_vs_batch_max_rel_diff"] = relative
         if not affected and not failures:
             return
         parts = [
@@ -263,22 +301,38 @@ class ModelSanityCheck(CheckKind[ModelSanitySpec]):
         details: dict,
         findings: list[Finding],
     ) -> None:
-        dead = 0
+        probes: list[GradientProbe] = []
         for chunk_x, chunk_y in zip(
             torch.split(x, context.batch_size), torch.split(y, context.batch_size), strict=True
         ):
             context.check_deadline()
-            dead += int(dead_gradients(module, chunk_x, chunk_y).sum())
+            probes.append(probe_input_gradients(module, chunk_x, chunk_y))
+        disconnected = any(probe.disconnected for probe in probes)
+        dead = sum(int(probe.dead.sum()) for probe in probes)
         fraction = dead / max(len(x), 1)
         details["zero_or_nan_gradient_fraction"] = fraction
-        if fraction <= spec.tolerance:
-            return
-        findings.append(
-            Finding(
-                code="zero_or_nan_gradients",
-                message=f"the loss gradient is zero or not finite on {dead} of {len(x)} samples "
-                f"(tolerance {spec.tolerance:g}); gradient attacks cannot move (e.g. rounding or sign "
-                "inside the model)",
-                data={"samples": dead, "total": len(x), "fraction": fraction},
+        details["gradients_disconnected"] = disconnected
+        if disconnected:
+            findings.append(disconnected_finding())
+        elif fraction > spec.tolerance:
+            findings.append(
+                Finding(
+                    code="zero_or_nan_gradients",
+                    message=f"the loss gradient is zero or not finite on {dead} of {len(x)} samples "
+                    f"(tolerance {spec.tolerance:g}); gradient attacks cannot move (e.g. rounding or sign "
+                    "inside the model)",
+                    data={"samples": dead, "total": len(x), "fraction": fraction},
+                )
             )
-        )
+
+
+def disconnected_finding() -> Finding:
+    """The finding for a loss that does not depend differentiably on the input (shared with
+    gradient_masking, which finds the same thing before it attacks)."""
+    return Finding(
+        code="disconnected_gradients",
+        message="the model's outputs do not depend differentiably on its input (a detach(), an integer "
+        "cast or a non-differentiable preprocessing step): the input gradient does not exist, so gradient "
+        "attacks cannot move; an adaptive attack (BPDA, Athalye et al. 2018) is needed to evaluate it",
+        data={"disconnected": True},
+    )

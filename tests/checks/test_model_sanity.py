@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from gate.checks.model_sanity import (
+    RELATIVE_TOLERANCE,
     dead_gradients,
+    differs,
     looks_like_log_probabilities,
     looks_like_probabilities,
     per_sample_difference,
@@ -18,6 +20,8 @@ from gate.checks.model_sanity import (
 from gate.model import export_to_onnx
 
 from .conftest import only_check
+
+MASKED = "masked_models:{}"  # factories in tests/checks/masked_models.py, on the DigitsCNN weights
 
 POLICY = """
     version: 1
@@ -175,6 +179,31 @@ def test_dead_gradients_per_sample() -> None:
     assert dead_gradients(nn.Sequential(_Round(), smooth), x, y).all()
 
 
+def test_dead_gradients_include_a_disconnected_graph() -> None:
+    """It used to raise from torch.autograd.grad ("appears to not have been used in the graph")."""
+    torch.manual_seed(0)
+    smooth = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.rand(5, 1, 2, 2), torch.zeros(5, dtype=torch.long)
+    assert dead_gradients(nn.Sequential(_Detach(), smooth), x, y).all()
+
+
+def test_differences_are_judged_relative_to_each_sample_s_scale() -> None:
+    small = torch.tensor([[1.0, -2.0], [3.0, 0.0]])
+    large = small * 1e5
+    rounding = RELATIVE_TOLERANCE / 2 * 2e5  # half the tolerance of the first large row
+    assert not differs(large, large + torch.tensor([[rounding, 0.0], [0.0, 0.0]]), 1e-3).any()
+    assert differs(small, small + torch.tensor([[2e-3, 0.0], [0.0, 0.0]]), 1e-3).tolist() == [True, False]
+    assert differs(large, large * torch.tensor([[1.01], [1.0]]), 1e-3).tolist() == [True, False]
+    nan = large.clone()
+    nan[1, 1] = float("nan")
+    assert differs(large, nan, 1e-3).tolist() == [False, True]
+
+
+class _Detach(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach()
+
+
 class _Round(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.round(x)
@@ -295,3 +324,44 @@ def test_bounded_outputs_without_a_squashing_to_undo(
     finding = next(f for f in check.findings if f.code == "probability_outputs")
     assert finding.data["kind"] == "bounded" and finding.data["squashing"] is None
     assert "white-box adversarial checks end as error" in finding.message
+
+
+# --------------------------------------------------------------------- issue 21
+def test_a_detached_input_is_a_finding_not_an_error(factory_run, masked_weights, digits_npz) -> None:
+    check = only_check(
+        factory_run(POLICY.format(extra=""), MASKED.format("detached_cnn"), masked_weights, digits_npz)
+    )
+    assert check.status == "fail", check.message
+    assert codes(check) == ["disconnected_gradients"] and check.value == 1
+    assert "BPDA" in check.findings[0].message and "detach()" in check.findings[0].message
+    assert check.details["gradients_disconnected"] is True
+
+
+def test_large_logits_are_not_batch_size_dependent(factory_run, masked_weights, digits_npz) -> None:
+    """Logits near 1e5 round differently alone and in a batch, by far more than an absolute 1e-3."""
+    check = only_check(
+        factory_run(POLICY.format(extra=""), MASKED.format("scaled_logits_cnn"), masked_weights, digits_npz)
+    )
+    # Only the gradients are a finding: a cross-entropy on logits near 1e5 saturates to exactly zero.
+    assert codes(check) == ["zero_or_nan_gradients"], check.message
+    assert max(check.details["alone_vs_batch_max_abs_diff"].values()) > 1e-3  # the old false positive
+    assert max(check.details["alone_vs_batch_max_rel_diff"].values()) < RELATIVE_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("factory", "code"),
+    [
+        ("batch_statistics_cnn", "batch_size_dependence"),
+        ("noisy_scaled_logits_cnn", "nondeterministic_outputs"),
+    ],
+)
+def test_real_differences_in_large_logits_are_still_caught(
+    factory_run, masked_weights, digits_npz, factory, code
+) -> None:
+    check = only_check(
+        factory_run(POLICY.format(extra=""), MASKED.format(factory), masked_weights, digits_npz)
+    )
+    assert code in codes(check), check.message
+    assert {"onnx", "gradient model"} <= set(
+        next(f for f in check.findings if f.code == code).data["samples"]
+    )
