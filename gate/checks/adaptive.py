@@ -154,12 +154,15 @@ def plan(spec: AdversarialSpec, attack: Attack, context: CheckContext) -> Plan:
         result.escalations.append(Escalation(f"{white_box.name} with {name}", why, white_box, gradient))
     margin_model = gradient if gradient is not None else _base_gradient_model(context)
     if (diagnosis.saturated or diagnosis.probability_outputs) and margin_model is not None:
-        why = (
-            f"the cross-entropy gradient is zero or not finite on {diagnosis.dead_gradient_fraction:.0%} of the "
-            "probe samples (saturated outputs)"
-            if diagnosis.saturated
-            else "the model's outputs are probabilities"
-        ) + ": the DLR margin on the logits does not saturate"
+        if diagnosis.saturated:
+            cause = "masked" if diagnosis.masks_gradients else "saturated outputs"
+            why = (
+                f"the cross-entropy gradient is zero or not finite on {diagnosis.dead_gradient_fraction:.0%} "
+                f"of the probe samples ({cause})"
+            )
+        else:
+            why = "the model's outputs are probabilities"
+        why += ": the DLR margin on the logits does not saturate"
         margin = CATALOGUE["apgd-dlr"]  # APGD-T: the targeted DLR margin towards each likely wrong class
         if context.model.num_classes >= margin.min_classes and spec.norm in margin.norms:
             result.escalations.append(
@@ -186,7 +189,10 @@ def _escalated_gradient_model(
     reasons: list[tuple[str, str]] = []
     model: Model | None = None
     if diagnosis.masks_gradients:
-        found = ", ".join(diagnosis.non_differentiable) or "a detach() or integer cast in the PyTorch source"
+        causes = list(diagnosis.non_differentiable)
+        if diagnosis.disconnected:
+            causes.append("a gradient path cut in the gradient model (a detach() or an integer cast)")
+        found = ", ".join(causes)
         try:
             x, _ = _probe_batch(context)
             model = context.model.straight_through_model(x).eval()

@@ -224,6 +224,10 @@ OPS: dict[str, OpFunction] = {
     "Sign": _unary(torch.sign),
     "Floor": _unary(torch.floor),
     "Ceil": _unary(torch.ceil),
+    # ONNX rounds halves to even, as torch.round does.
+    "Round": _unary(torch.round),
+    "Sin": _unary(torch.sin),
+    "Cos": _unary(torch.cos),
     "Relu": _unary(F.relu),
     "Sigmoid": _unary(torch.sigmoid),
     "Tanh": _unary(torch.tanh),

@@ -11,11 +11,12 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from gate.errors import ModelError
-from gate.model.twin import elementwise, ml_ops, nn_ops, shape_ops
+from gate.model.twin import elementwise, ml_ops, nn_ops, quantize_ops, shape_ops
 from gate.model.twin.call import OpCall, OpFunction
+from gate.model.twin.straight_through import straight_through_functions
 
 # One table per domain, built from the op modules, is the whole operator set (see docs/models.md).
-OPS: dict[str, OpFunction] = {**elementwise.OPS, **nn_ops.OPS, **shape_ops.OPS}
+OPS: dict[str, OpFunction] = {**elementwise.OPS, **nn_ops.OPS, **shape_ops.OPS, **quantize_ops.OPS}
 ML_OPS: dict[str, OpFunction] = ml_ops.OPS
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -110,9 +111,14 @@ def no_gradient_reason(model: onnx.ModelProto) -> str | None:
 
 
 class OnnxTwin(nn.Module):
-    """Runs the ONNX graph in PyTorch so that gradients flow from the logits back to the input."""
+    """Runs the ONNX graph in PyTorch so that gradients flow from the logits back to the input.
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    With ``straight_through`` the ops that hide the input gradient (rounding, integer casts, quantising,
+    comparisons made data) keep their exact forward but pass a straight-through gradient (BPDA, see
+    ``gate/model/twin/straight_through.py``): an attack surrogate, not the model's own gradient.
+    """
+
+    def __init__(self, model: onnx.ModelProto, *, straight_through: bool = False) -> None:
         super().__init__()
         reason = no_gradient_reason(model)
         if reason is not None:
@@ -138,7 +144,14 @@ class OnnxTwin(nn.Module):
         declared = next(value for value in graph.input if value.name == self.input_name)
         self.input_dtype = _TORCH_DTYPES.get(declared.type.tensor_type.elem_type, torch.float32)
         """What the graph's input is (float16 for a half-precision model): gate's float32 is cast to it."""
+        self.straight_through = straight_through
         self._nodes = parse_nodes(model)
+        if straight_through:
+            replaced = straight_through_functions(model)
+            self._nodes = [
+                node._replace(function=replaced.get(index, node.function))
+                for index, node in enumerate(self._nodes)
+            ]
 
     def forward(self, x: torch.Tensor, output: str | None = None) -> torch.Tensor:
         """The graph's output for ``x``, or the inner value named ``output`` (e.g. logits before a sigmoid)."""
@@ -173,6 +186,10 @@ def _as_float32(value: torch.Tensor) -> torch.Tensor:
     return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
 
 
-def build_twin(model: onnx.ModelProto) -> OnnxTwin:
-    """A differentiable twin of ``model``, or a ``ModelError`` naming the operators it lacks."""
-    return OnnxTwin(model).eval()
+def build_twin(model: onnx.ModelProto, *, straight_through: bool = False) -> OnnxTwin:
+    """A differentiable twin of ``model``, or a ``ModelError`` naming the operators it lacks.
+
+    ``straight_through=True`` gives the BPDA surrogate: the same forward, with straight-through gradients
+    through the ops that would otherwise hide the input gradient (``non_differentiable_ops``).
+    """
+    return OnnxTwin(model, straight_through=straight_through).eval()
