@@ -4,6 +4,7 @@ calls for; a model with nothing to diagnose gets the policy's attack alone and t
 from __future__ import annotations
 
 import pytest
+import torch
 
 from checks.conftest import only_check
 
@@ -63,3 +64,33 @@ def test_randomised_model_is_judged_over_draws_and_attacked_with_eot(factory_run
     assert "pgd with EOT" in record["lowered_by"], record
     assert auto.value <= plain.value - 0.1, (plain.value, auto.value)
     assert "randomised outputs: judged over 10 draws" in auto.message
+
+
+@pytest.mark.parametrize("factory", ["masked_models:quantized_cnn", "masked_models:detached_cnn"])
+def test_non_differentiable_preprocessing_is_attacked_with_bpda(factory_run, masked_weights, digits_npz, factory):
+    """Rounding (zero gradients) and a detach (no gradient path): BPDA through the exported graph's twin."""
+    plain = _run(factory_run, factory, masked_weights, digits_npz, "off")
+    auto = _run(factory_run, factory, masked_weights, digits_npz, "auto")
+    record = auto.details["adaptive"]
+    assert plain.value > 0.9, plain.message  # the masking works on the plain attack
+    assert auto.value <= 0.05, auto.message
+    assert record["lowered_by"][0] == "pgd with BPDA", record
+    assert record["diagnosis"]["non_differentiable_ops"] == ["Round"]
+    assert record["diagnosis"]["disconnected_gradients"] == factory.endswith("detached_cnn")
+    assert "Round" in auto.message
+
+
+def test_onnx_only_quantiser_gets_a_twin_and_bpda(gate_run, tmp_path, digits_cnn, digits_npz):
+    """An ONNX file with a Round has a twin (before: none, and only Square ran); BPDA breaks it."""
+    from masked_models import QuantizedInputCNN
+
+    from gate.model import export_to_onnx
+
+    model = QuantizedInputCNN()
+    model.net.load_state_dict(digits_cnn.state_dict())
+    path = tmp_path / "quantised.onnx"
+    export_to_onnx(model.eval(), torch.zeros(1, 1, 8, 8), path)
+    auto = only_check(gate_run(POLICY.format(adaptive="auto", epsilon=0.2), path, digits_npz))
+    assert auto.details["gradients_from"] == "onnx", auto.details
+    assert auto.value <= 0.05, auto.message
+    assert auto.details["adaptive"]["lowered_by"][0] == "pgd with BPDA"
