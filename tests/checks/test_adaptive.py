@@ -3,6 +3,9 @@ calls for; a model with nothing to diagnose gets the policy's attack alone and t
 
 from __future__ import annotations
 
+import json
+import textwrap
+
 import pytest
 import torch
 
@@ -67,7 +70,9 @@ def test_randomised_model_is_judged_over_draws_and_attacked_with_eot(factory_run
 
 
 @pytest.mark.parametrize("factory", ["masked_models:quantized_cnn", "masked_models:detached_cnn"])
-def test_non_differentiable_preprocessing_is_attacked_with_bpda(factory_run, masked_weights, digits_npz, factory):
+def test_non_differentiable_preprocessing_is_attacked_with_bpda(
+    factory_run, masked_weights, digits_npz, factory
+):
     """Rounding (zero gradients) and a detach (no gradient path): BPDA through the exported graph's twin."""
     plain = _run(factory_run, factory, masked_weights, digits_npz, "off")
     auto = _run(factory_run, factory, masked_weights, digits_npz, "auto")
@@ -82,8 +87,7 @@ def test_non_differentiable_preprocessing_is_attacked_with_bpda(factory_run, mas
 
 def test_onnx_only_quantiser_gets_a_twin_and_bpda(gate_run, tmp_path, digits_cnn, digits_npz):
     """An ONNX file with a Round has a twin (before: none, and only Square ran); BPDA breaks it."""
-    from masked_models import QuantizedInputCNN
-
+    from checks.masked_models import QuantizedInputCNN
     from gate.model import export_to_onnx
 
     model = QuantizedInputCNN()
@@ -94,3 +98,49 @@ def test_onnx_only_quantiser_gets_a_twin_and_bpda(gate_run, tmp_path, digits_cnn
     assert auto.details["gradients_from"] == "onnx", auto.details
     assert auto.value <= 0.05, auto.message
     assert auto.details["adaptive"]["lowered_by"][0] == "pgd with BPDA"
+
+
+def test_sharded_escalation_merges_to_the_unsharded_result(tmp_path, digits_cnn, digits_npz):
+    """Each shard diagnoses and escalates its own samples; the merge gives the unsharded number and sums
+    what each escalation broke."""
+    from click.testing import CliRunner
+
+    from checks.masked_models import QuantizedInputCNN
+    from gate.cli import main
+    from gate.model import export_to_onnx
+
+    model = QuantizedInputCNN()
+    model.net.load_state_dict(digits_cnn.state_dict())
+    onnx_path = tmp_path / "quantised.onnx"
+    export_to_onnx(model.eval(), torch.zeros(1, 1, 8, 8), onnx_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent(POLICY.format(adaptive="auto", epsilon=0.2)).lstrip())
+    common = ["check", "-p", str(policy), "-m", str(onnx_path), "-d", str(digits_npz)]
+
+    def invoke(*args: str) -> None:
+        result = CliRunner().invoke(main, [*common, *args] if args[0] != "merge" else list(args))
+        assert result.exit_code in (0, 1), result.output
+
+    invoke("-o", str(tmp_path / "full"))
+    for k in (1, 2):
+        invoke("-o", str(tmp_path / f"s{k}"), "--shard", f"{k}/2")
+    invoke("merge", str(tmp_path / "s1"), str(tmp_path / "s2"), "-o", str(tmp_path / "merged"))
+    full, merged = (
+        json.loads((tmp_path / name / "report.json").read_text())["checks"][0] for name in ("full", "merged")
+    )
+    assert (merged["value"], merged["n"], merged["successes"]) == (
+        full["value"],
+        full["n"],
+        full["successes"],
+    )
+
+    def broken(check: dict) -> dict[str, int]:
+        return {
+            step["escalation"]: step["newly_broken"] for step in check["details"]["adaptive"]["escalations"]
+        }
+
+    assert broken(merged)["pgd with BPDA"] == broken(full)["pgd with BPDA"] > 0
+    assert (
+        merged["details"]["adaptive"]["plain_robust_accuracy"]
+        == full["details"]["adaptive"]["plain_robust_accuracy"]
+    )
