@@ -146,12 +146,14 @@ def plan(spec: AdversarialSpec, attack: Attack, context: CheckContext) -> Plan:
     result = Plan(diagnosis, draws=spec.eot_samples if diagnosis.randomized else 1)
     if not diagnosis.fired:
         return result
-    gradient, gradient_reasons = _escalated_gradient_model(diagnosis, spec, context, result)
+    escalated = escalated_gradient_model(context, spec.eot_samples)
+    result.unavailable.extend(escalated.unavailable)
+    gradient = escalated.model
     white_box = attack if attack.needs_gradients else _build(spec, context, "apgd-ce")
-    if gradient is not None and gradient_reasons:
-        name = " + ".join(reason for reason, _ in gradient_reasons)
-        why = "; ".join(text for _, text in gradient_reasons)
-        result.escalations.append(Escalation(f"{white_box.name} with {name}", why, white_box, gradient))
+    if gradient is not None:
+        result.escalations.append(
+            Escalation(f"{white_box.name} with {escalated.name}", escalated.reason, white_box, gradient)
+        )
     margin_model = gradient if gradient is not None else _base_gradient_model(context)
     if (diagnosis.saturated or diagnosis.probability_outputs) and margin_model is not None:
         if diagnosis.saturated:
@@ -182,11 +184,29 @@ def plan(spec: AdversarialSpec, attack: Attack, context: CheckContext) -> Plan:
     return result
 
 
-def _escalated_gradient_model(
-    diagnosis: Diagnosis, spec: AdversarialSpec, context: CheckContext, result: Plan
-) -> tuple[Model | None, list[tuple[str, str]]]:
-    """The gradient model the white-box escalation attacks (BPDA twin and/or EOT), with the reasons."""
-    reasons: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class GradientEscalation:
+    """The differentiable model the diagnosis calls for instead of the plain gradient model (the BPDA
+    twin, the expectation over draws, or both), what gate calls it and why; ``unavailable`` lists the
+    escalations it could not build, with the reason. ``model`` is None when none was called for or built."""
+
+    model: Model | None
+    name: str
+    reason: str
+    unavailable: tuple[str, ...] = ()
+
+
+def escalated_gradient_model(context: CheckContext, eot_samples: int) -> GradientEscalation:
+    """What a white-box attack should differentiate on this model under ``adaptive: auto`` (cached per
+    run: the adversarial checks and the attack self-test share one straight-through twin)."""
+    key = f"adaptive-gradient-{eot_samples}"
+    cached = context.cache.get(key)
+    if isinstance(cached, GradientEscalation):
+        return cached
+    diagnosis = diagnose(context)
+    names: list[str] = []
+    reasons: list[str] = []
+    unavailable: list[str] = []
     model: Model | None = None
     if diagnosis.masks_gradients:
         causes = list(diagnosis.non_differentiable)
@@ -196,24 +216,23 @@ def _escalated_gradient_model(
         try:
             x, _ = _probe_batch(context)
             model = context.model.straight_through_model(x).eval()
-            reasons.append(
-                ("BPDA", f"gradients are masked by {found}: straight-through twin of the deployed graph")
-            )
+            names.append("BPDA")
+            reasons.append(f"gradients are masked by {found}: straight-through twin of the deployed graph")
         except GateError as error:
-            result.unavailable.append(f"BPDA ({found}): {error.message}")
+            unavailable.append(f"BPDA ({found}): {error.message}")
     if diagnosis.randomized:
         base = model if model is not None else _base_gradient_model(context)
         if base is None:
-            result.unavailable.append(f"EOT: {context.model.gradient_unavailable_reason}")
+            unavailable.append(f"EOT: {context.model.gradient_unavailable_reason}")
         else:
-            model = ExpectationOverDraws(base, spec.eot_samples)
+            model = ExpectationOverDraws(base, eot_samples)
+            names.append("EOT")
             reasons.append(
-                (
-                    "EOT",
-                    f"the outputs are randomised: gradients of the logits averaged over {spec.eot_samples} draws",
-                )
+                f"the outputs are randomised: gradients of the logits averaged over {eot_samples} draws"
             )
-    return model, reasons
+    escalation = GradientEscalation(model, " + ".join(names), "; ".join(reasons), tuple(unavailable))
+    context.cache[key] = escalation
+    return escalation
 
 
 def _base_gradient_model(context: CheckContext) -> Model | None:
@@ -257,4 +276,12 @@ def _non_differentiable_ops(context: CheckContext) -> list[str]:
         return []
 
 
-__all__ = ["Diagnosis", "Escalation", "Plan", "diagnose", "plan"]
+__all__ = [
+    "Diagnosis",
+    "Escalation",
+    "GradientEscalation",
+    "Plan",
+    "diagnose",
+    "escalated_gradient_model",
+    "plan",
+]
