@@ -155,7 +155,10 @@ def plan(spec: AdversarialSpec, attack: Attack, context: CheckContext) -> Plan:
             Escalation(f"{white_box.name} with {escalated.name}", escalated.reason, white_box, gradient)
         )
     margin_model = gradient if gradient is not None else _base_gradient_model(context)
-    if (diagnosis.saturated or diagnosis.probability_outputs) and margin_model is not None:
+    # What the policy's attack already ran in full on the same model is not run again.
+    already = {spec.attack, *CATALOGUE[spec.attack].contains}
+    margin_ran = "apgd-dlr" in already and gradient is None
+    if (diagnosis.saturated or diagnosis.probability_outputs) and margin_model is not None and not margin_ran:
         if diagnosis.saturated:
             cause = "masked" if diagnosis.masks_gradients else "saturated outputs"
             why = (
@@ -173,7 +176,7 @@ def plan(spec: AdversarialSpec, attack: Attack, context: CheckContext) -> Plan:
         else:
             result.unavailable.append(f"{margin.name}: needs at least {margin.min_classes} classes")
     square = CATALOGUE["square"]
-    if context.task.name in square.tasks and spec.norm in square.norms and spec.attack != "square":
+    if context.task.name in square.tasks and spec.norm in square.norms and "square" not in already:
         result.escalations.append(
             Escalation(
                 "square",
