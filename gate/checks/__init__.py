@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gate.checks.accuracy import AccuracyCheck
 from gate.checks.adversarial import AdversarialCheck
+from gate.checks.attack_selftest import AttackSelftestCheck
 from gate.checks.attribution import AttributionCheck
 from gate.checks.background import BackgroundCheck
 from gate.checks.base import CheckContext, CheckKind, CheckTimeout
@@ -32,6 +33,7 @@ IMPLEMENTATIONS: tuple[type[CheckKind], ...] = (
     SubgroupCheck,
     CalibrationCheck,
     BackgroundCheck,
+    AttackSelftestCheck,
 )
 
 REGISTRY: dict[str, CheckKind] = {kind_of(impl.spec_type): impl() for impl in IMPLEMENTATIONS}

@@ -58,6 +58,23 @@ KIND_RULES: dict[tuple[str, str], tuple[Direction, str]] = {
         "neutral",
         "a smaller alpha makes each certificate surer and fewer; review the threshold",
     ),
+    # A stronger attack passes its own self-test more easily: the attack's settings say which attack is
+    # vouched for, not how strict the gate is; review them with the adversarial check they vouch for.
+    **{
+        ("attack_selftest", field): (
+            "neutral",
+            "the self-test vouches for another attack or budget; review it with the adversarial check",
+        )
+        for field in ("attack", "norm", "epsilon", "steps", "restarts", "step_size", "queries", "targeted")
+    },
+    ("attack_selftest", "adaptive"): (
+        "neutral",
+        "the self-test vouches for the attack with or without its adaptive escalation",
+    ),
+    ("attack_selftest", "samples"): (
+        "neutral",
+        "more samples make the self-test's verdict surer either way; fewer than 72 cannot pass min 0.95",
+    ),
 }
 """Fields whose meaning depends on the kind: attribution's ``steps`` tune a computation, not an attack;
 a certificate's ``radius`` is the ball certified (``CHECK_RULES``: larger is stricter)."""
@@ -227,6 +244,12 @@ def _samples(old: int | None, new: int | None) -> tuple[Direction, str]:
     return ("stricter", "more samples") if new > old else ("looser", "fewer samples")
 
 
+def _adaptive(old: str, new: str) -> tuple[Direction, str]:
+    if new == "off":
+        return "looser", "a masked or randomised model is no longer attacked the way its diagnosis calls for"
+    return "stricter", "a masked or randomised model is now attacked the way its diagnosis calls for"
+
+
 def _correction(old: str, new: str) -> tuple[Direction, str]:
     if new == "none":
         return "looser", "the worst group's interval is no longer widened for choosing it on the data"
@@ -258,6 +281,8 @@ CHECK_RULES: dict[str, Rule] = {
     "corruption": neutral("a different corruption"),
     "sweep": neutral("the ε sweep of the diagnostics"),
     "correction": _correction,
+    "adaptive": _adaptive,
+    "eot_samples": more_is_stricter("draws per gradient and passes per judgement (eot_samples)"),
     "min_group_size": neutral(
         "other groups are judged (and the correction covers another number); review the threshold"
     ),

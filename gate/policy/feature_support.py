@@ -16,6 +16,7 @@ from gate.policy.source import position_of
 from gate.policy.specs import (
     CORRUPTION_INPUTS,
     AdversarialSpec,
+    AttackSelftestSpec,
     AttributionSpec,
     CertifiedSpec,
     CheckSpec,
@@ -52,6 +53,14 @@ def feature_spec_problems(spec: CheckSpec) -> list[tuple[str, str]]:
                 "gradient_masking runs PGD in the policy's one input range, which a features section "
                 "replaces by per-feature ranges; the constrained attack's black-box stage "
                 "(constrained-search) covers models whose gradients mislead",
+            )
+        ]
+    if isinstance(spec, AttackSelftestSpec):
+        return [
+            (
+                "kind",
+                "attack_selftest plants adversarial examples in an ε-ball of the policy's one input range, "
+                "which a features section replaces by per-feature ranges, types and constraints",
             )
         ]
     if isinstance(spec, AttributionSpec):

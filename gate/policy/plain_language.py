@@ -12,6 +12,7 @@ from gate.policy.model import Policy, Waiver
 from gate.policy.specs import (
     AccuracySpec,
     AdversarialSpec,
+    AttackSelftestSpec,
     AttributionSpec,
     BackgroundSpec,
     CalibrationSpec,
@@ -198,7 +199,7 @@ def _budget(epsilon: float, norm: str, policy: Policy, spec: CheckSpec | None = 
     return f"ε = {number_text(epsilon)}{scale} in the {NORMS[norm]}"
 
 
-def _attack_effort(spec: AdversarialSpec, info: AttackInfo) -> str:
+def _attack_effort(spec: AdversarialSpec | AttackSelftestSpec, info: AttackInfo) -> str:
     """The work the attack does, as it will run: only the options it reads, defaults spelled out."""
     parts = []
     if "steps" in info.options:
@@ -344,6 +345,16 @@ def _method(spec: CheckSpec, policy: Policy) -> list[str]:
         return [
             f"Method: {spec.method.replace('_', ' ')} attributions ({', '.join(options)}).",
             f"Metric: {spec.metric.replace('_', ' ')} ({direction}).",
+        ]
+    if isinstance(spec, AttackSelftestSpec):
+        info = attack_info(spec.attack)
+        return [
+            f"Method: the binarization test (Zimmermann et al. 2022): on each of the first {spec.samples} "
+            "samples an adversarial example is planted inside the ε-ball by a binary readout of the model's "
+            f"logits, and {info.summary} ({_attack_effort(spec, info)}) must find it.",
+            f"Budget: {_budget(spec.epsilon, spec.norm, policy)}.",
+            "Metric: the share of planted adversarial examples the attack found; a low share means "
+            "robustness measured with this attack on this model cannot be trusted.",
         ]
     if isinstance(spec, AccuracySpec):
         return ["Metric: top-1 accuracy on clean evaluation data."]

@@ -350,7 +350,8 @@ class ModelSanitySpec(CheckSpec):
     max_abs_diff: PositiveNumber = Field(
         default=1e-3,
         description="Largest logit difference between two passes over the same input (or the same "
-        "sample alone and in a batch) that still counts as the same output.",
+        "sample alone and in a batch) that still counts as the same output, plus 1e-5 of the sample's "
+        "largest |logit| (float32 rounding grows with the logits' scale).",
     )
     tolerance: Fraction01 = Field(
         default=0.05, description="Share of samples with zero or non-finite gradients before it counts."
@@ -715,10 +716,9 @@ SELFTEST_CLASSES = 2
 
 
 class AttackSelftestSpec(CheckSpec):
-    """Whether the attack finds adversarial examples planted where one is known to exist (Zimmermann et al.
-    2022, the binarization test).
+    """Whether the attack finds adversarial examples planted where one is known to exist.
 
-    Per sample, a binary readout of the model's logits is fitted so that a point inside the ε-ball is
+    The binarization test of Zimmermann et al. 2022. Per sample, a binary readout of the model's logits is fitted so that a point inside the ε-ball is
     adversarial; the metric is the share of those planted examples the attack finds.
     """
 

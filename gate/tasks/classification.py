@@ -57,6 +57,7 @@ ALL_CHECK_KINDS = frozenset(
         "subgroup",
         "calibration",
         "background",
+        "attack_selftest",
     }
 )
 

@@ -32,6 +32,7 @@ PROPORTION_METRICS = {
     "pointing_game",
     "certified_accuracy",
     "verified_accuracy",
+    "planted_found_rate",
 }
 
 
@@ -48,7 +49,7 @@ def _one_of_each() -> list[CheckSpec]:
             specs.append(spec_type(id="a", kind=kind, min=0, sigma=0.25, radius=0.5))
             specs.append(spec_type(id="a", kind=kind, min=0, method="interval_bounds", radius=0.1))
             continue
-        extra = {"epsilon": 0.1} if kind in ("adversarial", "gradient_masking") else {}
+        extra = {"epsilon": 0.1} if kind in ("adversarial", "gradient_masking", "attack_selftest") else {}
         extra |= {"corruption": "jpeg"} if kind == "corruption" else {}
         specs.append(spec_type(id="a", kind=kind, min=0, **extra))
     return specs
