@@ -220,10 +220,10 @@ def _perturb(
     else:
         raise TypeError(f"{attack.name} was given a model it cannot query")
     if watch is not None:
-        _check_finite(attack, watch, index[attacked])
+        check_finite(attack, watch, index[attacked])
     x_adv[attacked] = outcome.x_adv
     if isinstance(attack, Attack):
-        _check_budget(attack, x, x_adv, attack.bounds)
+        check_budget(attack, x, x_adv, attack.bounds)
     return _Perturbed(x_adv, outcome.robust, rejected, reasons)
 
 
@@ -312,7 +312,7 @@ def run_attack(
     return AttackRun(columns, examples, stages)
 
 
-def _check_finite(attack: Attack | FeatureAttack, watch: FiniteWatch, index: torch.Tensor) -> None:
+def check_finite(attack: Attack | FeatureAttack, watch: FiniteWatch, index: torch.Tensor) -> None:
     """Read the attack's finite flag once per batch: a NaN gradient would count as robustness."""
     if bool(watch.finite):
         return
@@ -325,7 +325,7 @@ def _check_finite(attack: Attack | FeatureAttack, watch: FiniteWatch, index: tor
     )
 
 
-def _check_budget(attack: Attack, x: torch.Tensor, x_adv: torch.Tensor, bounds: tuple[float, float]) -> None:
+def check_budget(attack: Attack, x: torch.Tensor, x_adv: torch.Tensor, bounds: tuple[float, float]) -> None:
     """An example outside its budget would make the number meaningless: fail closed, loudly."""
     distance = perturbation_norm(x, x_adv, attack.norm)
     low, high = bounds

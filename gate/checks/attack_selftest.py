@@ -31,7 +31,7 @@ from gate.attacks.base import Attack, FiniteWatch, Model
 from gate.attacks.catalogue import attack_info
 from gate.attacks.registry import build_attack
 from gate.checks.adaptive import GradientEscalation, escalated_gradient_model
-from gate.checks.adversarial import _check_budget, _check_finite, attack_model
+from gate.checks.adversarial import attack_model, check_budget, check_finite
 from gate.checks.base import CheckContext, CheckKind, Columns, deferred_to_first_shard
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
@@ -247,8 +247,8 @@ class _SelfTest:
         watch = FiniteWatch(BinaryReadout(features, weight, plant.threshold), x.device)
         label = torch.zeros(1, dtype=torch.int64, device=x.device)
         outcome = self.attack.perturb(watch, x, label, index=index)
-        _check_finite(self.attack, watch, index)
-        _check_budget(self.attack, x, outcome.x_adv, self.attack.bounds)
+        check_finite(self.attack, watch, index)
+        check_budget(self.attack, x, outcome.x_adv, self.attack.bounds)
         judge = BinaryReadout(self.session, weight, plant.threshold)
         with torch.no_grad():
             return bool(judge.score(outcome.x_adv)[0] > 0)
