@@ -22,10 +22,12 @@ def is_interactive(stream: TextIO | None = None) -> bool:
 
 
 class Progress:
-    """Counts work units for the current task.
+    """Says what the run is doing while it does it.
 
-    On an interactive terminal it draws a live bar; in CI logs (``lines``) it prints one line per task
-    with its duration; ``quiet`` prints nothing (the library default).
+    ``step`` announces a stage ("check 7 of 13: pgd-linf (adversarial)"); ``task`` counts the work units
+    (samples, batches) of one piece of work. On an interactive terminal a task is a live bar with the
+    elapsed time and an ETA; in CI logs and pipes (``lines``) every event is one plain line, never a
+    carriage return; ``quiet`` prints nothing (the library default).
     """
 
     def __init__(self, *, enabled: bool | None = None, stream: TextIO | None = None) -> None:
@@ -36,26 +38,44 @@ class Progress:
         self._label = ""
         self._total = 0
         self._done = 0
+        self._started = 0.0
         self._last_draw = 0.0
+
+    def step(self, index: int, total: int, what: str) -> None:
+        """Announce stage ``index`` of ``total`` (1-based), e.g. the checks of a policy."""
+        if self.mode != "quiet":
+            self.stream.write(f"check {index} of {total}: {what}\n")
+            self.stream.flush()
 
     @contextmanager
     def task(self, label: str, total: int) -> Iterator[Progress]:
         self._label, self._total, self._done = label, max(total, 1), 0
-        started = time.monotonic()
+        self._started = time.monotonic()
+        if self.mode == "lines" and total == 1:  # one unit (loading, exporting) shows no progress: say it
+            self.stream.write(f"  {label} …\n")
+            self.stream.flush()
         try:
             yield self
         finally:
+            elapsed = _duration(time.monotonic() - self._started)
             if self.mode == "bar":
                 self._draw(force=True)
                 self.stream.write("\n")
             elif self.mode == "lines":
-                self.stream.write(f"  {label}: {self._done}/{total} in {time.monotonic() - started:.1f} s\n")
+                self.stream.write(f"  {label}: {self._done}/{total} in {elapsed}\n")
             self.stream.flush()
 
     def advance(self, amount: int = 1) -> None:
         self._done = min(self._total, self._done + amount)
         if self.enabled:
             self._draw()
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the pace so far; None before the first unit is done."""
+        elapsed = (time.monotonic() if now is None else now) - self._started
+        if self._done == 0 or elapsed <= 0:
+            return None
+        return elapsed * (self._total - self._done) / self._done
 
     def _draw(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -65,8 +85,19 @@ class Progress:
         width = 30
         filled = int(width * self._done / self._total)
         bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r  {self._label:<32.32} [{bar}] {self._done}/{self._total}")
+        left = self.eta(now)
+        timing = _duration(now - self._started) + ("" if left is None else f", ETA {_duration(left)}")
+        self.stream.write(f"\r  {self._label:<32.32} [{bar}] {self._done}/{self._total} {timing}\x1b[K")
         self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    """``4.2 s`` under a minute, else ``12:05`` (minutes:seconds) or ``1:02:05``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 STATUS_STYLE = {

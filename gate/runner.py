@@ -189,10 +189,10 @@ def _run(options: RunOptions, started_at: dt.datetime, start: float, run_deadlin
         seed=seed,
         baseline_given=options.baseline is not None,
     )
-    results = [
-        _run_check(spec, context, settings, resolved, baseline.get(spec.id), run_deadline)
-        for spec in policy.checks
-    ]
+    results = []
+    for index, spec in enumerate(policy.checks, start=1):
+        options.progress.step(index, len(policy.checks), f"{spec.id} ({spec.kind})")
+        results.append(_run_check(spec, context, settings, resolved, baseline.get(spec.id), run_deadline))
     for result in results:
         timings[f"check:{result.id}"] = result.duration_s
     return assemble_report(options, resolved, model, data, context, results, timings, started_at, start)

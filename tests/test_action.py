@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -539,3 +540,18 @@ def test_the_example_policy_is_valid() -> None:
     assert {"pgd-linf-8", "masking", "blur-3", "deletion", "clean-accuracy"} <= {
         check.id for check in resolved.policy.checks
     }
+
+
+def test_a_previous_run_s_report_is_never_published_for_this_one(workspace: Path) -> None:
+    # gate stops at a bad flag before it clears anything; the action clears the folder itself
+    folder = workspace / "gate-report"
+    shutil.copytree(workspace.parent / "prepared", folder)
+    (folder / "artifacts").mkdir()
+    (folder / "artifacts" / "old.png").write_bytes(b"png")
+    (folder / "model").mkdir()
+    (folder / "model" / "cached.onnx").write_bytes(b"onnx")
+    run, _ = run_action(workspace, exit_code=2, report=False, stderr="Error: No such option: --sampels\n")
+    assert run.outputs["verdict"] == "error" and run.outcome == "failure"
+    assert "FAIL" not in run.summary and "No such option" in run.summary
+    assert not (folder / "report.json").exists() and not (folder / "artifacts").exists()
+    assert (folder / "model" / "cached.onnx").exists()  # the export cache stays

@@ -61,14 +61,17 @@ def policy_schema(output: Path | None) -> None:
 @click.option("--name", default="my-model-release", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def policy_init(file: Path, name: str, force: bool) -> None:
-    """Write a commented starter policy."""
-    from gate.policy.starter import STARTER_POLICY
+    """Write a commented starter policy, and beside it the JSON Schema its first line points editors to."""
+    from gate.policy.schema import policy_json_schema
+    from gate.policy.starter import SCHEMA_FILENAME, STARTER_POLICY
     from gate.report import write_atomic
 
     if file.exists() and not force:
         raise UsageError("the file exists; pass --force to overwrite it", path=file)
     write_atomic(file, STARTER_POLICY.format(name=name, filename=file.name))
-    console.out(f"wrote {file}; validate it with: gate policy validate {file}")
+    schema = file.parent / SCHEMA_FILENAME  # generated, so refreshed whenever a policy is started
+    write_atomic(schema, json.dumps(policy_json_schema(), indent=2) + "\n")
+    console.out(f"wrote {file} and {schema}; validate it with: gate policy validate {file}")
 
 
 @policy.command("explain")

@@ -1,4 +1,5 @@
-"""Heatmap pictures: the input in grey with the attribution overlaid in colour and the mask outlined."""
+"""Heatmap pictures: the input in grey with the attribution overlaid in colour, the mask outlined, and a
+colour bar that says what the colours mean."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 _MASK_COLOUR = np.array([0, 200, 0], dtype=np.float64)
 _POSITIVE = np.array([220, 30, 30], dtype=np.float64)  # red: evidence for the target
 _NEGATIVE = np.array([30, 80, 230], dtype=np.float64)  # blue: evidence against
+_BLEND = 0.8  # how much of a pixel the strongest relevance covers
+FONT_PX = 14  # captions and colour-bar labels at a reading size, not the 10 px default
+BAR_PX = 10
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -30,7 +34,7 @@ def overlay(image: np.ndarray, relevance: np.ndarray, mask: np.ndarray | None) -
     scale = np.abs(relevance).max()
     strength = (np.abs(relevance) / scale if scale > 0 else np.zeros_like(relevance))[..., None]
     colour = np.where(relevance[..., None] >= 0, _POSITIVE, _NEGATIVE)
-    rgb = grey * (1 - 0.8 * strength) + colour * 0.8 * strength
+    rgb = grey * (1 - _BLEND * strength) + colour * _BLEND * strength
     if mask is not None:
         rgb = np.where(_outline(mask)[..., None], _MASK_COLOUR, rgb)
     return rgb.clip(0, 255).astype(np.uint8)
@@ -58,7 +62,9 @@ def save_heatmaps(
     Each picture shows the input in grey, the channel-summed attribution overlaid (red for positive, blue
     for negative, stronger where larger), and the outline of ``mask`` in green. Images are upscaled with
     nearest-neighbour interpolation (before drawing the outline, so it stays thin) until the longer side
-    is at least ``size`` pixels, so 8x8 digits are readable. A label, when given, is written beneath.
+    is at least ``size`` pixels, so 8x8 digits are readable. Beneath it a colour bar runs from the most
+    negative relevance of the picture (blue, labelled with its value) through 0 (the input alone) to the
+    most positive (red); a label, when given, is written under the bar.
 
     Args:
         path_prefix: Folder and file-name stem; missing folders are created.
@@ -85,6 +91,7 @@ def save_heatmaps(
         up_relevance = np.kron(relevance[index], np.ones((factor, factor)))
         up_mask = np.kron(masks[index], np.ones((factor, factor))) if masks is not None else None
         picture = Image.fromarray(overlay(up, up_relevance, up_mask))
+        picture = _with_colour_bar(picture, float(np.abs(relevance[index]).max()))
         if labels is not None:
             picture = _with_caption(picture, str(labels[index]))
         path = prefix.with_name(f"{prefix.name}_{index:03d}.png")
@@ -93,8 +100,39 @@ def save_heatmaps(
     return paths
 
 
-def _with_caption(picture: Image.Image, text: str) -> Image.Image:
-    canvas = Image.new("RGB", (picture.width, picture.height + 16), "white")
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=FONT_PX)
+    except (TypeError, OSError):  # Pillow before 10.1, or without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def colour_bar(width: int) -> np.ndarray:
+    """RGB uint8 ``[BAR_PX, width, 3]``: relevance from -max (left) to +max (right), drawn as ``overlay``
+    draws it over a mid-grey pixel."""
+    position = np.linspace(-1.0, 1.0, width)
+    strength = np.abs(position)[:, None]
+    colour = np.where(position[:, None] >= 0, _POSITIVE, _NEGATIVE)
+    row = 128.0 * (1 - _BLEND * strength) + colour * _BLEND * strength
+    return np.repeat(row[None], BAR_PX, axis=0).clip(0, 255).astype(np.uint8)
+
+
+def _with_colour_bar(picture: Image.Image, scale: float) -> Image.Image:
+    font = _font()
+    canvas = Image.new("RGB", (picture.width, picture.height + 4 + BAR_PX + FONT_PX + 4), "white")
     canvas.paste(picture, (0, 0))
-    ImageDraw.Draw(canvas).text((2, picture.height + 2), text, fill="black")
+    canvas.paste(Image.fromarray(colour_bar(picture.width)), (0, picture.height + 4))
+    draw = ImageDraw.Draw(canvas)
+    top = picture.height + 4 + BAR_PX + 1
+    low, high = (f"-{scale:.2g}", f"+{scale:.2g}") if scale > 0 else ("-", "+")
+    draw.text((1, top), low, fill="black", font=font)
+    draw.text((picture.width // 2, top), "0", fill="black", font=font, anchor="ma")
+    draw.text((picture.width - 1, top), high, fill="black", font=font, anchor="ra")
+    return canvas
+
+
+def _with_caption(picture: Image.Image, text: str) -> Image.Image:
+    canvas = Image.new("RGB", (picture.width, picture.height + FONT_PX + 8), "white")
+    canvas.paste(picture, (0, 0))
+    ImageDraw.Draw(canvas).text((2, picture.height + 3), text, fill="black", font=_font())
     return canvas

@@ -212,33 +212,97 @@ def _real(path: Path) -> Path:
 
 def read_policy_file(path: Path) -> PolicyFile:
     """Parse and validate one file on its own; errors carry file, line, column and field path."""
+    reading = _read_policy_file(path)
+    if reading.problems or reading.policy_file is None:
+        raise PolicyValidationError(reading.problems)
+    return reading.policy_file
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One file as read: the validated file, or every problem found in it, and its parsed text (``raw``,
+    None where the file is no policy at all: then nothing in it is followed or quoted)."""
+
+    path: Path
+    raw: Any
+    policy_file: PolicyFile | None
+    problems: list[Problem]
+
+    @property
+    def extends(self) -> list[str]:
+        """What the file extends: from the document, else (an invalid file) the raw list, so that the
+        parents' problems are reported in the same run."""
+        if self.policy_file is not None:
+            return self.policy_file.document.extends
+        entries = self.raw.get("extends") if isinstance(self.raw, dict) else None
+        if not isinstance(entries, list):
+            return []
+        return [entry for entry in entries if isinstance(entry, str)]
+
+
+def _read_policy_file(path: Path) -> _Reading:
+    """Read one file, collecting every problem in it; a file that cannot be read or parsed raises."""
     text = read_policy_text(path)
     raw = parse_policy_text(text, path)
     if raw is None:
-        raise PolicyValidationError(
-            [Problem(path, None, "", "the policy file is empty; expected a mapping with version: 1")]
-        )
+        problem = Problem(path, None, "", "the policy file is empty; expected a mapping with version: 1")
+        return _Reading(path, None, None, [problem])
     if not isinstance(raw, dict):
         found = "list" if isinstance(raw, list) else type(raw).__name__
-        raise PolicyValidationError(
-            [
-                Problem(
-                    path,
-                    position_of(raw, ()),
-                    "",
-                    f"expected a mapping of policy keys at the top, found a {found}",
-                )
-            ]
-        )
+        message = f"expected a mapping of policy keys at the top, found a {found}"
+        return _Reading(path, None, None, [Problem(path, position_of(raw, ()), "", message)])
     not_a_policy = _version_problem(raw, path)
     if not_a_policy is not None:
-        raise PolicyValidationError([not_a_policy])
+        return _Reading(path, None, None, [not_a_policy])
     try:
         document = PolicyDocument.model_validate(_plain(raw))
     except ValidationError as exc:
-        problems = [_problem_from(error, raw, path) for error in exc.errors()]
-        raise PolicyValidationError(_merge_alternatives(problems)) from None
-    return PolicyFile(path, document, raw, hashlib.sha256(text.encode()).hexdigest())
+        # The document's own rules (unique ids) run only once every field is valid, so they are
+        # checked here on the parsed text as well: one run names every problem of the file.
+        errors = [error for error in exc.errors() if error["type"] != "duplicate_check_id"]
+        problems = _merge_alternatives([_problem_from(error, raw, path) for error in errors])
+        problems += _duplicate_id_problems(raw, path)
+        return _Reading(path, raw, None, _in_file_order(problems))
+    return _Reading(path, raw, PolicyFile(path, document, raw, hashlib.sha256(text.encode()).hexdigest()), [])
+
+
+def _raw_entries(raw: Any, key: str) -> list[tuple[int, dict[Any, Any]]]:
+    entries = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [(index, entry) for index, entry in enumerate(entries) if isinstance(entry, dict)]
+
+
+def _duplicate_id_problems(raw: Any, path: Path) -> list[Problem]:
+    """Every second (third …) use of a check id in the file, located at that use."""
+    seen: set[str] = set()
+    problems = []
+    for index, entry in _raw_entries(raw, "checks"):
+        check_id = entry.get("id")
+        if not isinstance(check_id, str):
+            continue
+        if check_id in seen:
+            problems.append(
+                Problem(
+                    path,
+                    position_of(raw, ("checks", index, "id")),
+                    f"checks[{index}].id",
+                    f"check id {quoted(check_id)} is used twice; ids must be unique within a file",
+                )
+            )
+        seen.add(check_id)
+    return problems
+
+
+def _in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Grouped by file (in the order the files were met), each file's problems from top to bottom."""
+    files = {problem.path: index for index, problem in reversed(list(enumerate(problems)))}
+
+    def key(problem: Problem) -> tuple[int, int, int]:
+        line, column = (problem.position.line, problem.position.column) if problem.position else (0, 0)
+        return files[problem.path], line, column
+
+    return sorted(problems, key=key)
 
 
 def _version_problem(raw: dict[Any, Any], path: Path) -> Problem | None:
@@ -282,32 +346,98 @@ def load_policy(path: str | Path, *, policy_roots: Iterable[str | Path] = ()) ->
             f"{roots.describe()}; to allow that folder, pass --policy-root",
             path=start,
         )
-    chain: list[PolicyFile] = []
-    _collect(real if os.path.exists(real) else start, chain, stack=(), roots=roots)
-    return _merge(chain)
+    collection = _Collection()
+    _collect(real if os.path.exists(real) else start, collection, stack=(), roots=roots)
+    if collection.problems:
+        if collection.complete:
+            collection.problems += _raw_waiver_problems(collection.readings)
+        raise PolicyValidationError(_in_file_order(collection.problems))
+    return _merge(collection.chain)
 
 
-def _collect(path: Path, chain: list[PolicyFile], stack: tuple[Path, ...], roots: PolicyRoots) -> None:
-    policy_file = read_policy_file(path)
-    for index, reference in enumerate(policy_file.document.extends):
+@dataclass
+class _Collection:
+    """What resolving ``extends`` found: the valid files in resolution order, every file read, and every
+    problem in any of them (a run reports them all, not the first)."""
 
-        def refuse(message: str, index: int = index) -> PolicyValidationError:
-            where = position_of(policy_file.raw, ("extends", index))
-            return PolicyValidationError([Problem(path, where, f"extends[{index}]", message)])
+    chain: list[PolicyFile] = field(default_factory=list)
+    readings: list[_Reading] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    complete: bool = True
+    """Whether every file the policy extends was read: only then can a waiver be said to name no check."""
+
+
+def _collect(path: Path, collection: _Collection, stack: tuple[Path, ...], roots: PolicyRoots) -> None:
+    if stack:
+        try:
+            reading = _read_policy_file(path)
+        except PolicyError as exc:  # an extended file that cannot be parsed: say so, and go on
+            collection.problems.append(Problem(path, None, "", exc.message))
+            collection.complete = False
+            return
+    else:
+        reading = _read_policy_file(path)  # the policy asked for: unreadable means nothing else to say
+    collection.readings.append(reading)
+    collection.problems += reading.problems
+    if reading.raw is None:
+        collection.complete = False
+    for index, reference in enumerate(reading.extends):
+
+        def refuse(message: str, index: int = index) -> None:
+            where = position_of(reading.raw, ("extends", index))
+            collection.problems.append(Problem(path, where, f"extends[{index}]", message))
+            collection.complete = False
 
         try:
             parent = extended_path(reference, path, roots)
         except PolicyError as exc:
-            raise refuse(exc.message) from None
+            refuse(exc.message)
+            continue
         if parent in (*stack, path):
             cycle = " -> ".join(str(p) for p in (*stack, path, parent))
-            raise refuse(f"policies extend each other in a cycle: {cycle}")
-        if any(parent == known.path for known in chain):
+            refuse(f"policies extend each other in a cycle: {cycle}")
+            continue
+        if any(parent == known.path for known in collection.readings):
             continue  # a diamond: the shared ancestor is already in the chain
         if len(stack) + 1 >= MAX_EXTENDS_DEPTH:
-            raise refuse(f"extends nests more than {MAX_EXTENDS_DEPTH} files deep; a policy never needs that")
-        _collect(parent, chain, (*stack, path), roots)
-    chain.append(policy_file)
+            refuse(f"extends nests more than {MAX_EXTENDS_DEPTH} files deep; a policy never needs that")
+            continue
+        _collect(parent, collection, (*stack, path), roots)
+    if reading.policy_file is not None:
+        collection.chain.append(reading.policy_file)
+
+
+def _shown_ids(ids: set[str], limit: int = 20) -> str:
+    """Ids read from files that are not valid: each cut and escaped (key_text), and at most ``limit``."""
+    shown = [key_text(check_id) for check_id in sorted(ids)[:limit]]
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return (", ".join(shown) + more) or "none"
+
+
+def _raw_waiver_problems(readings: list[_Reading]) -> list[Problem]:
+    """Waivers naming no check of the policy, judged on the parsed text of files that are not all valid
+    (``_merge`` judges them on a valid policy)."""
+    defined = {
+        entry["id"]
+        for reading in readings
+        for _, entry in _raw_entries(reading.raw, "checks")
+        if isinstance(entry.get("id"), str)
+    }
+    problems = []
+    for reading in readings:
+        for index, entry in _raw_entries(reading.raw, "waivers"):
+            check_id = entry.get("check")
+            if isinstance(check_id, str) and check_id not in defined:
+                problems.append(
+                    Problem(
+                        reading.path,
+                        position_of(reading.raw, ("waivers", index)),
+                        "waivers",
+                        f"the waiver names check {quoted(check_id)}, which the policy does not define; "
+                        f"defined checks: {_shown_ids(defined)}",
+                    )
+                )
+    return problems
 
 
 def extended_path(reference: str, extending: Path, roots: PolicyRoots) -> Path:
@@ -446,6 +576,9 @@ def _problem_from(error: Any, raw: Any, path: Path) -> Problem:
         message = "unknown key (a typo?); it is not part of the policy format"
     elif error["type"] == "missing":
         message = "this required field is missing"
+    elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        # pydantic's message names one of gate's classes, which no policy author knows
+        message = f"expected a mapping of keys and values (found {quoted(error.get('input'))})"
     elif error["type"] == "union_tag_not_found":
         message = f"this required field is missing; expected one of: {_known_kinds()}"
     elif error["type"] == "union_tag_invalid":

@@ -12,7 +12,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from gate.errors import PolicyError
@@ -125,15 +125,15 @@ def _read_regular(path: Path, expected: os.stat_result) -> bytes:
 
 
 class _PolicyConstructor(RoundTripConstructor):
-    """The round-trip constructor, except that an impossible date (``2027-02-30``) is located."""
+    """The round-trip constructor, except that an impossible date (``2027-02-30``) stays its text."""
 
     def construct_located_timestamp(self, node: Any, values: Any = None) -> Any:
         try:
             return self.construct_yaml_timestamp(node, values)
-        except ValueError as exc:  # raised by datetime without a position: give it the node's
-            raise ConstructorError(
-                None, None, f"a date that is no day of the calendar ({exc})", node.start_mark
-            ) from None
+        except ValueError:
+            # datetime refuses it without a position; as text it reaches the field's validator, which
+            # says "no day" at its line and field path, beside the file's other problems.
+            return self.construct_scalar(node)
 
 
 _PolicyConstructor.add_constructor(

@@ -1,10 +1,14 @@
 """The commented starter policy that ``gate policy init`` writes."""
 
+SCHEMA_FILENAME = "gate-policy.schema.json"
+"""The schema file ``gate policy init`` writes beside the policy, which the policy's first line names."""
+
 STARTER_POLICY = """\
 # yaml-language-server: $schema=gate-policy.schema.json
 # A gate policy: what a model must show before it may ship.
 # Validate it with:   gate policy validate {filename}
-# Reference: the README's "Policy format" section; editor schema: gate policy schema > gate-policy.schema.json
+# Reference: the README's "Policy format" section. The editor schema gate-policy.schema.json was written
+# beside this file by gate policy init; refresh it with: gate policy schema -o gate-policy.schema.json
 version: 1
 name: {name}
 description: Release gate for our image classifier.

@@ -66,13 +66,27 @@ def annotations(report: Report, root: Path) -> list[str]:
 
 # gate's own error lines: "path:line:column: field: message" (policy, model card), as gate check prints them.
 _LOCATED = re.compile(r"^\s*(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)$")
+# A policy that is not YAML at all: "error: path: not valid YAML (line 3, column 1): problem".
+_YAML = re.compile(
+    r"^(?:error: )?(?P<file>[^\s:][^:]*): (?P<what>not valid YAML) "
+    r"\(line (?P<line>\d+), column (?P<col>\d+)\): (?P<problem>.+)$"
+)
+
+
+def _located_error(line: str) -> dict[str, str] | None:
+    """The file, line, column and message of one of gate's located error lines, or None."""
+    if match := _LOCATED.match(line):
+        return match.groupdict()
+    if match := _YAML.match(line.strip()):
+        return {**match.groupdict(), "message": f"{match['what']}: {match['problem']}"}
+    return None
 
 
 def log_annotations(log_text: str, root: Path) -> list[str]:
     """Error annotations for a run that wrote no report, from what ``gate check`` printed on stderr:
     one at each ``file:line:column`` it named, else one with its first error line."""
     lines = [line for line in log_text.splitlines() if line.strip()]
-    located = [match for line in lines if (match := _LOCATED.match(line))]
+    located = [found for line in lines if (found := _located_error(line))]
     if located:
         return [
             f"::error file={escape_property(relative_path(m['file'], root))},line={m['line']},col={m['col']},"

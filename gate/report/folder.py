@@ -2,12 +2,16 @@
 written through a link that someone placed there (a pull request can commit one).
 
 A stale ``report.json`` beside a run that then failed to load its inputs would tell the action "pass";
-a symlinked ``artifacts/`` or ``model/`` would send gate's writes wherever it points.
+a symlinked ``artifacts/`` or ``model/`` would send gate's writes wherever it points. The action runs
+``python -m gate.report.folder clear DIR`` before ``gate check``, since a mistaken flag in ``extra-args``
+stops gate before it can clear anything itself.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from gate.errors import UsageError
@@ -54,3 +58,32 @@ def prepare_report_folder(directory: Path, *, state_file: str, resume: bool) -> 
         shutil.rmtree(state)
     elif state.is_symlink() or (state.exists() and not state.is_file()):
         state.unlink()  # a link's target (or a FIFO) is never appended to or read
+
+
+def clear_previous_run(directory: Path) -> None:
+    """Before a run that may stop early: the reports and evidence of an earlier run go; the export cache
+    (``model/``) and the resume state stay, for ``--resume``."""
+    if not directory.is_dir() or directory.is_symlink():
+        return
+    clear_reports(directory)
+    artifacts = directory / "artifacts"
+    if artifacts.is_symlink() or artifacts.is_file():
+        artifacts.unlink()
+    elif artifacts.is_dir():
+        shutil.rmtree(artifacts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gate.report.folder clear DIR``: exit 0 once DIR holds no earlier run's verdict."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if len(arguments) != 2 or arguments[0] != "clear":
+        from gate import console
+
+        console.error("usage: python -m gate.report.folder clear REPORT_DIR")
+        return 2
+    clear_previous_run(Path(arguments[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -179,6 +179,12 @@ def _render_records(records: list[dict[Any, Any]], depth: int) -> str:
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
+def _scroll(html: str) -> str:
+    """A box that scrolls sideways, so a wide table (an ε sweep with many columns, per-class numbers)
+    never makes the whole page wider than a narrow window."""
+    return f"<div class=scroll>{html}</div>"
+
+
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -314,11 +320,11 @@ class HtmlFormat(ReportFormat):
         if check.description:
             parts.append(f"<p>{_text(check.description)}</p>")
         parts.append(f'<p class="message {_text(check.status)}">{_text(check.message)}</p>')
-        parts.append(self._facts(check))
+        parts.append(_scroll(self._facts(check)))
         if check.findings:
-            parts.append("<h3>Findings</h3>" + _findings_table(check.findings))
+            parts.append("<h3>Findings</h3>" + _scroll(_findings_table(check.findings)))
         if check.details:
-            parts.append("<h3>Details</h3>" + render_value(check.details))
+            parts.append("<h3>Details</h3>" + _scroll(render_value(check.details)))
         if check.artifacts:
             parts.append("<h3>Evidence</h3>" + self._artifacts(check.artifacts))
         parts.append("</section>")
@@ -446,7 +452,7 @@ def _timings_table(timings: dict[str, float]) -> str:
             f"check {name.removeprefix('check:')}" if name.startswith("check:") else name.replace("_", " ")
         )
         rows.append(f"<tr><th>{_text(label)}</th><td class=num>{_text(shown)}</td></tr>")
-    return "<h3>Timings</h3><table id=timings>" + "".join(rows) + "</table>"
+    return "<h3>Timings</h3>" + _scroll("<table id=timings>" + "".join(rows) + "</table>")
 
 
 def _findings_table(findings: list[Finding]) -> str:

@@ -96,3 +96,68 @@ def test_policy_completes_builtin_names():
     offered = complete_policy(None, None, "")
     assert "builtin:baseline" in [item.value for item in offered] and offered[-1].type == "file"
     assert [item.type for item in complete_policy(None, None, "policies/")] == ["file"]
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_event(run):
+    result = run("")
+    lines = result.stderr.splitlines()
+    announced = [line for line in lines if line.startswith("check ")]
+    assert announced == [
+        "check 1 of 3: clean-accuracy (accuracy)",
+        "check 2 of 3: sanity (model_sanity)",
+        "check 3 of 3: strict-accuracy (accuracy)",
+    ]
+    loading = lines.index("  loading the ONNX model …")  # said before it starts, not only after
+    assert loading < lines.index(next(line for line in lines if "loading the ONNX model: 1/1" in line))
+    assert loading < lines.index(announced[0])
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr
+    finished = [line for line in lines if line.startswith("  ") and not line.endswith("…")]
+    assert finished and all(" in " in line and line.endswith(" s") for line in finished)
+
+
+def test_quiet_and_json_runs_announce_nothing(run):
+    for flag in ("--quiet", "--json"):
+        assert "check 1 of 3" not in run("", flag).stderr
+
+
+def test_the_bar_shows_elapsed_time_and_an_eta(monkeypatch):
+    import io
+
+    now = [0.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    progress = console.Progress(enabled=True, stream=stream)
+    with progress.task("attacking", 4) as task:
+        now[0] = 10.0
+        task.advance(1)  # 1 of 4 after 10 s: 30 s left
+        now[0] = 20.0
+        task.advance(1)  # 2 of 4 after 20 s: 20 s left
+    frames = stream.getvalue().split("\r")
+    assert "1/4 10.0 s, ETA 30.0 s" in frames[1] and "2/4 20.0 s, ETA 20.0 s" in frames[2]
+    assert stream.getvalue().endswith("\n")
+
+
+def test_durations_read_as_seconds_then_minutes():
+    assert [console._duration(s) for s in (4.24, 59.9, 125, 3725)] == ["4.2 s", "59.9 s", "2:05", "1:02:05"]
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("gate check --policy builtin:s", ["plain,builtin:strict"]),
+        ("gate check --data da", ["file,da"]),
+        ("gate check --model ", ["file,"]),
+    ],
+)
+def test_the_documented_bash_completion_recipe_completes_builtins_and_paths(words, expected):
+    # what `eval "$(_GATE_COMPLETE=bash_source gate)"` makes bash ask gate on each TAB
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "_GATE_COMPLETE": "bash_complete", "COMP_WORDS": words,
+                   "COMP_CWORD": str(len(words.split(" ")) - 1)}  # fmt: skip
+    script = "import sys; from gate.cli import main; sys.exit(main(prog_name='gate'))"
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected

@@ -63,6 +63,26 @@ def test_validate_reports_every_file_and_fails_if_any_is_invalid(tmp_path: Path)
     assert "absent.yaml: policy file not found" in result.stderr
 
 
+def test_validate_names_every_problem_of_a_file_with_its_line_column_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_text(
+        "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 1.5}\n  - {id: a, kind: accuracy, min: 0.5}\n"
+        "  - {id: b, kind: adversarial, epsilon: 8/0, min: 0.5}\nwaivers:\n"
+        "  - {check: c, reason: r, approved_by: me, expires: 2020-13-45}\n"
+    )
+    result = invoke("policy", "validate", path)
+    assert result.exit_code == 2
+    assert "invalid policy (5 problems)" in result.stderr
+    for located in (
+        ":3:29: checks[0].min: expected a number in [0, 1]",
+        ":4:6: checks[1].id: check id 'a' is used twice",
+        ":5:32: checks[2].epsilon: the fraction '8/0' divides by zero",
+        ":7:5: waivers: the waiver names check 'c'",
+        ":7:44: waivers[0].expires: expected a valid date YYYY-MM-DD, found '2020-13-45'",
+    ):
+        assert f"{path}{located}" in result.stderr
+
+
 def test_validate_all_good_files_exit_zero(tmp_path: Path) -> None:
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
     first.write_text(GOOD)
@@ -110,6 +130,25 @@ def test_schema_accepts_fractions_and_rejects_typos_and_unknown_kinds(policy_sch
             jsonschema.validate(bad, policy_schema)
 
 
+def test_schema_describes_every_field_and_titles_kinds_in_the_policy_s_words(
+    policy_schema: dict[str, Any],
+) -> None:
+    from gate.policy.specs import ALL_CHECK_SPECS, kind_of
+
+    undescribed = [
+        f"{name}.{field}"
+        for name, definition in [("policy", policy_schema), *policy_schema["$defs"].items()]
+        for field, spec in definition.get("properties", {}).items()
+        if not spec.get("description")
+    ]
+    assert undescribed == []
+    titles = {definition["title"] for definition in policy_schema["$defs"].values()}
+    assert {f"{kind_of(spec)} check" for spec in ALL_CHECK_SPECS} <= titles
+    assert policy_schema["title"] == "gate policy" and policy_schema["description"]
+    assert all(definition.get("description") for definition in policy_schema["$defs"].values())
+    assert not [title for title in titles if "Spec" in title or title[:1].isupper()]
+
+
 def test_schema_can_be_written_to_a_file(tmp_path: Path, policy_schema: dict[str, Any]) -> None:
     target = tmp_path / "gate-policy.schema.json"
     result = invoke("policy", "schema", "--output", target)
@@ -124,6 +163,9 @@ def test_init_writes_a_policy_that_validates_and_matches_the_schema(
     target = tmp_path / "gate-policy.yaml"
     result = invoke("policy", "init", target, "--name", "vision-release")
     assert result.exit_code == 0 and f"wrote {target}" in result.stdout
+    # the schema the policy's first line points editors to is written beside it
+    assert target.read_text().startswith("# yaml-language-server: $schema=gate-policy.schema.json\n")
+    assert json.loads((tmp_path / "gate-policy.schema.json").read_text()) == policy_schema
 
     validated = invoke("policy", "validate", target)
     assert validated.exit_code == 0, validated.stderr

@@ -90,6 +90,7 @@ def test_merge_runs_without_the_evaluation_stack(tmp_path, monkeypatch, digits_c
             ["check", "-p", str(POLICIES / "baseline.yaml"), "-m", "missing.onnx", "-d", "."],
             "model file not found",
         ),
+        (["check", "-p", str(POLICIES / "baseline.yaml"), "-d", ".", "--sampels", "5"], "No such option"),
     ],
 )
 def test_a_mistaken_invocation_is_named_before_torch_loads(arguments, says, tmp_path):

@@ -655,8 +655,95 @@ def test_an_impossible_unquoted_date_is_located(write_policy: WritePolicy) -> No
         "version: 1\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers:\n  - check: a\n"
         "    reason: r\n    approved_by: me\n    expires: 2027-02-30\n"
     )
-    with pytest.raises(PolicyError, match=r"not valid YAML \(line 8, column 14\): a date that is no day"):
+    problem = only_problem(path)
+    assert (problem.position.line, problem.position.column, problem.field) == (8, 5, "waivers[0].expires")
+    assert "found '2027-02-30', which is no day" in problem.message
+
+
+EVERY_PROBLEM = """\
+version: 1
+checks:
+  - id: acc
+    kind: accuracy
+    min: 1.5
+  - id: acc
+    kind: accuracy
+    min: 0.9
+    max: 0.1
+  - id: adv
+    kind: adversarial
+    epsilon: 8/0
+    min: 0.5
+  - id: acc
+    kind: accuracy
+    mni: 0.3
+waivers:
+  - check: nothere
+    reason: r
+    approved_by: me
+    expires: 2020-13-45
+"""
+
+
+def _located(path: Path) -> list[tuple[int, int, str, str]]:
+    with pytest.raises(PolicyValidationError) as caught:
         load_policy(path)
+    return [(p.position.line, p.position.column, p.field, p.message) for p in caught.value.problems]
+
+
+def test_every_problem_of_a_file_is_reported_in_one_run(write_policy: WritePolicy) -> None:
+    problems = _located(write_policy(EVERY_PROBLEM))
+    assert [problem[:3] for problem in problems] == [
+        (5, 5, "checks[0].min"),  # 1.5 on a proportion can never be met
+        (6, 5, "checks[1]"),  # min > max
+        (6, 5, "checks[1].id"),  # duplicate id
+        (12, 5, "checks[2].epsilon"),  # 8/0
+        (14, 5, "checks[3].id"),  # the third use of the id
+        (16, 5, "checks[3].mni"),  # a typo
+        (18, 5, "waivers"),  # a waiver naming no check
+        (21, 5, "waivers[0].expires"),  # no day of the calendar (YAML's own date type refused it)
+    ]
+    messages = [problem[3] for problem in problems]
+    assert messages[2] == messages[4] == "check id 'acc' is used twice; ids must be unique within a file"
+    assert "names check 'nothere'" in messages[6] and "found '2020-13-45', which is no day" in messages[7]
+
+
+def test_an_unknown_builtin_is_reported_beside_the_file_s_own_problems(write_policy: WritePolicy) -> None:
+    text = EVERY_PROBLEM.replace("version: 1\n", "version: 1\nextends: [builtin:nope]\n")
+    problems = _located(write_policy(text))
+    assert (
+        problems[0][:3] == (2, 11, "extends[0]")
+        and "unknown built-in policy 'builtin:nope'" in problems[0][3]
+    )
+    # the other problems, a line lower; not the waiver, which may name a check of the unknown parent
+    assert [problem[2] for problem in problems[1:]] == [
+        "checks[0].min", "checks[1]", "checks[1].id", "checks[2].epsilon", "checks[3].id", "checks[3].mni",
+        "waivers[0].expires",
+    ]  # fmt: skip
+
+
+def test_a_waiver_is_not_called_orphan_while_an_extended_file_is_unread(write_policy: WritePolicy) -> None:
+    # the missing parent may define the waived check: only the missing file is reported
+    path = write_policy(
+        "version: 1\nextends: [missing.yaml]\nchecks:\n  - {id: a, kind: accuracy, min: 0.5}\n"
+        "waivers:\n  - {check: inherited, reason: r, approved_by: me, expires: 2030-01-01}\n"
+    )
+    problem = only_problem(path)
+    assert problem.field == "extends[0]" and "was not found" in problem.message
+
+
+def test_problems_of_an_extended_file_are_reported_with_the_extending_file_s(
+    write_policy: WritePolicy,
+) -> None:
+    parent = write_policy("version: 1\nchecks:\n  - {id: a, kind: accuracy, mni: 0.5}\n", name="base.yaml")
+    path = write_policy("version: 1\nextends: [base.yaml]\nchecks:\n  - {id: b, kind: accuracy, min: 2}\n")
+    with pytest.raises(PolicyValidationError) as caught:
+        load_policy(path)
+    assert [(p.path.name, p.field) for p in caught.value.problems] == [
+        ("policy.yaml", "checks[0].min"),
+        ("base.yaml", "checks[0].mni"),
+    ]
+    assert caught.value.problems[1].path == parent.resolve()
 
 
 def test_expiry_dates_written_as_json_text_are_dates(tmp_path: Path) -> None:
@@ -734,3 +821,19 @@ def test_a_file_of_many_problems_renders_the_first_fifty(write_policy: WritePoli
         load_policy(write_policy(f"version: 1\n{keys}"))
     assert len(caught.value.problems) == 500
     assert str(caught.value).count("unknown key") == 50 and "… and 450 more" in str(caught.value)
+
+
+def test_a_value_where_a_mapping_belongs_is_refused_without_naming_gate_s_classes(
+    write_policy: WritePolicy,
+) -> None:
+    path = write_policy(
+        "version: 1\ninput: 5\nchecks:\n  - 5\n  - {id: a, kind: accuracy, min: 0.5}\nwaivers: [x]\n"
+    )
+    with pytest.raises(PolicyValidationError) as caught:
+        load_policy(path)
+    rendered = [problem.render().removeprefix(f"{path}:") for problem in caught.value.problems]
+    assert rendered == [
+        "2:1: input: expected a mapping of keys and values (found 5)",
+        "4:5: checks[0]: expected a mapping of keys and values (found 5)",
+        "6:11: waivers[0]: expected a mapping of keys and values (found 'x')",
+    ]

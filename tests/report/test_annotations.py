@@ -126,3 +126,14 @@ def test_an_unlocated_error_becomes_one_annotation(tmp_path: Path, capsys) -> No
     log.write_text("gate 0.1.0 · loading\nerror: model.onnx: model file not found\n  hint: check the path\n")
     main([str(tmp_path / "report.json"), "--log", str(log)])
     assert capsys.readouterr().out.splitlines()[0] == "::error title=gate::model.onnx: model file not found"
+
+
+def test_a_policy_that_is_not_yaml_is_annotated_at_its_line(tmp_path: Path, capsys) -> None:
+    log = tmp_path / "gate-stderr.log"
+    log.write_text("error: policies/p.yaml: not valid YAML (line 3, column 1): expected ',' or ']'\n")
+    assert main([str(tmp_path / "report.json"), "--log", str(log)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        "::error file=policies/p.yaml,line=3,col=1,title=gate%3A invalid input::"
+        "not valid YAML: expected ',' or ']'"
+    )

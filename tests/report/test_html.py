@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from report.browser import LAYOUT, Chromium
 from report.builders import report_around
 
 from gate.report.html import CONTENT_SECURITY_POLICY, HtmlFormat, render_value
@@ -242,6 +245,37 @@ def test_wide_tables_scroll_instead_of_overflowing(tmp_path: Path) -> None:
     assert ".scroll { overflow-x: auto;" in html and "@media (max-width: 900px)" in html
 
 
+class _TableNesting(HTMLParser):
+    """Each outermost table of a page, and whether a scrolling box holds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[tuple[str, bool]] = []  # (tag, is a scrolling div)
+        self.tables: list[tuple[str, bool]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and not any(name == "table" for name, _ in self.open):
+            held = any(scrolls for _, scrolls in self.open)
+            self.tables.append((dict(attrs).get("id") or dict(attrs).get("class") or "table", held))
+        if tag not in ("img", "meta", "br", "hr", "input", "link"):
+            self.open.append((tag, tag == "div" and dict(attrs).get("class") == "scroll"))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop()[0] != tag:
+            pass
+
+
+def test_every_table_scrolls_inside_its_box_instead_of_widening_the_page(tmp_path: Path) -> None:
+    report = sample_report(tmp_path)
+    wide = {f"field_{i}": 0.123456 for i in range(14)}  # an ε sweep with many columns
+    check = adversarial_check(id="wide", details={"sweep": [wide, wide]})
+    html = HtmlFormat(tmp_path).render(report.model_copy(update={"checks": [*report.checks, check]}))
+    parser = _TableNesting()
+    parser.feed(html)
+    assert len(parser.tables) > 5
+    assert [name for name, held in parser.tables if not held] == []
+
+
 def test_details_render_generically() -> None:
     assert render_value([0.5, 0.25, 3]) == "<code>0.5, 0.25, 3</code>"
     mapping = render_value({"cat": 0.5, "nested": {"dog": 1}})
@@ -285,3 +319,63 @@ def test_renders_in_headless_chromium_without_console_errors(tmp_path: Path) -> 
     console_lines = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Refused" in line]
     assert console_lines == []
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def triage_report(folder: Path) -> Report:
+    """Many checks in policy order pass, fail, warn, error …, with evidence, a long model path and a wide
+    details table: what the browser test lays out."""
+    write_png(folder / "adversarial" / "pair-0.png")
+    write_png(folder / "adversarial" / "sweep.png", seed=1)
+    wide = {f"column_{i}": [{f"field_{j}": 0.123456 for j in range(14)}] for i in range(2)}
+    passing = [
+        adversarial_check(id=f"pass-{i}", status="pass", message="meets min 0.5", artifacts=["adversarial/pair-0.png"])
+        for i in range(6)
+    ]  # fmt: skip
+    checks = [
+        *passing[:3],
+        adversarial_check(id="warned", status="warn", severity="warn", details={"sweep": wide["column_0"]}),
+        adversarial_check(id="failed"),
+        *passing[3:],
+        adversarial_check(id="errored", status="error", message="timed out", artifacts=[]),
+    ]
+    report = make_report(checks)
+    long_source = "/home/ci/work/" + "very-long-folder-name/" * 8 + "model.onnx"
+    return report.model_copy(update={"model": report.model.model_copy(update={"source": long_source})})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_a_browser_shows_failures_first_readable_evidence_and_nothing_wider_than_the_window(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "report"
+    page = folder / "report.html"
+    page.write_text(HtmlFormat(folder).render(triage_report(folder)), encoding="utf-8")
+    browser = Chromium(CHROMIUM, tmp_path / "profile")
+    try:
+        layouts = {}
+        for width in (1400, 800):
+            browser.open(page, width)
+            layouts[width] = browser.evaluate(LAYOUT)
+            (tmp_path / f"report-{width}.png").write_bytes(browser.screenshot())
+    finally:
+        browser.close()
+
+    wide = layouts[1400]
+    assert [section["status"] for section in wide["sections"]] == ["error", "fail", "warn"]
+    tops = [section["top"] for section in wide["sections"]]
+    assert tops == sorted(tops) and wide["bar"] < tops[0]
+    assert wide["bar"] < 400 and tops[0] < 1600  # the first failure is near the top, not 4,500 px down
+    assert wide["passed_open"] is False  # passes collapsed
+    assert wide["images"] and all(
+        image["width"] >= 96 and image["height"] >= 96 and image["rendering"] == "pixelated"
+        for image in wide["images"]
+    ), wide["images"]  # 16 px evidence drawn at a readable size, nearest-neighbour
+    assert all(size >= 12 for size in wide["captions"]), wide["captions"]
+    for width, layout in layouts.items():
+        assert layout["overflow"] <= 0, f"horizontal overflow at {width} px"
+        assert layout["clipped"] == [] and layout["wide"] == [], (width, layout)
+    with Image.open(tmp_path / "report-1400.png") as screenshot:  # the screenshot check stays runnable
+        assert screenshot.width == 1400 and len(set(screenshot.convert("L").getdata())) > 8
+    if target := os.environ.get("GATE_REPORT_SCREENSHOT"):  # regenerates docs/report-screenshot.png
+        shutil.copyfile(tmp_path / "report-1400.png", target)
