@@ -36,7 +36,13 @@ from gate.attacks.threat import perturbation_norm
 from gate.checks.adaptive import Plan
 from gate.checks.adaptive import plan as plan_escalation
 from gate.checks.base import CheckContext, CheckKind
-from gate.checks.evidence import caption, feature_examples, save_example_pairs
+from gate.checks.evidence import (
+    feature_examples,
+    pair_caption,
+    predicted_confidence,
+    save_epsilon_curve,
+    save_example_pairs,
+)
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.measurement import Measurement
@@ -360,6 +366,9 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             attack, context, label=f"{spec.id}: {spec.attack}", keep_examples=spec.examples, draws=draws
         )
         escalated = _escalate(spec, context, run, adaptive) if adaptive is not None else None
+        curve = None
+        if spec.epsilon_curve and isinstance(attack, Attack):
+            curve = _epsilon_curve(spec, context, run, adaptive)
         robust, clean_correct, distance = (
             run.tensor("robust"),
             run.tensor("clean_correct"),
@@ -397,13 +406,22 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             names = context.model.class_names
             originals = torch.stack([example[0] for example in run.examples])
             adversarial = torch.stack([example[1] for example in run.examples])
+            predictions = torch.tensor([example[3] for example in run.examples])
+            # One more pass over at most `examples` inputs, for the confidence the captions show.
+            confidence = predicted_confidence(
+                context.model.scores(adversarial.to(context.device)),
+                predictions,
+                are_probabilities=bool(getattr(context.model, "scores_are_probabilities", False)),
+            )
             captions = [
-                (f"clean: {caption(label, names)}", f"adversarial: {caption(prediction, names)}")
-                for _, _, label, prediction in run.examples
+                pair_caption(label, prediction, float(p), names)
+                for (_, _, label, prediction), p in zip(run.examples, confidence, strict=True)
             ]
             path = context.artifact_path(spec.id, "examples.png")
+            rows = ("clean", "adversarial", "perturbation")
+            bounds = context.policy.input.range
             artifacts.append(
-                save_example_pairs(path, originals, adversarial, captions, context.policy.input.range)
+                save_example_pairs(path, originals, adversarial, captions, bounds, row_titles=rows)
             )
         message = f"{broken} of {attacked} correctly classified samples broken by {spec.attack if not (escalated and escalated['lowered_by']) else ' and '.join([spec.attack, *escalated['lowered_by']])} at ε={spec.epsilon:.4g} ({spec.norm})"
         if info.feature_space:
@@ -419,6 +437,19 @@ class AdversarialCheck(CheckKind[AdversarialSpec]):
             )
         if run.stages and run.stages[0].startswith("cpgd skipped"):
             message += f"; {run.stages[0]}, so the black-box search ran alone"
+        if curve is not None:
+            details["epsilon_curve"] = curve
+            path = context.artifact_path(spec.id, "epsilon-curve.png")
+            artifacts.append(
+                save_epsilon_curve(
+                    path,
+                    curve["epsilon"],
+                    curve["robust_accuracy"],
+                    policy_epsilon=spec.epsilon,
+                    threshold=spec.min,
+                    title=f"{spec.attack}: robust accuracy against ε ({spec.norm})",
+                )
+            )
         if adaptive is not None and escalated is not None:
             details["adaptive"] = escalated
             message += _escalation_message(escalated)
@@ -482,3 +513,52 @@ def _escalation_message(record: dict[str, Any]) -> str:
         return ""
     plain = record["plain_robust_accuracy"]
     return f"; adaptive escalation (plain attack: robust accuracy {plain:.3f}): " + "; ".join(parts)
+
+
+def _epsilon_curve(
+    spec: AdversarialSpec, context: CheckContext, run: AttackRun, adaptive: Plan | None
+) -> dict[str, list[float]]:
+    """Robust accuracy at ``spec.epsilon_curve`` multiples of ε, for the report's curve (not the verdict).
+
+    A smaller ball is attacked only on the samples broken at ε (the others count as robust there: the
+    attack could not break them with more room), a larger one only on the samples still robust at ε (the
+    broken ones stay broken: the ball contains the smaller one). Gradients come from the model the
+    escalation attacked (the BPDA twin, the expectation over draws) where it had one.
+    """
+    robust, clean_correct = run.tensor("robust"), run.tensor("clean_correct")
+    n = len(robust)
+    index = run.tensor("index")
+    broken_index = index[clean_correct & ~robust]
+    gradient = None
+    if adaptive is not None:
+        gradient = next((step.model for step in adaptive.escalations if step.model is not None), None)
+    draws = adaptive.draws if adaptive is not None else 1
+    low, high = context.policy.input.range
+    points: dict[float, float] = {0.0: int(clean_correct.sum()) / n, spec.epsilon: int(robust.sum()) / n}
+    for factor in sorted(set(spec.epsilon_curve) - {1.0}):
+        epsilon = factor * spec.epsilon
+        if spec.norm == "linf":
+            epsilon = min(epsilon, high - low)  # a larger L∞ budget is the same budget
+        only = broken_index if factor < 1 else run.robust_index
+        still_robust = int(robust.sum())
+        if len(only):
+            attack = build_attack(
+                spec.attack, norm=spec.norm, epsilon=epsilon, bounds=(low, high), seed=context.seed,
+                steps=spec.steps, restarts=spec.restarts, step_size=None if spec.step_size is None else spec.step_size * factor,
+                queries=spec.queries, targeted=spec.targeted, num_classes=context.model.num_classes,
+            )  # fmt: skip
+            further = run_attack(
+                attack,
+                context,
+                label=f"{spec.id}: ε-curve {epsilon:.3g}",
+                only=only,
+                model=gradient,
+                draws=draws,
+            )
+            if factor < 1:
+                still_robust += int(further.tensor("robust").sum())
+            else:
+                still_robust -= int((~further.tensor("robust")).sum())
+        points[epsilon] = max(0.0, min(1.0, still_robust / n)) if n else 0.0
+    epsilons = sorted(points)
+    return {"epsilon": epsilons, "robust_accuracy": [points[e] for e in epsilons]}

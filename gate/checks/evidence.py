@@ -9,51 +9,90 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from gate.figures import pyplot, save_png
+from gate.figures import pyplot, save_image, save_png, tile_grid
 
 if TYPE_CHECKING:
     from gate.attacks.feature_space import FeatureSpace
 
-TILE = 96  # small inputs (8x8 digits) are upscaled so people can see them
+TILE = 96
+"""Least length in pixels of an image's longer side: small inputs (8x8 digits) are upscaled to it."""
+PAIR_ROWS = ("original", "changed", "perturbation")
 
 
-def _to_image(x: torch.Tensor, bounds: tuple[float, float]) -> Image.Image:
-    """One sample [C, H, W] (or [F] features, shown as a strip) as an upscaled RGB tile."""
-    low, high = bounds
-    array = ((x.detach().float().cpu().numpy() - low) / (high - low)).clip(0, 1)
+def _upscaled(image: Image.Image) -> Image.Image:
+    scale = -(-TILE // max(image.size))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def _pixels(array: np.ndarray) -> Image.Image:
+    """``[C, H, W]`` (or ``[F]`` features, shown as a strip) in [0, 1] as an upscaled RGB tile."""
     if array.ndim == 1:
         array = array[None, None, :]
-    channels = array.shape[0]
-    pixels = (array.transpose(1, 2, 0) * 255).round().astype(np.uint8)
-    image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels[:, :, :3]).convert("RGB")
-    scale = max(1, TILE // max(image.size))
-    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    pixels = (array.clip(0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    image = Image.fromarray(pixels[:, :, 0] if array.shape[0] == 1 else pixels[:, :, :3]).convert("RGB")
+    return _upscaled(image)
+
+
+def to_tile(x: torch.Tensor, bounds: tuple[float, float]) -> Image.Image:
+    """One sample [C, H, W] (or [F] features, shown as a strip) as an RGB tile, upscaled to :data:`TILE`."""
+    low, high = bounds
+    return _pixels((x.detach().float().cpu().numpy() - low) / (high - low))
+
+
+def perturbation_image(delta: torch.Tensor) -> tuple[Image.Image, float]:
+    """``delta`` (x_changed - x) as a tile stretched over the full colour range, mid-grey at 0, and the
+    largest magnitude that the extremes stand for (per channel for colour images)."""
+    array = delta.detach().float().cpu().numpy()
+    scale = float(np.abs(array).max())
+    return _pixels(0.5 + 0.5 * array / scale if scale > 0 else np.full_like(array, 0.5)), scale
 
 
 def save_example_pairs(
     path: Path,
     originals: torch.Tensor,
     changed: torch.Tensor,
-    captions: Sequence[tuple[str, str]],
+    captions: Sequence[str | tuple[str, str]],
     bounds: tuple[float, float],
+    *,
+    row_titles: Sequence[str] = PAIR_ROWS,
 ) -> Path:
-    """A grid with one row per example: original | changed, each captioned (e.g. label → prediction)."""
-    tiles = [(_to_image(a, bounds), _to_image(b, bounds)) for a, b in zip(originals, changed, strict=True)]
-    width, height = tiles[0][0].size
-    caption_height = 14
-    sheet = Image.new("RGB", (2 * width + 12, len(tiles) * (height + caption_height + 6)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for row, ((left, right), (left_caption, right_caption)) in enumerate(zip(tiles, captions, strict=True)):
-        top = row * (height + caption_height + 6)
-        sheet.paste(left, (0, top))
-        sheet.paste(right, (width + 12, top))
-        draw.text((2, top + height + 1), left_caption, fill="black")
-        draw.text((width + 14, top + height + 1), right_caption, fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG")
-    return path
+    """One column per example: original, changed and the perturbation (changed - original, stretched to
+    the full colour range with mid-grey at 0, its largest magnitude written under it), the example's
+    caption above (e.g. "label / prediction (confidence)"; a pair of strings is joined with " / ").
+
+    Tiles are upscaled nearest-neighbour to at least :data:`TILE` pixels and the text is at a reading size
+    (:data:`gate.figures.FONT_PX`); the captions are also the PNG's ``Description``, one per line.
+    """
+    titles = [text if isinstance(text, str) else " / ".join(text) for text in captions]
+    if len(titles) != len(originals):
+        raise ValueError(f"{len(originals)} examples but {len(titles)} captions")
+    perturbations = [
+        perturbation_image(b.float() - a.float()) for a, b in zip(originals, changed, strict=True)
+    ]
+    tiles = [
+        [to_tile(x, bounds) for x in originals],
+        [to_tile(x, bounds) for x in changed],
+        [image for image, _ in perturbations],
+    ]
+    under = [[""] * len(titles), [""] * len(titles), [f"±{scale:.2g}" for _, scale in perturbations]]
+    sheet = tile_grid(tiles, captions=under, column_titles=titles, row_titles=row_titles)
+    return save_image(sheet, path, text={"Title": " | ".join(row_titles), "Description": "\n".join(titles)})
+
+
+def predicted_confidence(
+    scores: torch.Tensor, predictions: torch.Tensor, *, are_probabilities: bool
+) -> torch.Tensor:
+    """The probability of each predicted class ``[N]``: the scores themselves where they are
+    probabilities, else their softmax."""
+    probabilities = scores.float() if are_probabilities else torch.softmax(scores.float(), dim=-1)
+    return probabilities.gather(1, predictions.long().to(scores.device)[:, None])[:, 0]
+
+
+def pair_caption(label: int, prediction: int, confidence: float, class_names: Sequence[str] | None) -> str:
+    """``"label / prediction (confidence)"``, e.g. ``"7 / 1 (0.93)"``."""
+    return f"{caption(label, class_names)} / {caption(prediction, class_names)} ({confidence:.2f})"
 
 
 def save_curve(
@@ -69,7 +108,45 @@ def save_curve(
     axes.set_title(title)
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
-    return save_png(figure, path)
+    return save_png(figure, path, text={"Title": title})
+
+
+def save_epsilon_curve(
+    path: Path,
+    epsilons: Sequence[float],
+    robust_accuracy: Sequence[float],
+    *,
+    policy_epsilon: float,
+    threshold: float | None,
+    title: str,
+) -> Path:
+    """Robust accuracy against ε, with the policy's ε as a vertical line and the threshold as a horizontal
+    one. ε = 0 (the clean accuracy) belongs among ``epsilons``; the points are drawn in order of ε.
+
+    The legend's entries (and the points) are also the PNG's ``Description``.
+    """
+    if len(epsilons) != len(robust_accuracy) or not epsilons:
+        raise ValueError(f"{len(epsilons)} epsilons but {len(robust_accuracy)} accuracies")
+    points = sorted(zip((float(e) for e in epsilons), (float(a) for a in robust_accuracy), strict=True))
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(5.0, 3.4), dpi=100)
+    axes.plot([e for e, _ in points], [a for _, a in points], marker="o", label="robust accuracy")
+    legend = ["robust accuracy", f"policy ε = {policy_epsilon:.4g}"]
+    axes.axvline(policy_epsilon, color="tab:red", linestyle="--", label=legend[1])
+    if threshold is not None:
+        legend.append(f"threshold = {threshold:.4g}")
+        axes.axhline(threshold, color="tab:gray", linestyle=":", label=legend[2])
+    if points[0][0] == 0.0:
+        axes.annotate("clean", points[0], textcoords="offset points", xytext=(4, 4))
+    axes.set_xlabel("ε")
+    axes.set_ylabel("robust accuracy")
+    axes.set_title(title)
+    axes.set_xlim(left=0.0)
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    described = "; ".join([*legend, *(f"ε={e:.4g}: {a:.4g}" for e, a in points)])
+    return save_png(figure, path, text={"Title": title, "Description": described})
 
 
 def caption(label: int, class_names: Sequence[str] | None) -> str:

@@ -283,6 +283,14 @@ class AdversarialSpec(CheckSpec):
         "escalation that produced it; a model no diagnosis fires for runs the policy's attack alone. off: "
         "the policy's attack only.",
     )
+    epsilon_curve: list[Annotated[float, Field(gt=0, le=16)]] = Field(
+        default_factory=lambda: [0.5, 2.0],
+        max_length=8,
+        description="Multiples of epsilon at which robust accuracy is also measured, for the report's "
+        "ε-curve (with ε = 0, the clean accuracy, and epsilon itself). Smaller budgets attack only the "
+        "samples broken at epsilon, larger ones only those still robust, so a point costs at most one more "
+        "pass of the attack; [] draws no curve. The verdict uses epsilon alone.",
+    )
     eot_samples: Annotated[int, Field(ge=2, le=1000)] = Field(
         default=20,
         description="For a randomised model (adaptive: auto): draws averaged per gradient (EOT), and passes of "

@@ -37,7 +37,15 @@ def test_standard_model_fails_and_pgd_trained_model_passes(
     assert standard.details["clean_accuracy"] > 0.95
     assert standard.details["attack_success_rate"] > 0.9
     assert 0 < standard.details["perturbation_median"] <= 0.2 + 1e-6
-    assert standard.artifacts == ["artifacts/attack/examples.png"]
+    assert standard.artifacts == ["artifacts/attack/examples.png", "artifacts/attack/epsilon-curve.png"]
+    # The ε-curve: clean accuracy at 0, the check's own number at ε, falling as the ball grows.
+    for check in (standard, robust):
+        curve = check.details["epsilon_curve"]
+        assert curve["epsilon"] == [0.0, 0.1, 0.2, 0.4]
+        accuracy = curve["robust_accuracy"]
+        assert accuracy[0] == pytest.approx(check.details["clean_accuracy"]) and accuracy[2] == check.value
+        assert accuracy == sorted(accuracy, reverse=True), curve
+    assert robust.details["epsilon_curve"]["robust_accuracy"][-1] < robust.value
 
 
 @pytest.mark.parametrize(
