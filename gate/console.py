@@ -40,6 +40,7 @@ class Progress:
         self._done = 0
         self._started = 0.0
         self._last_draw = 0.0
+        self._calls = 0
 
     def step(self, index: int, total: int, what: str) -> None:
         """Announce stage ``index`` of ``total`` (1-based), e.g. the checks of a policy."""
@@ -49,7 +50,7 @@ class Progress:
 
     @contextmanager
     def task(self, label: str, total: int) -> Iterator[Progress]:
-        self._label, self._total, self._done = label, max(total, 1), 0
+        self._label, self._total, self._done, self._calls = label, max(total, 1), 0, 0
         self._started = time.monotonic()
         if self.mode == "lines" and total == 1:  # one unit (loading, exporting) shows no progress: say it
             self.stream.write(f"  {label} …\n")
@@ -70,6 +71,12 @@ class Progress:
         if self.enabled:
             self._draw()
 
+    def pulse(self) -> None:
+        """One model call inside the current unit (an attack step): the bar moves within a long batch."""
+        self._calls += 1
+        if self.enabled:
+            self._draw()
+
     def eta(self, now: float | None = None) -> float | None:
         """Seconds left at the pace so far; None before the first unit is done."""
         elapsed = (time.monotonic() if now is None else now) - self._started
@@ -87,7 +94,10 @@ class Progress:
         bar = "#" * filled + "-" * (width - filled)
         left = self.eta(now)
         timing = _duration(now - self._started) + ("" if left is None else f", ETA {_duration(left)}")
-        self.stream.write(f"\r  {self._label:<32.32} [{bar}] {self._done}/{self._total} {timing}\x1b[K")
+        calls = f", {self._calls} model calls" if self._calls else ""
+        self.stream.write(
+            f"\r  {self._label:<32.32} [{bar}] {self._done}/{self._total} {timing}{calls}\x1b[K"
+        )
         self.stream.flush()
 
 

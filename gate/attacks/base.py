@@ -103,9 +103,11 @@ class FiniteWatch:
     covered without changing the attacks.
     """
 
-    def __init__(self, model: Model, device: torch.device) -> None:
+    def __init__(self, model: Model, device: torch.device, on_call: Callable[[], None] | None = None) -> None:
         self.model = model
         self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.on_call = on_call
+        """Called on every forward (the progress bar's pulse: an attack step inside a long batch)."""
 
     def _gradient(self, grad: torch.Tensor) -> None:
         self.finite &= torch.isfinite(grad).all()
@@ -113,6 +115,8 @@ class FiniteWatch:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
         self.finite &= torch.isfinite(logits).all()
+        if self.on_call is not None:
+            self.on_call()
         if x.requires_grad and torch.is_grad_enabled():
             x.register_hook(self._gradient)
         return logits

@@ -161,3 +161,18 @@ def test_the_documented_bash_completion_recipe_completes_builtins_and_paths(word
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == expected
+
+
+def test_the_bar_moves_within_a_batch_with_each_model_call() -> None:
+    """A long batch (an attack's steps) is not a frozen bar: every model call pulses it."""
+    import io
+
+    from gate.console import Progress
+
+    stream = io.StringIO()
+    progress = Progress(enabled=True, stream=stream)
+    with progress.task("pgd", 10) as task:
+        for _ in range(3):
+            task.pulse()
+            task._last_draw = 0.0  # no throttling in the test
+    assert "3 model calls" in stream.getvalue()
