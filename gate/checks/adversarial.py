@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,9 +206,14 @@ class _Perturbed:
 
 
 def _perturb(
-    attack: Attack | FeatureAttack, target: Model | AttackModels, batch: Batch, attacked: torch.Tensor
+    attack: Attack | FeatureAttack,
+    target: Model | AttackModels,
+    batch: Batch,
+    attacked: torch.Tensor,
+    on_call: Callable[[], None] | None = None,
 ) -> _Perturbed:
-    """Run ``attack`` on the ``attacked`` rows of ``batch``, watching the gradients it takes for NaN."""
+    """Run ``attack`` on the ``attacked`` rows of ``batch``, watching the gradients it takes for NaN;
+    ``on_call`` is told of every model call (the progress bar's pulse)."""
     x, y, index = batch.x, batch.y, batch.index
     x_adv = x.clone()
     rejected = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -215,13 +221,13 @@ def _perturb(
     if not len(attacked):
         return _Perturbed(x_adv, None, rejected, reasons)
     if isinstance(attack, FeatureAttack) and isinstance(target, AttackModels):
-        watch = None if target.gradient is None else FiniteWatch(target.gradient, x.device)
+        watch = None if target.gradient is None else FiniteWatch(target.gradient, x.device, on_call)
         watched = target if watch is None else dataclasses.replace(target, gradient=watch)
         outcome = attack.perturb(watched, x[attacked], y[attacked], index=index[attacked])
         if outcome.rejected is not None and outcome.rejected_reasons is not None:
             rejected[attacked], reasons[attacked] = outcome.rejected, outcome.rejected_reasons
     elif isinstance(attack, Attack) and not isinstance(target, AttackModels):
-        watch = FiniteWatch(target, x.device)
+        watch = FiniteWatch(target, x.device, on_call)
         outcome = attack.perturb(watch, x[attacked], y[attacked], index=index[attacked])
     else:
         raise TypeError(f"{attack.name} was given a model it cannot query")
@@ -267,7 +273,7 @@ def run_attack(
         x, y = batch.x, batch.y
         clean_correct = context.task.correct(clean_predictions[rows].to(x.device), y)
         attacked = clean_correct.nonzero().squeeze(1)
-        perturbed = _perturb(attack, target, batch, attacked)
+        perturbed = _perturb(attack, target, batch, attacked, context.progress.pulse)
         x_adv = perturbed.x_adv
         adversarial_prediction = context.task.predict(
             context.model.scores(x_adv)

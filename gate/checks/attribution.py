@@ -7,13 +7,15 @@ paper: faithfulness (``deletion_auc``, ``insertion_auc``), localisation on the d
 (``max_sensitivity``, ``feature_importance_stability``). The value is the mean over samples with a
 bootstrap interval (``pointing_game``, a hit rate, gets an exact interval). The evidence is a heatmap per
 example for images, and for feature vectors a bar chart of the features' mean |attribution| over the
-examples, whose ranking also goes into the details. Which methods, metrics and settings a task's inputs
+examples, whose ranking also goes into the details; with it, the mean deletion or insertion curve of all
+samples, and for the randomisation test the trained and the randomised model's maps side by side. Which methods, metrics and settings a task's inputs
 allow is the policy validator's business (the tables in gate/policy/specs.py).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -38,10 +40,12 @@ from gate.explain import (
     roi_mass,
     save_feature_importance,
     save_heatmaps,
+    save_probability_curve,
+    save_randomization_maps,
     top_features,
 )
 from gate.explain._utils import resolve_baseline
-from gate.explain.metrics.randomization import parameterised_layers
+from gate.explain.metrics.randomization import RandomizationResult, parameterised_layers
 from gate.explain.occlusion import occlusion_plan
 from gate.explain.registry import get_method
 from gate.measurement import Measurement
@@ -176,11 +180,17 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         def attribute_batch(batch: Batch, rows: torch.Tensor) -> dict[str, torch.Tensor]:
             predictions = clean_predictions[rows].to(context.device)
             target = batch.y if spec.target == "label" else predictions
+            first = not evidence and bool(spec.examples)
+            kept: dict[str, RandomizationResult] = {}
             values = self._metric(
-                spec, context, gradient_model, options, batch.x, target, batch.mask, batch.index
-            )
-            if not evidence and spec.examples:
+                spec, context, gradient_model, options, batch.x, target, batch.mask, batch.index,
+                keep=kept if first else None,
+            )  # fmt: skip
+            if first:
                 evidence.update(self._evidence(spec, context, gradient_model, options, batch, predictions))
+                if "randomization" in kept and batch.x.dim() == 4:
+                    maps = self._randomization_maps(spec, context, batch, kept["randomization"])
+                    evidence["artifacts"] = [maps, *evidence["artifacts"]]
             return values
 
         columns = context.per_sample(f"{spec.id}: {spec.method} / {spec.metric}", attribute_batch)
@@ -202,6 +212,9 @@ class AttributionCheck(CheckKind[AttributionSpec]):
             details["occlusion"] = cost
             message = occlusion_warning(cost)
         artifacts = evidence.get("artifacts", [])
+        # A resume state written before the curves were kept has none: no picture then, the value stands.
+        if spec.metric in CURVES and len(columns.get("curve", ())) == len(per_sample):
+            artifacts = [self._mean_curve(spec, context, columns), *artifacts]
         if spec.metric == "pointing_game":
             return Measurement.proportion(
                 per_sample > 0.5, details=details, artifacts=artifacts, message=message
@@ -229,16 +242,23 @@ class AttributionCheck(CheckKind[AttributionSpec]):
         target: torch.Tensor,
         mask: torch.Tensor | None,
         index: torch.Tensor,
+        *,
+        keep: dict[str, RandomizationResult] | None = None,
     ) -> dict[str, torch.Tensor]:
         """``value`` per sample, and ``probability_change``: how far the target probability moved (along
-        the curve for deletion and insertion, else between the input and the all-baseline input)."""
+        the curve for deletion and insertion, else between the input and the all-baseline input). The
+        curve metrics also give each sample's ``curve`` and its ``fractions`` (for the mean curve's
+        picture); the randomisation test puts its result in ``keep`` when given (for the maps' picture)."""
         score_fn, seed, batch_size = context.model.scores, context.seed, context.batch_size
         # The policy's reference input (a number, zeros, or each image's per-channel mean) for every part.
         reference = resolve_baseline(x, spec.baseline)
         if spec.metric == "randomization_similarity":
-            value = randomization_similarity(
+            result = randomization_similarity(
                 spec.method, x, target, gradient_model=gradient_model, options=options, seed=seed, index=index
-            ).similarity
+            )
+            if keep is not None:
+                keep["randomization"] = result
+            value = result.similarity
         elif spec.metric in NOISE_METRICS:
             low, high = context.policy.input.range
             radius = spec.radius if spec.radius is not None else 0.02 * (high - low)
@@ -256,7 +276,12 @@ class AttributionCheck(CheckKind[AttributionSpec]):
                 fractions, curve = CURVES[spec.metric](
                     score_fn, x, target, attribution, baseline=reference, batch_size=batch_size
                 )
-                return {"value": curve_area(fractions, curve), "probability_change": curve_spread(curve)}
+                return {
+                    "value": curve_area(fractions, curve),
+                    "probability_change": curve_spread(curve),
+                    "curve": curve.float(),
+                    "fractions": fractions.expand(len(curve), -1),
+                }
             if mask is None:
                 raise CheckError(f"{spec.metric} needs a mask for every sample; a batch came without one")
             value = (roi_mass if spec.metric == "roi_mass" else pointing_game)(attribution, mask)
@@ -291,3 +316,21 @@ class AttributionCheck(CheckKind[AttributionSpec]):
             prefix, x.cpu(), attribution.cpu(), mask.cpu() if mask is not None else None, labels
         )
         return {"artifacts": heatmaps}
+
+    @staticmethod
+    def _mean_curve(spec: AttributionSpec, context: CheckContext, columns: dict[str, torch.Tensor]) -> Path:
+        """The mean deletion or insertion curve of every sample, its area in the legend (PNG)."""
+        kind = spec.metric.removesuffix("_auc")
+        title = f"{spec.id}: {spec.method.replace('_', ' ')}, {kind} curve"
+        path = context.artifact_path(spec.id, f"{kind}_curve.png")
+        return save_probability_curve(path, columns["fractions"][0], columns["curve"], kind=kind, title=title)
+
+    @staticmethod
+    def _randomization_maps(spec, context, batch: Batch, result: RandomizationResult) -> Path:
+        """The first ``examples`` samples' maps before and after randomisation, side by side (PNG)."""
+        count = min(spec.examples, len(batch))
+        path = context.artifact_path(spec.id, "randomization_maps.png")
+        return save_randomization_maps(
+            path, batch.x[:count].cpu(), result.trained[:count].cpu(), result.randomized[:count].cpu(),
+            result.similarity[:count].cpu(), layers=len(result.layers),
+        )  # fmt: skip

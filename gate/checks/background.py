@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from gate.checks.base import CheckContext, CheckKind, Columns
-from gate.checks.evidence import _to_image, caption
+from gate.checks.evidence import caption, to_tile
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
+from gate.figures import save_image, tile_grid
 from gate.measurement import Measurement
 from gate.metrics.background import RELATIONS, VARIANTS, choose_partners, only_bg, only_fg, paste
 from gate.policy.specs import BackgroundSpec
@@ -149,23 +149,10 @@ def save_example_grid(
     *,
     titles: Sequence[str] = EXAMPLE_COLUMNS,
 ) -> Path:
-    """A grid with one row per example and one titled column per variant, each tile captioned."""
-    tiles = [[_to_image(image, bounds) for image in row] for row in images]
-    width, height = tiles[0][0].size
-    title_height, caption_height, gap = 14, 14, 12
-    row_height = height + caption_height + 6
-    sheet = Image.new(
-        "RGB", (len(titles) * (width + gap) - gap, title_height + len(tiles) * row_height), "white"
-    )
-    draw = ImageDraw.Draw(sheet)
-    for column, title in enumerate(titles):
-        draw.text((column * (width + gap) + 2, 1), title, fill="black")
-    for row, (row_tiles, row_captions) in enumerate(zip(tiles, captions, strict=True)):
-        top = title_height + row * row_height
-        for column, (tile, text) in enumerate(zip(row_tiles, row_captions, strict=True)):
-            left = column * (width + gap)
-            sheet.paste(tile, (left, top))
-            draw.text((left + 2, top + height + 1), text, fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG")
-    return path
+    """A grid with one row per example and one titled column per variant, each tile captioned; tiles
+    upscaled to :data:`gate.checks.evidence.TILE`, text at a reading size, the captions in the PNG's
+    ``Description``."""
+    tiles = [[to_tile(image, bounds) for image in row] for row in images]
+    sheet = tile_grid(tiles, captions=captions, column_titles=titles)
+    described = "\n".join(" | ".join(row) for row in captions)
+    return save_image(sheet, path, text={"Title": " | ".join(titles), "Description": described})

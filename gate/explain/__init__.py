@@ -7,8 +7,9 @@ Every method has the signature of :class:`AttributionFn` and is listed in :data:
 """
 
 from gate.explain._utils import gaussian_blur, spearman
+from gate.explain.curve_chart import save_probability_curve
 from gate.explain.feature_chart import save_feature_importance, top_features
-from gate.explain.heatmap import save_heatmaps
+from gate.explain.heatmap import save_heatmaps, save_randomization_maps
 from gate.explain.input_x_gradient import input_x_gradient
 from gate.explain.integrated_gradients import integrated_gradients
 from gate.explain.metrics import (
@@ -70,6 +71,8 @@ __all__ = [
     "saliency",
     "save_feature_importance",
     "save_heatmaps",
+    "save_probability_curve",
+    "save_randomization_maps",
     "smoothgrad",
     "spearman",
     "top_features",

@@ -1,5 +1,5 @@
 """Heatmap pictures: the input in grey with the attribution overlaid in colour, the mask outlined, and a
-colour bar that says what the colours mean."""
+colour bar that says what the colours mean; and the randomisation test's two maps side by side."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from gate.figures import FONT_PX, font, save_image, tile_grid
 
 _MASK_COLOUR = np.array([0, 200, 0], dtype=np.float64)
 _POSITIVE = np.array([220, 30, 30], dtype=np.float64)  # red: evidence for the target
 _NEGATIVE = np.array([30, 80, 230], dtype=np.float64)  # blue: evidence against
 _BLEND = 0.8  # how much of a pixel the strongest relevance covers
-FONT_PX = 14  # captions and colour-bar labels at a reading size, not the 10 px default
 BAR_PX = 10
 
 
@@ -100,13 +101,6 @@ def save_heatmaps(
     return paths
 
 
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=FONT_PX)
-    except (TypeError, OSError):  # Pillow before 10.1, or without FreeType: the small bitmap font
-        return ImageFont.load_default()
-
-
 def colour_bar(width: int) -> np.ndarray:
     """RGB uint8 ``[BAR_PX, width, 3]``: relevance from -max (left) to +max (right), drawn as ``overlay``
     draws it over a mid-grey pixel."""
@@ -118,21 +112,63 @@ def colour_bar(width: int) -> np.ndarray:
 
 
 def _with_colour_bar(picture: Image.Image, scale: float) -> Image.Image:
-    font = _font()
+    face = font()
     canvas = Image.new("RGB", (picture.width, picture.height + 4 + BAR_PX + FONT_PX + 4), "white")
     canvas.paste(picture, (0, 0))
     canvas.paste(Image.fromarray(colour_bar(picture.width)), (0, picture.height + 4))
     draw = ImageDraw.Draw(canvas)
     top = picture.height + 4 + BAR_PX + 1
     low, high = (f"-{scale:.2g}", f"+{scale:.2g}") if scale > 0 else ("-", "+")
-    draw.text((1, top), low, fill="black", font=font)
-    draw.text((picture.width // 2, top), "0", fill="black", font=font, anchor="ma")
-    draw.text((picture.width - 1, top), high, fill="black", font=font, anchor="ra")
+    draw.text((1, top), low, fill="black", font=face)
+    draw.text((picture.width // 2, top), "0", fill="black", font=face, anchor="ma")
+    draw.text((picture.width - 1, top), high, fill="black", font=face, anchor="ra")
     return canvas
 
 
 def _with_caption(picture: Image.Image, text: str) -> Image.Image:
     canvas = Image.new("RGB", (picture.width, picture.height + FONT_PX + 8), "white")
     canvas.paste(picture, (0, 0))
-    ImageDraw.Draw(canvas).text((2, picture.height + 3), text, fill="black", font=_font())
+    ImageDraw.Draw(canvas).text((2, picture.height + 3), text, fill="black", font=font())
     return canvas
+
+
+def save_randomization_maps(
+    path: str | Path,
+    x: torch.Tensor,
+    trained: torch.Tensor,
+    randomized: torch.Tensor,
+    similarity: torch.Tensor,
+    *,
+    layers: int,
+    size: int = 128,
+) -> Path:
+    """One PNG of the maps the model-randomisation test compares, a row per sample: the input, the trained
+    model's attribution and the attribution once ``layers`` layers are randomised, each map overlaid on
+    the input and scaled by its own largest magnitude (the test compares ranks, not sizes), the rank
+    correlation (Spearman's ρ) written under the pair. The captions are also the PNG's ``Description``.
+
+    Args:
+        path: File to write; missing folders are created.
+        x: Inputs ``[N, C, H, W]``.
+        trained: Attributions of the trained model, same shape as ``x``.
+        randomized: Attributions of the randomised model, same shape as ``x``.
+        similarity: Spearman rank correlation per sample ``[N]``.
+        layers: How many layers were randomised (for the column title).
+        size: Target length in pixels of each tile's longer side.
+    """
+    images = x.detach().float().cpu().numpy()
+    factor = max(1, -(-size // max(images.shape[-2:])))
+    maps = [m.detach().float().sum(dim=1).cpu().numpy() for m in (trained, randomized)]
+
+    def tile(index: int, relevance: np.ndarray | None) -> Image.Image:
+        up = np.kron(images[index], np.ones((1, factor, factor)))
+        empty = np.zeros(up.shape[1:])
+        shown = empty if relevance is None else np.kron(relevance[index], np.ones((factor, factor)))
+        return Image.fromarray(overlay(up, shown, None))
+
+    rows = [[tile(i, None), tile(i, maps[0]), tile(i, maps[1])] for i in range(len(images))]
+    captions = [["", "", f"ρ = {float(rho):.2f}"] for rho in similarity]
+    titles = ("input", "trained model", f"{layers} layers randomised")
+    sheet = tile_grid(rows, captions=captions, column_titles=titles)
+    described = "\n".join(row[2] for row in captions)
+    return save_image(sheet, path, text={"Title": " | ".join(titles), "Description": described})

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pydantic import ValidationError
 from torch import nn
 
@@ -14,6 +15,7 @@ from checks.conftest import only_check
 from gate.checks import attribution
 from gate.errors import CheckError
 from gate.policy.specs import AttributionSpec
+from gate.report.html import HtmlFormat
 
 POLICY = """
     version: 1
@@ -46,14 +48,23 @@ def masked_npz(tmp_path, digits_split):
     ],
 )
 def test_standard_model_meets_sane_thresholds(
-    gate_run, digits_cnn_onnx, masked_npz, method, metric, threshold
+    gate_run, digits_cnn_onnx, masked_npz, method, metric, threshold, tmp_path
 ):
     spec = POLICY.format(method=method, metric=metric, threshold=threshold)
     check = only_check(gate_run(spec, digits_cnn_onnx, masked_npz))
     assert check.status == "pass", check.message
     assert check.n == 40 and check.interval is not None
     assert check.details["largest_probability_change"] > 0.5  # far above the floor for input independence
-    assert len(check.artifacts) == 4 and check.artifacts[0].endswith(".png")
+    curves = [name for name in check.artifacts if name.endswith("_curve.png")]
+    assert len(check.artifacts) == 4 + len(curves) and check.artifacts[-1].endswith(".png")
+    if metric in attribution.CURVES:
+        kind = metric.removesuffix("_auc")
+        assert curves == [f"artifacts/explain/{kind}_curve.png"] == check.artifacts[:1]
+        picture = Image.open(tmp_path / "report" / curves[0])
+        assert picture.width >= 400
+        described = picture.text["Description"]
+        assert described.startswith(f"{kind} curve: mean of 40 samples, AUC = ")
+        assert float(described.rsplit("= ", 1)[1]) == pytest.approx(check.value, abs=1e-3)
 
 
 def test_localisation_without_masks_is_a_clear_error(gate_run, digits_cnn_onnx, digits_npz):
@@ -62,13 +73,20 @@ def test_localisation_without_masks_is_a_clear_error(gate_run, digits_cnn_onnx, 
     assert check.status == "error" and "mask" in check.message
 
 
-def test_randomisation_sanity_on_the_source_model(factory_run, standard_weights, digits_npz):
+def test_randomisation_sanity_on_the_source_model(factory_run, standard_weights, digits_npz, tmp_path):
     spec = POLICY.format(method="saliency", metric="randomization_similarity", threshold="max: 0.6")
-    check = only_check(
-        factory_run(spec, "gate.demo.models:digits_cnn", standard_weights, digits_npz, samples=40)
-    )
+    report = factory_run(spec, "gate.demo.models:digits_cnn", standard_weights, digits_npz, samples=40)
+    check = only_check(report)
     assert check.status == "pass", check.message
     assert check.value < 0.4
+    maps = "artifacts/explain/randomization_maps.png"
+    assert check.artifacts[0] == maps and len(check.artifacts) == 5  # the maps, then 4 heatmaps
+    picture = Image.open(tmp_path / "report" / maps)
+    assert picture.height >= 4 * 128 and picture.width >= 3 * 128  # 4 examples x (input, trained, random)
+    correlations = picture.text["Description"].splitlines()
+    assert len(correlations) == 4 and all(line.startswith("ρ = ") for line in correlations)
+    html = HtmlFormat(tmp_path / "report").render(report)
+    assert f'alt="{maps}"' in html and "data:image/png;base64," in html
 
 
 def test_randomisation_of_a_twin_without_parameters_fails_closed(gate_run, digits_cnn_onnx, digits_npz):

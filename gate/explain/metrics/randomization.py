@@ -23,11 +23,15 @@ class RandomizationResult:
         curve: ``[len(layers) + 1, N]``; row ``i`` after randomising ``layers[:i]`` (row 0 compares the
             model with an untouched copy: 1 for deterministic methods, the sanity baseline).
         layers: Names of the randomised layers, top (output side) first.
+        trained: The trained model's attributions (absolute where compared so), shaped like the input.
+        randomized: The attributions with every listed layer randomised, as compared with ``trained``.
     """
 
     similarity: torch.Tensor
     curve: torch.Tensor
     layers: tuple[str, ...]
+    trained: torch.Tensor
+    randomized: torch.Tensor
 
 
 def parameterised_layers(model: nn.Module) -> list[str]:
@@ -119,6 +123,9 @@ def randomization_similarity(
     generator = cpu_generator(seed)
     for name in layers:
         randomize_layer(modules[name], generator)
-        curve.append(spearman(reference, explain(randomized)))
+        last = explain(randomized)
+        curve.append(spearman(reference, last))
     stacked = torch.stack(curve)
-    return RandomizationResult(similarity=stacked[-1], curve=stacked, layers=tuple(layers))
+    return RandomizationResult(
+        similarity=stacked[-1], curve=stacked, layers=tuple(layers), trained=reference, randomized=last
+    )
