@@ -19,7 +19,8 @@ it:
 - **saturated or probability outputs** (zero cross-entropy gradients on the probe, or scores that are
   probabilities): the scale-free targeted DLR margin of APGD-T (gate's ``apgd-dlr``, Croce & Hein 2020)
   on the recovered logits;
-- whenever any of these fired, Square (black-box, score-based, on the session) on what is left.
+- whenever the gradients may mislead (any of these but probability outputs whose logits gate recovered),
+  Square (black-box, score-based, on the session) on what is left.
 
 A model none of these fires for costs two session passes and one gradient pass on the probe batch, and
 its number is unchanged.
@@ -176,7 +177,16 @@ def plan(spec: AdversarialSpec, attack: Attack, context: CheckContext) -> Plan:
         else:
             result.unavailable.append(f"{margin.name}: needs at least {margin.min_classes} classes")
     square = CATALOGUE["square"]
-    if context.task.name in square.tasks and spec.norm in square.norms and "square" not in already:
+    # Probabilities gate looks behind (a final sigmoid or softmax undone) leave the gradients honest: the
+    # margin loss covers them, and a black-box search would only repeat the white-box number.
+    misleading = diagnosis.randomized or diagnosis.masks_gradients or diagnosis.saturated
+    misleading = misleading or (diagnosis.probability_outputs and not context.model.logits_recovered)
+    if (
+        misleading
+        and context.task.name in square.tasks
+        and spec.norm in square.norms
+        and "square" not in already
+    ):
         result.escalations.append(
             Escalation(
                 "square",
