@@ -282,6 +282,7 @@ CHECK_RULES: dict[str, Rule] = {
     "sweep": neutral("the ε sweep of the diagnostics"),
     "correction": _correction,
     "adaptive": _adaptive,
+    "epsilon_curve": neutral("which further budgets the report's ε-curve shows; the verdict uses epsilon"),
     "eot_samples": more_is_stricter("draws per gradient and passes per judgement (eot_samples)"),
     "min_group_size": neutral(
         "other groups are judged (and the correction covers another number); review the threshold"

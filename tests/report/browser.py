@@ -142,7 +142,9 @@ class Chromium:
 LAYOUT = """(() => {
   const view = document.documentElement;
   const rect = (element) => element.getBoundingClientRect();
-  const shown = [...document.querySelectorAll('section.check')].filter((s) => !s.closest('details.passed'));
+  // A check's section has a status in its heading (the Run section shares the style, not the role).
+  const shown = [...document.querySelectorAll('section.check')]
+    .filter((s) => s.querySelector('h2 .status') && !s.closest('details.passed'));
   return {
     viewport: view.clientWidth,
     overflow: view.scrollWidth - view.clientWidth,
