@@ -55,8 +55,8 @@ section.check h2 { font-size: 20px; margin: 8px 0; }
 .message.error { border-color: var(--error); } .message.waived { border-color: var(--waived); }
 .note { color: var(--muted); font-style: italic; }
 .figures { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; border: 1px solid var(--line); padding: 6px; border-radius: 4px; }
-figure img { display: block; max-width: 360px; max-height: 360px; image-rendering: pixelated; min-width: 96px; }
+figure { margin: 0; border: 1px solid var(--line); padding: 6px; border-radius: 4px; max-width: 100%; box-sizing: border-box; }
+figure img { display: block; max-width: 100%; height: auto; image-rendering: pixelated; min-width: 96px; }
 figcaption { font-size: 14px; color: var(--muted); overflow-wrap: anywhere; max-width: 360px; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; overflow-wrap: anywhere; }
 .bar { display: flex; height: 28px; border-radius: 6px; overflow: hidden; margin: 8px 0 4px; }
