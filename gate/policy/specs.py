@@ -262,10 +262,10 @@ def attack_refused(attack: str, norm: str, values: dict[str, Any]) -> None:
         raise PydanticCustomError("field_value", "{message}", {"field": field, "message": message})
 
 
-class AdversarialSpec(CheckSpec):
-    """Robust accuracy under a norm-bounded attack (Madry et al. 2018; Croce & Hein 2020)."""
+class _AttackOptions(CheckSpec):
+    """The policy fields that name and tune a norm-ball attack (the catalogue's ``OPTIONS``), shared by
+    the checks that run one: the adversarial check, and the self-test that vouches for it."""
 
-    kind: Literal["adversarial"]
     attack: AttackName = "pgd"
     norm: Literal["linf", "l2"] = "linf"
     epsilon: Budget
@@ -274,6 +274,18 @@ class AdversarialSpec(CheckSpec):
     step_size: Budget | None = Field(default=None, description=option_help("step_size"))
     queries: PositiveInt | None = Field(default=None, description=option_help("queries"))
     targeted: bool = Field(default=False, description=option_help("targeted"))
+
+    @model_validator(mode="after")
+    def _attack_reads_its_options(self) -> _AttackOptions:
+        # An option the attack would silently drop makes the verdict describe a test that never ran.
+        attack_refused(self.attack, self.norm, {option: getattr(self, option) for option in OPTIONS})
+        return self
+
+
+class AdversarialSpec(_AttackOptions):
+    """Robust accuracy under a norm-bounded attack (Madry et al. 2018; Croce & Hein 2020)."""
+
+    kind: Literal["adversarial"]
     examples: Annotated[int, Field(ge=0, le=32)] = 4
     adaptive: Literal["auto", "off"] = Field(
         default="auto",
@@ -298,12 +310,6 @@ class AdversarialSpec(CheckSpec):
     )
 
     primary_metric: ClassVar[str] = "robust_accuracy"
-
-    @model_validator(mode="after")
-    def _attack_reads_its_options(self) -> AdversarialSpec:
-        # An option the attack would silently drop makes the verdict describe a test that never ran.
-        attack_refused(self.attack, self.norm, {option: getattr(self, option) for option in OPTIONS})
-        return self
 
 
 class GradientMaskingSpec(CheckSpec):
@@ -723,7 +729,7 @@ SELFTEST_CLASSES = 2
 """The self-test attacks a binary model (gate/checks/attack_selftest.py): planted example or not."""
 
 
-class AttackSelftestSpec(CheckSpec):
+class AttackSelftestSpec(_AttackOptions):
     """Whether the attack finds adversarial examples planted where one is known to exist.
 
     The binarization test of Zimmermann et al. 2022. Per sample, a binary readout of the model's logits is fitted so that a point inside the ε-ball is
@@ -734,13 +740,6 @@ class AttackSelftestSpec(CheckSpec):
     attack: AttackName = Field(
         default="pgd", description="The attack under test, as the adversarial check names it."
     )
-    norm: Literal["linf", "l2"] = "linf"
-    epsilon: Budget
-    steps: PositiveInt | None = Field(default=None, description=option_help("steps"))
-    restarts: PositiveInt = Field(default=1, description=option_help("restarts"))
-    step_size: Budget | None = Field(default=None, description=option_help("step_size"))
-    queries: PositiveInt | None = Field(default=None, description=option_help("queries"))
-    targeted: bool = Field(default=False, description=option_help("targeted"))
     samples: PositiveInt = Field(
         default=100,
         description="Samples tried (the first by data set position; misclassified and invalid ones are left "
@@ -771,7 +770,6 @@ class AttackSelftestSpec(CheckSpec):
                 if not other.feature_space and other.min_classes <= SELFTEST_CLASSES
             )
             raise field_problem("attack", f"the attack {self.attack} {why}; the self-test runs {usable}")
-        attack_refused(self.attack, self.norm, {option: getattr(self, option) for option in OPTIONS})
         return self
 
 
