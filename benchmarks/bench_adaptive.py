@@ -48,24 +48,10 @@ from gate.demo.models import DigitsCNN, load_digits_arrays, split, train  # noqa
 GATE = Path(sys.executable).parent / "gate"
 BASE = "digits_cnn"
 BASE_FACTORY = "gate.demo.models:digits_cnn"
-POLICY = """\
-version: 1
-name: adaptive-bench
-seed: 0
-checks:
-  - id: attack
-    kind: adversarial
-    attack: pgd
-    norm: linf
-    epsilon: {eps}
-    steps: {steps}
-    min: 0.0
-{adaptive}"""
 
 
 def policy_text(eps: float, adaptive: str | None) -> str:
-    line = f"    adaptive: {adaptive}\n" if adaptive else ""
-    return POLICY.format(eps=eps, steps=adaptive_peers.STEPS, adaptive=line)
+    return adaptive_peers.gate_policy(eps, adaptive)
 
 
 def gate_accepts(field_line: str, folder: Path, eps: float) -> bool:

@@ -337,3 +337,25 @@ __all__ = [
     "paired_allowance",
     "peer_attacks",
 ]
+
+
+GATE_POLICY = """\
+version: 1
+name: adaptive-peers
+seed: 0
+checks:
+  - id: attack
+    kind: adversarial
+    attack: pgd
+    norm: linf
+    epsilon: {eps}
+    steps: {steps}
+    min: 0.0
+{adaptive}"""
+
+
+def gate_policy(eps: float, adaptive: str | None) -> str:
+    """The policy gate is run with against the peers: PGD with the peers' steps at ``eps``, and the
+    escalation on, off, or left to its default (None)."""
+    line = f"    adaptive: {adaptive}\n" if adaptive else ""
+    return GATE_POLICY.format(eps=eps, steps=STEPS, adaptive=line)

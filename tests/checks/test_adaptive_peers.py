@@ -29,20 +29,6 @@ MASKED = [
     "gaussian_noise_cnn",
     "detector_cnn",
 ]
-POLICY = """
-    version: 1
-    name: adaptive-peers
-    seed: 0
-    checks:
-      - id: attack
-        kind: adversarial
-        attack: pgd
-        norm: linf
-        epsilon: {eps}
-        steps: 20
-        min: 0.0
-        adaptive: {adaptive}
-"""
 
 
 @pytest.fixture()
@@ -70,9 +56,12 @@ def first_digits(tmp_path: Path, digits_split: dict[str, np.ndarray]) -> tuple[n
     return x, y, path
 
 
-def gate_robust(factory_run, factory: str, weights: Path, data: Path, adaptive: str) -> np.ndarray:
+def gate_robust(
+    helpers: SimpleNamespace, factory_run, factory: str, weights: Path, data: Path, adaptive: str
+) -> np.ndarray:
     """gate's per-sample robust flags (a one-shard run keeps them), after checking the run ended."""
-    report = factory_run(POLICY.format(eps=EPS, adaptive=adaptive), factory, weights, data, shard=(1, 1))
+    policy = helpers.peers.gate_policy(EPS, adaptive)
+    report = factory_run(policy, factory, weights, data, shard=(1, 1))
     check = only_check(report)
     assert check.status != "error", check.message
     assert check.samples is not None and check.samples.index == list(range(SAMPLES))
@@ -102,7 +91,7 @@ def test_escalated_gate_is_no_weaker_than_best_of_peers(
     weights = tmp_path / f"{name}.safetensors"
     save_file(state, str(weights))
 
-    gate = gate_robust(factory_run, f"adaptive_models:{name}", weights, data, "auto")
+    gate = gate_robust(helpers, factory_run, f"adaptive_models:{name}", weights, data, "auto")
 
     gate_only, peers_only = int((gate & ~best).sum()), int((~gate & best).sum())
     allowance = helpers.peers.paired_allowance(SAMPLES, gate_only + peers_only)
@@ -120,7 +109,7 @@ def test_escalation_leaves_the_undefended_cnn_alone(
 ) -> None:
     _, _, data = first_digits
     factory = "gate.demo.models:digits_cnn"
-    plain = gate_robust(factory_run, factory, standard_weights, data, "off")
-    escalated = gate_robust(factory_run, factory, standard_weights, data, "auto")
+    plain = gate_robust(helpers, factory_run, factory, standard_weights, data, "off")
+    escalated = gate_robust(helpers, factory_run, factory, standard_weights, data, "auto")
     assert 0.2 < plain.mean() < 0.8  # the budget leaves something to break and something to keep
     np.testing.assert_array_equal(escalated, plain)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-FLAGS = (
+HEADLESS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -25,9 +25,9 @@ FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--hide-scrollbars",
-    "--remote-debugging-pipe",
 )
+"""A headless browser that reaches nothing on the network and keeps no state beyond its profile."""
+FLAGS = (*HEADLESS, "--hide-scrollbars", "--remote-debugging-pipe")
 
 
 class Chromium:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from report.browser import LAYOUT, Chromium
+from report.browser import HEADLESS, LAYOUT, Chromium
 from report.builders import report_around
 
 from gate.report.html import CONTENT_SECURITY_POLICY, HtmlFormat, render_value
@@ -299,13 +299,7 @@ def test_renders_in_headless_chromium_without_console_errors(tmp_path: Path) -> 
     page.write_text(HtmlFormat(folder).render(report), encoding="utf-8")
     command = [
         str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
+        *HEADLESS,
         f"--user-data-dir={tmp_path / 'profile'}",
         "--enable-logging=stderr",
         "--v=0",
