@@ -3,10 +3,10 @@ true number.
 
 A gradient attack on a model that hides its gradients reports a robust accuracy that an adaptive attack
 takes to zero (Athalye et al. 2018; Tramèr et al. 2020, "On Adaptive Attacks to Adversarial Example
-Defenses"). Before the policy's attack runs, gate diagnoses the model once (cheaply, on one probe batch
-and the deployed graph) and plans what the diagnosis calls for; each escalation then attacks only the
-samples still robust, and the check reports the lower robust accuracy with the escalation that produced
-it:
+Defenses"). Before the policy's attack runs, gate diagnoses the model once, cheaply, on the first 32
+samples of the whole selection (the same in every shard) and the deployed graph, and plans what the
+diagnosis calls for; each escalation then attacks only the samples still robust, and the check reports
+the lower robust accuracy with the escalation that produced it:
 
 - **randomised outputs** (two identical passes differ): every attack is judged over ``eot_samples``
   passes of the deployed model (a point is robust only if classified correctly in all of them), and the
@@ -28,6 +28,7 @@ its number is unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,7 +135,7 @@ def diagnose(context: CheckContext) -> Diagnosis:
         non_differentiable=tuple(_non_differentiable_ops(context)),
         disconnected=disconnected,
         dead_gradient_fraction=dead,
-        probability_outputs=bool(model.scores_are_probabilities) or context.outputs_are_probabilities(),
+        probability_outputs=bool(model.scores_are_probabilities) or _probe_outputs_are_probabilities(context),
         gradient_model=module is not None,
     )
     context.cache["adaptive-diagnosis"] = diagnosis
@@ -265,13 +266,26 @@ def _build(spec: AdversarialSpec, context: CheckContext, name: str) -> Attack:
     return attack
 
 
+def _probe_context(context: CheckContext) -> CheckContext:
+    """The first ``PROBE_SAMPLES`` of the whole (unsharded) selection, in every shard: each shard makes
+    the same diagnosis, so a sharded run escalates exactly as an unsharded one."""
+    selection = context.full_selection if context.full_selection is not None else context.data.selected
+    return dataclasses.replace(context, data=context.data.with_selection(selection[:PROBE_SAMPLES]), cache={})
+
+
 def _probe_batch(context: CheckContext) -> tuple[torch.Tensor, torch.Tensor]:
     cached = context.cache.get("adaptive-probe")
     if cached is None:
-        batch = next(iter(context.data.batches(PROBE_SAMPLES, context.device)))
-        cached = (batch.x, batch.y)
+        probe = _probe_context(context)
+        batch = next(iter(probe.data.batches(PROBE_SAMPLES, context.device)))
+        cached = (batch.x, batch.y, probe.outputs_are_probabilities())
         context.cache["adaptive-probe"] = cached
-    return cached
+    return cached[0], cached[1]
+
+
+def _probe_outputs_are_probabilities(context: CheckContext) -> bool:
+    _probe_batch(context)
+    return bool(context.cache["adaptive-probe"][2])
 
 
 def _differs(first: torch.Tensor, second: torch.Tensor) -> bool:

@@ -140,6 +140,9 @@ def test_sharded_escalation_merges_to_the_unsharded_result(tmp_path, digits_cnn,
         }
 
     assert broken(merged)["pgd with BPDA"] == broken(full)["pgd with BPDA"] > 0
+    shards = [json.loads((tmp_path / f"s{k}" / "report.json").read_text())["checks"][0] for k in (1, 2)]
+    diagnoses = [check["details"]["adaptive"]["diagnosis"] for check in (full, *shards)]
+    assert diagnoses[0] == diagnoses[1] == diagnoses[2]  # one probe (the selection's first samples) for all
     assert (
         merged["details"]["adaptive"]["plain_robust_accuracy"]
         == full["details"]["adaptive"]["plain_robust_accuracy"]
