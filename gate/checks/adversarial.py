@@ -349,32 +349,50 @@ def check_budget(attack: Attack, x: torch.Tensor, x_adv: torch.Tensor, bounds: t
         raise CheckError(f"{attack.name} left the input range [{low}, {high}]")
 
 
+def attack_and_escalate(
+    spec: AdversarialSpec,
+    context: CheckContext,
+    *,
+    label: str,
+    keep_examples: int = 0,
+    only: torch.Tensor | None = None,
+) -> tuple[Attack | FeatureAttack, AttackRun, Plan | None, dict[str, Any] | None]:
+    """The policy's attack on the selected samples (or those in ``only``), then, under ``adaptive:
+    auto``, each escalation the diagnosis calls for on the samples still robust (gate/checks/adaptive.py).
+
+    Returns the attack, the per-sample run (every escalation folded in), the plan and the report's
+    ``adaptive`` record (None for ``adaptive: off`` and feature-space attacks).
+    """
+    threat = None
+    if attack_info(spec.attack).feature_space:
+        if context.features is None:
+            raise CheckError(f"{spec.attack} attacks feature vectors [N, F]; this data has no features")
+        threat = FeatureThreat(context.features, spec.norm, spec.epsilon)
+    attack = build_attack(
+        spec.attack, norm=spec.norm, epsilon=spec.epsilon, bounds=context.policy.input.range, seed=context.seed,
+        steps=spec.steps, restarts=spec.restarts, step_size=spec.step_size, queries=spec.queries,
+        targeted=spec.targeted, num_classes=context.model.num_classes, threat=threat,
+    )  # fmt: skip
+    adaptive = None
+    if spec.adaptive == "auto" and isinstance(attack, Attack):
+        adaptive = plan_escalation(spec, attack, context)
+    draws = adaptive.draws if adaptive is not None else 1
+    run = run_attack(attack, context, label=label, keep_examples=keep_examples, only=only, draws=draws)
+    escalated = _escalate(spec, context, run, adaptive) if adaptive is not None else None
+    return attack, run, adaptive, escalated
+
+
 class AdversarialCheck(CheckKind[AdversarialSpec]):
     spec_type = AdversarialSpec
 
     def run(self, spec: AdversarialSpec, context: CheckContext) -> Measurement:
         info = attack_info(spec.attack)
-        threat = None
-        if info.feature_space:
-            if context.features is None:
-                raise CheckError(f"{spec.attack} attacks feature vectors [N, F]; this data has no features")
-            threat = FeatureThreat(context.features, spec.norm, spec.epsilon)
-        attack = build_attack(
-            spec.attack, norm=spec.norm, epsilon=spec.epsilon, bounds=context.policy.input.range, seed=context.seed,
-            steps=spec.steps, restarts=spec.restarts, step_size=spec.step_size, queries=spec.queries,
-            targeted=spec.targeted, num_classes=context.model.num_classes, threat=threat,
-        )  # fmt: skip
-        adaptive = None
-        if spec.adaptive == "auto" and isinstance(attack, Attack):
-            adaptive = plan_escalation(spec, attack, context)
-        draws = adaptive.draws if adaptive is not None else 1
-        run = run_attack(
-            attack, context, label=f"{spec.id}: {spec.attack}", keep_examples=spec.examples, draws=draws
+        attack, run, adaptive, escalated = attack_and_escalate(
+            spec, context, label=f"{spec.id}: {spec.attack}", keep_examples=spec.examples
         )
-        escalated = _escalate(spec, context, run, adaptive) if adaptive is not None else None
         curve = None
         if spec.epsilon_curve and isinstance(attack, Attack):
-            curve = _epsilon_curve(spec, context, run, adaptive)
+            curve = _epsilon_curve(spec, context, run)
         robust, clean_correct, distance = (
             run.tensor("robust"),
             run.tensor("clean_correct"),
@@ -521,24 +539,18 @@ def _escalation_message(record: dict[str, Any]) -> str:
     return f"; adaptive escalation (plain attack: robust accuracy {plain:.3f}): " + "; ".join(parts)
 
 
-def _epsilon_curve(
-    spec: AdversarialSpec, context: CheckContext, run: AttackRun, adaptive: Plan | None
-) -> dict[str, list[float]]:
+def _epsilon_curve(spec: AdversarialSpec, context: CheckContext, run: AttackRun) -> dict[str, list[float]]:
     """Robust accuracy at ``spec.epsilon_curve`` multiples of ε, for the report's curve (not the verdict).
 
-    A smaller ball is attacked only on the samples broken at ε (the others count as robust there: the
-    attack could not break them with more room), a larger one only on the samples still robust at ε (the
-    broken ones stay broken: the ball contains the smaller one). Gradients come from the model the
-    escalation attacked (the BPDA twin, the expectation over draws) where it had one.
+    Each budget is measured the way ε was, escalation included (a masked model's curve is not the plain
+    attack's), but on fewer samples: a smaller ball only on the samples broken at ε (the others count as
+    robust there: the attacks could not break them with more room), a larger one only on the samples still
+    robust at ε (the broken ones stay broken: the ball contains the smaller one).
     """
     robust, clean_correct = run.tensor("robust"), run.tensor("clean_correct")
     n = len(robust)
     index = run.tensor("index")
     broken_index = index[clean_correct & ~robust]
-    gradient = None
-    if adaptive is not None:
-        gradient = next((step.model for step in adaptive.escalations if step.model is not None), None)
-    draws = adaptive.draws if adaptive is not None else 1
     low, high = context.policy.input.range
     points: dict[float, float] = {0.0: int(clean_correct.sum()) / n, spec.epsilon: int(robust.sum()) / n}
     for factor in sorted(set(spec.epsilon_curve) - {1.0}):
@@ -548,23 +560,15 @@ def _epsilon_curve(
         only = broken_index if factor < 1 else run.robust_index
         still_robust = int(robust.sum())
         if len(only):
-            attack = build_attack(
-                spec.attack, norm=spec.norm, epsilon=epsilon, bounds=(low, high), seed=context.seed,
-                steps=spec.steps, restarts=spec.restarts, step_size=None if spec.step_size is None else spec.step_size * factor,
-                queries=spec.queries, targeted=spec.targeted, num_classes=context.model.num_classes,
-            )  # fmt: skip
-            further = run_attack(
-                attack,
-                context,
-                label=f"{spec.id}: ε-curve {epsilon:.3g}",
-                only=only,
-                model=gradient,
-                draws=draws,
+            step_size = None if spec.step_size is None else spec.step_size * factor
+            at = spec.model_copy(update={"epsilon": epsilon, "step_size": step_size})
+            _, further, _, _ = attack_and_escalate(
+                at, context, label=f"{spec.id}: ε-curve {epsilon:.3g}", only=only
             )
             if factor < 1:
                 still_robust += int(further.tensor("robust").sum())
             else:
                 still_robust -= int((~further.tensor("robust")).sum())
-        points[epsilon] = max(0.0, min(1.0, still_robust / n)) if n else 0.0
+        points[epsilon] = still_robust / n if n else 0.0
     epsilons = sorted(points)
     return {"epsilon": epsilons, "robust_accuracy": [points[e] for e in epsilons]}
