@@ -270,7 +270,9 @@ def _probe_context(context: CheckContext) -> CheckContext:
     """The first ``PROBE_SAMPLES`` of the whole (unsharded) selection, in every shard: each shard makes
     the same diagnosis, so a sharded run escalates exactly as an unsharded one."""
     selection = context.full_selection if context.full_selection is not None else context.data.selected
-    return dataclasses.replace(context, data=context.data.with_selection(selection[:PROBE_SAMPLES]), cache={})
+    # Not recorded for --resume: it is two passes over 32 samples, redone in no time.
+    probe = context.data.with_selection(selection[:PROBE_SAMPLES])
+    return dataclasses.replace(context, data=probe, cache={}, resume=None)
 
 
 def _probe_batch(context: CheckContext) -> tuple[torch.Tensor, torch.Tensor]:
