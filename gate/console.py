@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 
@@ -25,9 +25,10 @@ class Progress:
     """Says what the run is doing while it does it.
 
     ``step`` announces a stage ("check 7 of 13: pgd-linf (adversarial)"); ``task`` counts the work units
-    (samples, batches) of one piece of work. On an interactive terminal a task is a live bar with the
-    elapsed time and an ETA; in CI logs and pipes (``lines``) every event is one plain line, never a
-    carriage return; ``quiet`` prints nothing (the library default).
+    (samples, batches) of one piece of work, and ``pulse`` the model calls inside one (an attack's steps).
+    On an interactive terminal a task is a live ``rich`` progress bar with the elapsed time and an ETA; in
+    CI logs and pipes (``lines``) every event is one plain line, never a carriage return; ``quiet``
+    prints nothing (the library default).
     """
 
     def __init__(self, *, enabled: bool | None = None, stream: TextIO | None = None) -> None:
@@ -39,8 +40,9 @@ class Progress:
         self._total = 0
         self._done = 0
         self._started = 0.0
-        self._last_draw = 0.0
         self._calls = 0
+        self._bar: Any = None
+        self._bar_task: Any = None
 
     def step(self, index: int, total: int, what: str) -> None:
         """Announce stage ``index`` of ``total`` (1-based), e.g. the checks of a policy."""
@@ -55,27 +57,32 @@ class Progress:
         if self.mode == "lines" and total == 1:  # one unit (loading, exporting) shows no progress: say it
             self.stream.write(f"  {label} …\n")
             self.stream.flush()
+        if self.mode == "bar":
+            self._start_bar(label)
         try:
             yield self
         finally:
             elapsed = _duration(time.monotonic() - self._started)
-            if self.mode == "bar":
-                self._draw(force=True)
-                self.stream.write("\n")
+            if self._bar is not None:
+                self._bar.update(self._bar_task, completed=self._done)
+                self._bar.stop()
+                self._bar = self._bar_task = None
             elif self.mode == "lines":
                 self.stream.write(f"  {label}: {self._done}/{total} in {elapsed}\n")
             self.stream.flush()
 
     def advance(self, amount: int = 1) -> None:
         self._done = min(self._total, self._done + amount)
-        if self.enabled:
-            self._draw()
+        if self._bar is not None:
+            left = self.eta()
+            eta = "" if left is None else f"ETA {_duration(left)}"
+            self._bar.update(self._bar_task, completed=self._done, eta=eta, refresh=True)
 
     def pulse(self) -> None:
         """One model call inside the current unit (an attack step): the bar moves within a long batch."""
         self._calls += 1
-        if self.enabled:
-            self._draw()
+        if self._bar is not None:
+            self._bar.update(self._bar_task, calls=f"{self._calls} model calls")
 
     def eta(self, now: float | None = None) -> float | None:
         """Seconds left at the pace so far; None before the first unit is done."""
@@ -84,21 +91,28 @@ class Progress:
             return None
         return elapsed * (self._total - self._done) / self._done
 
-    def _draw(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_draw < 0.1:
-            return
-        self._last_draw = now
-        width = 30
-        filled = int(width * self._done / self._total)
-        bar = "#" * filled + "-" * (width - filled)
-        left = self.eta(now)
-        timing = _duration(now - self._started) + ("" if left is None else f", ETA {_duration(left)}")
-        calls = f", {self._calls} model calls" if self._calls else ""
-        self.stream.write(
-            f"\r  {self._label:<32.32} [{bar}] {self._done}/{self._total} {timing}{calls}\x1b[K"
+    def _start_bar(self, label: str) -> None:
+        """A rich bar: the label, the bar, done/total, elapsed, ETA (this run's pace) and model calls."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        console = Console(
+            file=self.stream, force_terminal=True, no_color=not colour_wanted(), highlight=False
         )
-        self.stream.flush()
+        self._bar = RichProgress(
+            TextColumn("  {task.description:<32.32}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+            TextColumn("{task.fields[calls]}"),
+            console=console,
+            get_time=lambda: time.monotonic(),  # read at call time: tests set the clock
+            refresh_per_second=10,
+        )
+        self._bar_task = self._bar.add_task(label, total=self._total, eta="", calls="")
+        self._bar.start()
 
 
 def _duration(seconds: float) -> str:
