@@ -428,17 +428,14 @@ class ModelUnderTest:
         graph = self.scores_graph()
         twin = build_twin(graph, straight_through=True)
         scores_module = with_preprocessing(twin, self._normalize, self._fixed_batch).to(self.device)
-        atol, rtol = PRECISION_TOLERANCE[self.precision]
         reference = self.scores(probe)
         with torch.no_grad():
             mirrored = scores_module(probe.to(self.device, torch.float32)).float().to(reference.device)
-        difference = (mirrored - reference).abs()
-        if not bool(torch.isfinite(mirrored).all()) or bool(
-            (difference > atol + rtol * reference.abs()).any()
-        ):
+        disagreement = self._disagreement(mirrored, reference, *PRECISION_TOLERANCE[self.precision])
+        if disagreement is not None:
             raise ModelError(
-                "the straight-through twin disagrees with the ONNX Runtime session on the probe inputs (max "
-                f"|difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|)",
+                f"the straight-through twin disagrees with the ONNX Runtime session on the probe inputs "
+                f"({disagreement})",
                 path=self.onnx_path,
             )
         found = graph_logits(graph, self._scores_value)
@@ -461,6 +458,19 @@ class ModelUnderTest:
         logits = logits.float()
         self._check_logits(logits, len(x), f"the {self.source_kind} PyTorch module")
         return logits.to(x.device)
+
+    def _disagreement(
+        self, mirrored: torch.Tensor, reference: torch.Tensor, atol: float, rtol: float
+    ) -> str | None:
+        """How a module's scores differ from the session's beyond ``atol + rtol·|logit|`` (a non-finite
+        score always does), in words for the reason; None when they agree."""
+        difference = (mirrored - reference).abs()
+        if bool(torch.isfinite(mirrored).all()) and not bool(
+            (difference > atol + rtol * reference.abs()).any()
+        ):
+            return None
+        precision = "" if self.precision == "float32" else f", for a graph computing in {self.precision}"
+        return f"max |difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|{precision}"
 
     def verify_twin(
         self,
@@ -490,13 +500,10 @@ class ModelUnderTest:
         except ModelError as error:  # the twin fails where the session does not (non-finite logits, say)
             self.gradient_unavailable_reason = error.message
             return
-        difference = (twin - reference).abs()
-        allowed = atol + rtol * reference.abs()
-        if bool((difference > allowed).any()):
+        disagreement = self._disagreement(twin, reference, atol, rtol)
+        if disagreement is not None:
             self.gradient_unavailable_reason = (
-                f"the PyTorch twin disagrees with the ONNX Runtime session on {on} "
-                f"(max |difference| {float(difference.max()):.3g}, tolerance {atol:g} + {rtol:g}·|logit|"
-                f"{'' if self.precision == 'float32' else f', for a graph computing in {self.precision}'})"
+                f"the PyTorch twin disagrees with the ONNX Runtime session on {on} ({disagreement})"
             )
             logger.warning("%s", self.gradient_unavailable_reason)
             return
