@@ -48,7 +48,7 @@ from gate.data.evaldata import Batch
 from gate.errors import CheckError
 from gate.measurement import Measurement
 from gate.model.squashing import UNDONE
-from gate.policy.specs import AdversarialSpec
+from gate.policy.specs import AdversarialSpec, AttackOptions
 
 BUDGET_TOLERANCE = 1e-5
 MAX_LISTED_DISAGREEMENTS = 20
@@ -349,6 +349,17 @@ def check_budget(attack: Attack, x: torch.Tensor, x_adv: torch.Tensor, bounds: t
         raise CheckError(f"{attack.name} left the input range [{low}, {high}]")
 
 
+def spec_attack(
+    spec: AttackOptions, context: CheckContext, *, num_classes: int, threat: FeatureThreat | None = None
+) -> Attack | FeatureAttack:
+    """The attack a check's policy fields describe, at the policy's input range and seed."""
+    return build_attack(
+        spec.attack, norm=spec.norm, epsilon=spec.epsilon, bounds=context.policy.input.range, seed=context.seed,
+        steps=spec.steps, restarts=spec.restarts, step_size=spec.step_size, queries=spec.queries,
+        targeted=spec.targeted, num_classes=num_classes, threat=threat,
+    )  # fmt: skip
+
+
 def attack_and_escalate(
     spec: AdversarialSpec,
     context: CheckContext,
@@ -368,11 +379,7 @@ def attack_and_escalate(
         if context.features is None:
             raise CheckError(f"{spec.attack} attacks feature vectors [N, F]; this data has no features")
         threat = FeatureThreat(context.features, spec.norm, spec.epsilon)
-    attack = build_attack(
-        spec.attack, norm=spec.norm, epsilon=spec.epsilon, bounds=context.policy.input.range, seed=context.seed,
-        steps=spec.steps, restarts=spec.restarts, step_size=spec.step_size, queries=spec.queries,
-        targeted=spec.targeted, num_classes=context.model.num_classes, threat=threat,
-    )  # fmt: skip
+    attack = spec_attack(spec, context, num_classes=context.model.num_classes, threat=threat)
     adaptive = None
     if spec.adaptive == "auto" and isinstance(attack, Attack):
         adaptive = plan_escalation(spec, attack, context)

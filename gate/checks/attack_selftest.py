@@ -29,9 +29,8 @@ from torch import nn
 
 from gate.attacks.base import Attack, FiniteWatch, Model
 from gate.attacks.catalogue import attack_info
-from gate.attacks.registry import build_attack
 from gate.checks.adaptive import GradientEscalation, escalated_gradient_model
-from gate.checks.adversarial import attack_model, check_budget, check_finite
+from gate.checks.adversarial import attack_model, check_budget, check_finite, spec_attack
 from gate.checks.base import CheckContext, CheckKind, Columns, deferred_to_first_shard
 from gate.data.evaldata import Batch
 from gate.errors import CheckError
@@ -169,11 +168,7 @@ class AttackSelftestCheck(CheckKind[AttackSelftestSpec]):
         sub = context.diagnostic_context(spec.samples)
         if sub is None:
             return deferred_to_first_shard(context)
-        attack = build_attack(
-            spec.attack, norm=spec.norm, epsilon=spec.epsilon, bounds=context.policy.input.range, seed=context.seed,
-            steps=spec.steps, restarts=spec.restarts, step_size=spec.step_size, queries=spec.queries,
-            targeted=spec.targeted, num_classes=SELFTEST_CLASSES,
-        )  # fmt: skip
+        attack = spec_attack(spec, context, num_classes=SELFTEST_CLASSES)
         if not isinstance(attack, Attack):
             raise CheckError(f"{spec.attack} searches a feature space; the self-test runs in the ε-ball")
         columns = _SelfTest(spec, sub, attack).columns()

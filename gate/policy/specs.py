@@ -262,7 +262,7 @@ def attack_refused(attack: str, norm: str, values: dict[str, Any]) -> None:
         raise PydanticCustomError("field_value", "{message}", {"field": field, "message": message})
 
 
-class _AttackOptions(CheckSpec):
+class AttackOptions(CheckSpec):
     """The policy fields that name and tune a norm-ball attack (the catalogue's ``OPTIONS``), shared by
     the checks that run one: the adversarial check, and the self-test that vouches for it."""
 
@@ -276,13 +276,13 @@ class _AttackOptions(CheckSpec):
     targeted: bool = Field(default=False, description=option_help("targeted"))
 
     @model_validator(mode="after")
-    def _attack_reads_its_options(self) -> _AttackOptions:
+    def _attack_reads_its_options(self) -> AttackOptions:
         # An option the attack would silently drop makes the verdict describe a test that never ran.
         attack_refused(self.attack, self.norm, {option: getattr(self, option) for option in OPTIONS})
         return self
 
 
-class AdversarialSpec(_AttackOptions):
+class AdversarialSpec(AttackOptions):
     """Robust accuracy under a norm-bounded attack (Madry et al. 2018; Croce & Hein 2020)."""
 
     kind: Literal["adversarial"]
@@ -729,7 +729,7 @@ SELFTEST_CLASSES = 2
 """The self-test attacks a binary model (gate/checks/attack_selftest.py): planted example or not."""
 
 
-class AttackSelftestSpec(_AttackOptions):
+class AttackSelftestSpec(AttackOptions):
     """Whether the attack finds adversarial examples planted where one is known to exist.
 
     The binarization test of Zimmermann et al. 2022. Per sample, a binary readout of the model's logits is fitted so that a point inside the ε-ball is
